@@ -1,0 +1,104 @@
+//! Length-prefixed framing: a 4-byte big-endian signed length, then that many bytes.
+//!
+//! The original read the length into an `int32` and allocated it blindly, so a
+//! negative length crashed the server. Here a negative or oversized length is a
+//! `FrameError` and the caller closes the connection.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The largest frame body either side accepts: a 1 MiB value plus room for the
+/// path (at most 4 KiB) and the other fields.
+pub const MAX_FRAME: usize = (1 << 20) + 64 * 1024;
+
+/// Why a frame could not be read; after any of these the stream is unusable.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The length prefix is negative or larger than the allowed maximum.
+    BadLength(i64),
+    /// The stream ended inside a frame.
+    Truncated,
+    /// The underlying read failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::BadLength(n) => write!(f, "bad frame length {n}"),
+            FrameError::Truncated => f.write_str("connection closed inside a frame"),
+            FrameError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut len[got..]).await.map_err(FrameError::Io)?;
+        if n == 0 {
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        got += n;
+    }
+    let n = i32::from_be_bytes(len);
+    if n < 0 || n as usize > max {
+        return Err(FrameError::BadLength(n.into()));
+    }
+    let mut body = BytesMut::zeroed(n as usize);
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(Some(body.freeze()))
+}
+
+/// Appends `msg` as one frame (length prefix + protobuf body) to `dst`.
+pub fn encode_frame<M: Message>(msg: &M, dst: &mut BytesMut) {
+    let len = msg.encoded_len();
+    dst.reserve(4 + len);
+    dst.put_u32(len as u32);
+    // Cannot fail: the buffer was reserved for exactly this length.
+    let _ = msg.encode(dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Request;
+
+    async fn read_all(bytes: &[u8]) -> Result<Option<Bytes>, FrameError> {
+        let mut r = bytes;
+        read_frame(&mut r, 100).await
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let req = Request { tag: Some(7), verb: Some(1), path: Some("/x".into()), rev: Some(-1), ..Default::default() };
+        let mut buf = BytesMut::new();
+        encode_frame(&req, &mut buf);
+        assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
+        let body = read_all(&buf).await.unwrap().unwrap();
+        assert_eq!(Request::decode(body).unwrap(), req);
+    }
+
+    #[tokio::test]
+    async fn rejects_negative_and_oversized_lengths() {
+        assert!(matches!(read_all(&(-1i32).to_be_bytes()).await, Err(FrameError::BadLength(-1))));
+        assert!(matches!(read_all(&i32::MIN.to_be_bytes()).await, Err(FrameError::BadLength(_))));
+        assert!(matches!(read_all(&101i32.to_be_bytes()).await, Err(FrameError::BadLength(101))));
+    }
+
+    #[tokio::test]
+    async fn clean_eof_and_truncation() {
+        assert!(matches!(read_all(&[]).await, Ok(None)));
+        assert!(matches!(read_all(&[0, 0]).await, Err(FrameError::Truncated)));
+        assert!(matches!(read_all(&[0, 0, 0, 5, 1, 2]).await, Err(FrameError::Truncated)));
+        assert_eq!(read_all(&[0, 0, 0, 0]).await.unwrap().unwrap().len(), 0);
+    }
+}

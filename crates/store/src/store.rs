@@ -1,0 +1,358 @@
+//! The versioned store: the current tree, its revision, and a bounded history of
+//! past trees and events.
+
+use crate::glob::Glob;
+use crate::path::{components, is_valid_path};
+use crate::tree::{self, Dir, File, Lookup, Node};
+use crate::{Rev, CLOBBER, DIR, MISSING};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// A change to propose. Everything that alters the tree is one of these, so a
+/// log of commands replayed in order rebuilds exactly the same store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Write `body` at `path` if `rev` is CLOBBER or at least the file's revision.
+    Set { path: String, rev: Rev, body: Bytes },
+    /// Delete the file at `path` under the same revision rule.
+    Del { path: String, rev: Rev },
+    /// Consume a revision and change nothing (the protocol's NOP).
+    Nop,
+}
+
+/// What a change did to a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Set,
+    Del,
+    Nop,
+}
+
+/// One revision's change, as WAIT reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub rev: Rev,
+    /// The changed file's full path; `/` for a NOP.
+    pub path: Arc<str>,
+    /// The new body; empty for deletes and NOPs.
+    pub body: Bytes,
+    pub kind: EventKind,
+}
+
+/// Why a command failed or a read was refused; a failed command changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    BadPath,
+    RevMismatch,
+    IsDir,
+    NotDir,
+    NoEnt,
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The store moved to `event.rev`.
+    Changed(Event),
+    /// The command succeeded but there was nothing to change (deleting a missing
+    /// file): no revision is consumed and no event is produced.
+    Unchanged,
+    /// The command was refused; nothing changed and no revision was consumed.
+    Failed(StoreError),
+}
+
+/// Why a read at a revision cannot be answered now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The revision has left the history window.
+    TooLate,
+    /// The revision has not happened yet; wait for it.
+    Future(Rev),
+}
+
+/// How much history to keep: at most `revs` revisions and, beyond the newest
+/// one, at most about `bytes` of paths and bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub revs: usize,
+    pub bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits { revs: 2000, bytes: 256 << 20 }
+    }
+}
+
+/// What STAT reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    File { rev: Rev, len: usize },
+    Dir { entries: usize },
+    Missing,
+}
+
+struct Entry {
+    root: Dir,
+    event: Event,
+    cost: usize,
+}
+
+/// Bookkeeping per history entry besides its path and body (tree nodes copied
+/// along the changed path, the event, the queue slot): an estimate used only
+/// to bound the history's memory.
+const ENTRY_OVERHEAD: usize = 512;
+
+/// The store: the current tree and its history window.
+pub struct Store {
+    limits: HistoryLimits,
+    rev: Rev,
+    root: Dir,
+    /// Entries for revisions `oldest()..=rev`, oldest first.
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+}
+
+impl Store {
+    /// An empty store at revision 0.
+    pub fn new(limits: HistoryLimits) -> Store {
+        let limits = HistoryLimits { revs: limits.revs.max(1), ..limits };
+        Store { limits, rev: 0, root: Dir::new(), history: VecDeque::new(), history_bytes: 0 }
+    }
+
+    /// The last revision applied.
+    pub fn rev(&self) -> Rev {
+        self.rev
+    }
+
+    /// The oldest revision still readable; `rev() + 1` while nothing has happened.
+    pub fn oldest(&self) -> Rev {
+        self.history.front().map_or(self.rev + 1, |e| e.event.rev)
+    }
+
+    /// Number of revisions in the history window and their estimated bytes.
+    pub fn history_size(&self) -> (usize, usize) {
+        (self.history.len(), self.history_bytes)
+    }
+
+    /// Applies one command. Deterministic: the same commands in the same order
+    /// give the same outcomes and revisions on every node.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        let result = match cmd {
+            Command::Set { path, rev, body } => self.set(path, *rev, body),
+            Command::Del { path, rev } => self.del(path, *rev),
+            Command::Nop => Ok(Some((self.root.clone(), Arc::from("/"), Bytes::new(), EventKind::Nop))),
+        };
+        match result {
+            Err(e) => Outcome::Failed(e),
+            Ok(None) => Outcome::Unchanged,
+            Ok(Some((root, path, body, kind))) => {
+                self.rev += 1;
+                let event = Event { rev: self.rev, path, body, kind };
+                self.root = root.clone();
+                self.record(root, event.clone());
+                Outcome::Changed(event)
+            }
+        }
+    }
+
+    /// Checks the revision rule for a write at `names`; returns the target node.
+    fn check_write<'a>(&'a self, path: &str, names: &[&str], rev: Rev) -> Result<Option<&'a Node>, StoreError> {
+        if !is_valid_path(path) {
+            return Err(StoreError::BadPath);
+        }
+        if names.is_empty() {
+            return Err(StoreError::IsDir);
+        }
+        let node = match tree::lookup(&self.root, names) {
+            Lookup::UnderFile => return Err(StoreError::NotDir),
+            Lookup::Missing => None,
+            Lookup::Found(n) => Some(n),
+        };
+        let current = match node {
+            None => MISSING,
+            Some(Node::Dir(_)) => DIR,
+            Some(Node::File(f)) => f.rev,
+        };
+        if rev != CLOBBER && rev < current {
+            return Err(StoreError::RevMismatch);
+        }
+        if let Some(Node::Dir(_)) = node {
+            return Err(StoreError::IsDir);
+        }
+        Ok(node)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn set(&self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+        let names: Vec<&str> = components(path).collect();
+        self.check_write(path, &names, rev)?;
+        let file = File { body: body.clone(), rev: self.rev + 1 };
+        let root = tree::set(&self.root, &names, file).map_err(|_| StoreError::NotDir)?;
+        Ok(Some((root, Arc::from(path), body.clone(), EventKind::Set)))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn del(&self, path: &str, rev: Rev) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+        let names: Vec<&str> = components(path).collect();
+        if self.check_write(path, &names, rev)?.is_none() {
+            return Ok(None);
+        }
+        let root = tree::del(&self.root, &names).ok_or(StoreError::NoEnt)?;
+        Ok(Some((root, Arc::from(path), Bytes::new(), EventKind::Del)))
+    }
+
+    fn record(&mut self, root: Dir, event: Event) {
+        let cost = event.path.len() + event.body.len() + ENTRY_OVERHEAD;
+        self.history_bytes += cost;
+        self.history.push_back(Entry { root, event, cost });
+        while self.history.len() > self.limits.revs
+            || (self.history.len() > 1 && self.history_bytes > self.limits.bytes)
+        {
+            if let Some(old) = self.history.pop_front() {
+                self.history_bytes -= old.cost;
+            }
+        }
+    }
+
+    /// The tree as of `rev` (`None`: now). Revisions ≤ 0 read as revision 1, as
+    /// in the original.
+    pub fn snapshot(&self, rev: Option<Rev>) -> Result<Snapshot, ReadError> {
+        let Some(rev) = rev else {
+            return Ok(self.current());
+        };
+        let rev = rev.max(1);
+        if rev > self.rev {
+            return Err(ReadError::Future(rev));
+        }
+        if rev == self.rev {
+            return Ok(self.current());
+        }
+        let entry = self.entry(rev).ok_or(ReadError::TooLate)?;
+        Ok(Snapshot { rev, root: entry.root.clone() })
+    }
+
+    /// The current tree.
+    pub fn current(&self) -> Snapshot {
+        Snapshot { rev: self.rev, root: self.root.clone() }
+    }
+
+    fn entry(&self, rev: Rev) -> Option<&Entry> {
+        let index = rev.checked_sub(self.oldest())?;
+        self.history.get(usize::try_from(index).ok()?)
+    }
+
+    /// The first event at or after `from` whose path matches `glob`, if it has
+    /// already happened. Revisions ≤ 0 read as 1.
+    pub fn first_event(&self, from: Rev, glob: &Glob) -> Result<Option<Event>, ReadError> {
+        let from = from.max(1);
+        if from > self.rev {
+            return Ok(None);
+        }
+        if from < self.oldest() {
+            return Err(ReadError::TooLate);
+        }
+        let skip = (from - self.oldest()) as usize;
+        Ok(self.history.iter().skip(skip).map(|e| &e.event).find(|e| glob.matches(&e.path)).cloned())
+    }
+}
+
+/// A read-only view of the tree at one revision. Cheap to clone and to keep:
+/// it shares structure with the store.
+#[derive(Clone)]
+pub struct Snapshot {
+    rev: Rev,
+    root: Dir,
+}
+
+impl Snapshot {
+    /// The revision this snapshot shows.
+    pub fn rev(&self) -> Rev {
+        self.rev
+    }
+
+    fn node(&self, path: &str) -> Option<&Node> {
+        if !is_valid_path(path) {
+            return None;
+        }
+        let names: Vec<&str> = components(path).collect();
+        if names.is_empty() {
+            return None;
+        }
+        match tree::lookup(&self.root, &names) {
+            Lookup::Found(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn is_root(path: &str) -> bool {
+        path == "/"
+    }
+
+    /// GET: the file at `path`, `None` if missing; a directory is ISDIR. A path
+    /// that is not legal reads as missing, as in the original.
+    pub fn get(&self, path: &str) -> Result<Option<File>, StoreError> {
+        if Self::is_root(path) {
+            return Err(StoreError::IsDir);
+        }
+        match self.node(path) {
+            Some(Node::File(f)) => Ok(Some(f.clone())),
+            Some(Node::Dir(_)) => Err(StoreError::IsDir),
+            None => Ok(None),
+        }
+    }
+
+    /// GETDIR: the names in the directory at `path`, in byte order.
+    pub fn getdir(&self, path: &str) -> Result<Vec<Arc<str>>, StoreError> {
+        let dir = if Self::is_root(path) {
+            &self.root
+        } else {
+            match self.node(path) {
+                Some(Node::Dir(d)) => d,
+                Some(Node::File(_)) => return Err(StoreError::NotDir),
+                None => return Err(StoreError::NoEnt),
+            }
+        };
+        Ok(dir.keys().cloned().collect())
+    }
+
+    /// STAT: a file's revision and length, a directory's entry count, or missing.
+    pub fn stat(&self, path: &str) -> Stat {
+        if Self::is_root(path) {
+            return Stat::Dir { entries: self.root.len() };
+        }
+        match self.node(path) {
+            Some(Node::File(f)) => Stat::File { rev: f.rev, len: f.body.len() },
+            Some(Node::Dir(d)) => Stat::Dir { entries: d.len() },
+            None => Stat::Missing,
+        }
+    }
+
+    /// WALK: every file matching `glob`, depth first with each directory's entries
+    /// in byte order. Directories the glob cannot reach are not visited.
+    pub fn walk(&self, glob: &Glob) -> Vec<(String, File)> {
+        let mut out = Vec::new();
+        let mut prefix = String::from("/");
+        walk_dir(&self.root, glob, &mut prefix, &mut out);
+        out
+    }
+}
+
+fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, File)>) {
+    for (name, node) in dir.iter() {
+        let len = prefix.len();
+        prefix.push_str(name);
+        match node {
+            Node::File(f) if glob.matches(prefix) => out.push((prefix.clone(), f.clone())),
+            Node::File(_) => {}
+            Node::Dir(d) => {
+                prefix.push('/');
+                if glob.could_match_below(prefix) {
+                    walk_dir(d, glob, prefix, out);
+                }
+            }
+        }
+        prefix.truncate(len);
+    }
+}

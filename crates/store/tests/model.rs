@@ -1,0 +1,246 @@
+//! The store against a deliberately naive model: a flat map from full path to
+//! (body, rev), with directories derived from file paths, and a full copy of the
+//! map kept for every revision. Random command sequences must give the same
+//! outcomes, revisions, events and reads (now and at past revisions).
+
+use bytes::Bytes;
+use doozer_store::{Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+type Files = BTreeMap<String, (Bytes, i64)>;
+
+#[derive(Default)]
+struct Model {
+    rev: i64,
+    states: Vec<Files>, // states[r] = files after revision r
+    events: Vec<Event>, // events[r - 1]
+}
+
+fn is_dir(files: &Files, path: &str) -> bool {
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+    files.keys().any(|k| k.starts_with(&prefix))
+}
+
+fn valid(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && path[1..].split('/').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')))
+}
+
+fn ancestors(path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    (1..parts.len()).map(|i| format!("/{}", parts[..i].join("/"))).collect()
+}
+
+impl Model {
+    fn new() -> Model {
+        Model { rev: 0, states: vec![Files::new()], events: vec![] }
+    }
+
+    fn files(&self) -> &Files {
+        &self.states[self.rev as usize]
+    }
+
+    fn check(&self, path: &str, rev: i64) -> Result<(), StoreError> {
+        if !valid(path) {
+            return Err(StoreError::BadPath);
+        }
+        if path == "/" {
+            return Err(StoreError::IsDir);
+        }
+        let files = self.files();
+        if ancestors(path).iter().any(|a| files.contains_key(a)) {
+            return Err(StoreError::NotDir);
+        }
+        let dir = is_dir(files, path);
+        let current = if dir { -2 } else { files.get(path).map_or(0, |f| f.1) };
+        if rev != -1 && rev < current {
+            return Err(StoreError::RevMismatch);
+        }
+        if dir {
+            return Err(StoreError::IsDir);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, files: Files, path: &str, body: Bytes, kind: EventKind) -> Outcome {
+        self.rev += 1;
+        self.states.push(files);
+        let e = Event { rev: self.rev, path: path.into(), body, kind };
+        self.events.push(e.clone());
+        Outcome::Changed(e)
+    }
+
+    fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::Nop => {
+                let files = self.files().clone();
+                self.commit(files, "/", Bytes::new(), EventKind::Nop)
+            }
+            Command::Set { path, rev, body } => {
+                if let Err(e) = self.check(path, *rev) {
+                    return Outcome::Failed(e);
+                }
+                let mut files = self.files().clone();
+                files.insert(path.clone(), (body.clone(), self.rev + 1));
+                self.commit(files, path, body.clone(), EventKind::Set)
+            }
+            Command::Del { path, rev } => {
+                if let Err(e) = self.check(path, *rev) {
+                    return Outcome::Failed(e);
+                }
+                let mut files = self.files().clone();
+                if files.remove(path).is_none() {
+                    return Outcome::Unchanged;
+                }
+                self.commit(files, path, Bytes::new(), EventKind::Del)
+            }
+        }
+    }
+}
+
+fn model_stat(files: &Files, path: &str) -> Stat {
+    if let Some((b, r)) = files.get(path) {
+        return Stat::File { rev: *r, len: b.len() };
+    }
+    if valid(path) && is_dir(files, path) {
+        return Stat::Dir { entries: model_dir(files, path).len() };
+    }
+    Stat::Missing
+}
+
+fn model_dir(files: &Files, path: &str) -> Vec<String> {
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
+    let mut names: Vec<String> = files
+        .keys()
+        .filter_map(|k| k.strip_prefix(&prefix))
+        .map(|rest| rest.split('/').next().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn model_walk(files: &Files, glob: &Glob) -> Vec<(String, i64)> {
+    let mut v: Vec<(Vec<String>, String, i64)> = files
+        .iter()
+        .filter(|(k, _)| glob.matches(k))
+        .map(|(k, (_, r))| (k[1..].split('/').map(String::from).collect(), k.clone(), *r))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, k, r)| (k, r)).collect()
+}
+
+fn arb_path() -> impl Strategy<Value = String> {
+    let name = prop_oneof![Just("a"), Just("b"), Just("a.b"), Just("c-1"), Just("z")];
+    prop_oneof![
+        9 => prop::collection::vec(name, 1..4).prop_map(|v| format!("/{}", v.join("/"))),
+        1 => prop_oneof![Just("/".to_string()), Just("/a/".to_string()), Just("a".to_string()), Just("/x_y".to_string()), Just(String::new())],
+    ]
+}
+
+fn arb_rev() -> impl Strategy<Value = i64> {
+    prop_oneof![Just(-1i64), Just(0), Just(-2), 1i64..40, Just(i64::MAX)]
+}
+
+fn arb_cmd() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        6 => (arb_path(), arb_rev(), prop::collection::vec(any::<u8>(), 0..4))
+            .prop_map(|(path, rev, b)| Command::Set { path, rev, body: Bytes::from(b) }),
+        3 => (arb_path(), arb_rev()).prop_map(|(path, rev)| Command::Del { path, rev }),
+        1 => Just(Command::Nop),
+    ]
+}
+
+fn arb_glob() -> impl Strategy<Value = String> {
+    prop_oneof![Just("/**"), Just("/a/*"), Just("/a/**"), Just("/*"), Just("/?"), Just("/a*"), Just("/*/b"), Just("/a.b/?/*")]
+        .prop_map(String::from)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn store_matches_model(cmds in prop::collection::vec(arb_cmd(), 1..80),
+                           hist in 1usize..30,
+                           probes in prop::collection::vec((arb_path(), 0i64..90, arb_glob()), 10)) {
+        let mut store = Store::new(HistoryLimits { revs: hist, bytes: usize::MAX });
+        let mut model = Model::new();
+        for cmd in &cmds {
+            prop_assert_eq!(store.apply(cmd), model.apply(cmd), "command {:?}", cmd);
+            prop_assert_eq!(store.rev(), model.rev);
+        }
+        let oldest = (model.rev - hist as i64 + 1).max(1);
+        prop_assert_eq!(store.oldest(), oldest.min(model.rev + 1));
+        for (path, at, glob) in &probes {
+            let glob = Glob::parse(glob).unwrap();
+            let snap = store.snapshot(Some(*at));
+            let want_rev = (*at).max(1);
+            if want_rev > model.rev {
+                prop_assert_eq!(snap.err(), Some(ReadError::Future(want_rev)));
+            } else if want_rev < oldest {
+                prop_assert_eq!(snap.err(), Some(ReadError::TooLate));
+                prop_assert_eq!(store.first_event(*at, &glob), Err(ReadError::TooLate));
+            } else {
+                let snap = snap.unwrap();
+                let files = &model.states[want_rev as usize];
+                prop_assert_eq!(snap.rev(), want_rev);
+                prop_assert_eq!(snap.stat(path), model_stat(files, path));
+                let got = snap.get(path).map(|f| f.map(|f| (f.body, f.rev)));
+                let want = if path == "/" || (valid(path) && is_dir(files, path)) { Err(StoreError::IsDir) } else { Ok(files.get(path.as_str()).cloned()) };
+                prop_assert_eq!(got, want);
+                if valid(path) && !files.contains_key(path.as_str()) && (path == "/" || is_dir(files, path)) {
+                    let names: Vec<String> = snap.getdir(path).unwrap().iter().map(|n| n.to_string()).collect();
+                    prop_assert_eq!(names, model_dir(files, path));
+                }
+                let walked: Vec<(String, i64)> = snap.walk(&glob).into_iter().map(|(p, f)| (p, f.rev)).collect();
+                prop_assert_eq!(walked, model_walk(files, &glob));
+                let first = model.events[(want_rev - 1) as usize..].iter().find(|e| glob.matches(&e.path)).cloned();
+                prop_assert_eq!(store.first_event(*at, &glob), Ok(first));
+            }
+        }
+    }
+}
+
+#[test]
+fn walk_order_is_per_directory_not_full_path() {
+    let mut s = Store::new(HistoryLimits::default());
+    for p in ["/a.b", "/a/z"] {
+        s.apply(&Command::Set { path: p.into(), rev: 0, body: Bytes::new() });
+    }
+    let walked: Vec<String> = s.current().walk(&Glob::parse("/**").unwrap()).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(walked, ["/a/z", "/a.b"]);
+}
+
+#[test]
+fn history_is_bounded_by_bytes() {
+    let mut s = Store::new(HistoryLimits { revs: 1000, bytes: 10_000 });
+    for i in 0..100 {
+        s.apply(&Command::Set { path: "/big".into(), rev: -1, body: Bytes::from(vec![i as u8; 1000]) });
+    }
+    let (revs, bytes) = s.history_size();
+    assert!(bytes <= 10_000 && revs < 10, "{revs} revs, {bytes} bytes");
+    assert_eq!(s.snapshot(Some(1)).err(), Some(ReadError::TooLate));
+    assert_eq!(s.current().get("/big").unwrap().unwrap().rev, 100);
+}
+
+#[test]
+fn del_below_a_file_keeps_the_file() {
+    let mut s = Store::new(HistoryLimits::default());
+    s.apply(&Command::Set { path: "/a".into(), rev: 0, body: Bytes::from_static(b"x") });
+    assert_eq!(s.apply(&Command::Del { path: "/a/b".into(), rev: -1 }), Outcome::Failed(StoreError::NotDir));
+    assert_eq!(s.current().get("/a").unwrap().unwrap().body, Bytes::from_static(b"x"));
+}
+
+#[test]
+fn empty_directories_vanish() {
+    let mut s = Store::new(HistoryLimits::default());
+    s.apply(&Command::Set { path: "/a/b/c".into(), rev: 0, body: Bytes::new() });
+    assert_eq!(s.current().stat("/a/b"), Stat::Dir { entries: 1 });
+    s.apply(&Command::Del { path: "/a/b/c".into(), rev: -1 });
+    assert_eq!(s.current().stat("/a"), Stat::Missing);
+    assert_eq!(s.current().stat("/"), Stat::Dir { entries: 0 });
+    // The past still shows them.
+    assert_eq!(s.snapshot(Some(1)).unwrap().stat("/a/b/c"), Stat::File { rev: 1, len: 0 });
+}
