@@ -1,0 +1,89 @@
+//! `doozer:?ca=HOST:PORT&ca=...&sk=SECRET` URIs (doozer-spec.md 3.8); a bare
+//! `HOST:PORT` is accepted too.
+
+use crate::Error;
+
+/// A parsed cluster URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    /// Cluster addresses (`ca`), in the order given.
+    pub addrs: Vec<String>,
+    /// Secret for ACCESS (`sk`).
+    pub secret: Option<String>,
+    /// Cluster name (`cn`), for DzNS lookups.
+    pub name: Option<String>,
+}
+
+fn unescape(s: &str) -> Result<String, Error> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).ok_or(Error::InvalidUri)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| Error::InvalidUri)?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| Error::InvalidUri)
+}
+
+fn looks_like_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && !host.contains('?') && port.parse::<u16>().is_ok(),
+        None => false,
+    }
+}
+
+/// Parses a `doozer:?…` URI or a bare `HOST:PORT`.
+pub fn parse_uri(s: &str) -> Result<Uri, Error> {
+    let mut uri = Uri { addrs: Vec::new(), secret: None, name: None };
+    let Some(query) = s.strip_prefix("doozer:?") else {
+        if looks_like_host_port(s) {
+            uri.addrs.push(s.to_string());
+            return Ok(uri);
+        }
+        return Err(Error::InvalidUri);
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = unescape(v)?;
+        match unescape(k)?.as_str() {
+            "ca" => uri.addrs.push(v),
+            "sk" => uri.secret = Some(v),
+            "cn" => uri.name = Some(v),
+            _ => {}
+        }
+    }
+    if uri.addrs.is_empty() {
+        return Err(Error::InvalidUri);
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        let u = parse_uri("doozer:?ca=127.0.0.1:8046&ca=h:1&sk=s%3Dx&un=zz").unwrap();
+        assert_eq!(u.addrs, ["127.0.0.1:8046", "h:1"]);
+        assert_eq!(u.secret.as_deref(), Some("s=x"));
+        assert_eq!(parse_uri("127.0.0.1:8046").unwrap().addrs, ["127.0.0.1:8046"]);
+        assert_eq!(parse_uri("[::1]:8046").unwrap().addrs, ["[::1]:8046"]);
+        for bad in ["", "doozer:", "doozer:?sk=x", "http://x", "host", "doozer?:ca=h:1", "doozer:?ca=%zz"] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+}

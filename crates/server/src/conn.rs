@@ -1,0 +1,108 @@
+//! One client connection: read frames, hand requests to the session, write answers.
+//!
+//! The reader never waits on an answer, so pipelined requests are answered as
+//! each completes. A writer task batches whatever answers are ready into one
+//! write. Every request counts as pending until its answer is written; past the
+//! per-connection limit requests get an OTHER error, and a client that keeps
+//! sending without reading is disconnected rather than buffered without bound.
+
+use crate::access::Secrets;
+use crate::node::Node;
+use crate::session::{Outbox, Session};
+use bytes::BytesMut;
+use doozer_proto::{encode_frame, read_frame, ErrCode, Request, Response, MAX_FRAME};
+use prost::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Error answers a non-reading client may have queued beyond `max_pending`
+/// before it is disconnected.
+const OVERFLOW_ANSWERS: usize = 1024;
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub async fn serve<S>(stream: S, node: Arc<Node>, secrets: Arc<Secrets>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let cancel = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone()));
+    let max_pending = node.limits().max_pending;
+    let mut session = Session::new(node, secrets, Outbox(tx), cancel.clone());
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            f = read_frame(&mut rd, MAX_FRAME) => f,
+        };
+        let body = match frame {
+            Ok(Some(body)) => body,
+            Ok(None) => break,
+            Err(e) => {
+                debug!(error = %e, "closing connection: bad frame");
+                break;
+            }
+        };
+        let req = match Request::decode(body) {
+            Ok(req) => req,
+            Err(e) => {
+                debug!(error = %e, "closing connection: undecodable request");
+                break;
+            }
+        };
+        let n = pending.fetch_add(1, Ordering::SeqCst);
+        if n >= max_pending + OVERFLOW_ANSWERS {
+            debug!("closing connection: client does not read its answers");
+            break;
+        }
+        if n >= max_pending {
+            let detail = format!("too many pending requests on this connection (limit {max_pending})");
+            session.outbox().send(Response::error(req.tag, ErrCode::Other, detail));
+            continue;
+        }
+        session.handle(req);
+    }
+    // Held WAITs and reads of future revisions end now; writes already received
+    // still finish, and the writer sends what is left, then stops.
+    cancel.cancel();
+    drop(session);
+    let _ = writer.await;
+}
+
+async fn write_loop<W: AsyncWrite>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Response>,
+    pending: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
+    const BATCH: usize = 256 * 1024;
+    tokio::pin!(wr);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut count = 1;
+        encode_frame(&first, &mut buf);
+        while buf.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => {
+                    encode_frame(&r, &mut buf);
+                    count += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            debug!(error = %e, "closing connection: write failed");
+            cancel.cancel();
+            return;
+        }
+        buf.clear();
+        pending.fetch_sub(count, Ordering::SeqCst);
+    }
+    let _ = wr.shutdown().await;
+}

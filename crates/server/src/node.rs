@@ -1,0 +1,145 @@
+//! One node's state: its store, who is waiting on it, and how changes reach it.
+//!
+//! Every change goes through [`Node::propose`]; on a one-node cluster that
+//! applies it at once, and the cluster issue puts consensus behind the same
+//! call. [`Node::apply`] is the single place where the store changes, so the
+//! waiters and the revision watch can never miss an event.
+
+use crate::waiters::{WaiterId, Waiters};
+use doozer_store::{Command, Event, Glob, HistoryLimits, Outcome, ReadError, Rev, Snapshot, Store};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+
+/// The server's bounds, set from flags; each is in the README.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest SET body, in bytes.
+    pub max_value: usize,
+    /// Requests a connection may have unanswered (held WAITs included).
+    pub max_pending: usize,
+    /// Held WAITs on the whole node.
+    pub max_waiters: usize,
+    /// How much history the store keeps.
+    pub history: HistoryLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_value: 1 << 20, max_pending: 4096, max_waiters: 250_000, history: HistoryLimits::default() }
+    }
+}
+
+/// Why a proposal was not applied.
+#[derive(Debug)]
+pub enum ProposeError {
+    /// This node cannot take writes now (the protocol's READONLY).
+    ReadOnly,
+}
+
+/// How a WAIT starts.
+pub enum WaitStart {
+    /// The event is already in the history.
+    Ready(Event),
+    /// Held: the event comes through the receiver; the guard unregisters on drop.
+    Held(oneshot::Receiver<Event>, WaitGuard),
+    TooLate,
+    /// The node holds as many waiters as it may.
+    Full,
+}
+
+/// Unregisters a held WAIT when dropped (answered, or its connection closed).
+pub struct WaitGuard {
+    node: Arc<Node>,
+    id: WaiterId,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.node.waiters.lock().remove(&self.id);
+    }
+}
+
+/// A node: identity, store and waiters.
+pub struct Node {
+    id: String,
+    limits: Limits,
+    store: RwLock<Store>,
+    waiters: Mutex<Waiters>,
+    rev_tx: watch::Sender<Rev>,
+}
+
+impl Node {
+    pub fn new(id: String, limits: Limits) -> Arc<Node> {
+        let store = Store::new(limits.history);
+        let waiters = Waiters::new(limits.max_waiters);
+        let (rev_tx, _) = watch::channel(0);
+        Arc::new(Node { id, limits, store: RwLock::new(store), waiters: Mutex::new(waiters), rev_tx })
+    }
+
+    /// This node's id (16 characters of base32).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Submits a change and waits until it is applied.
+    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ProposeError> {
+        Ok(self.apply(&cmd))
+    }
+
+    /// Applies a committed change: the store moves, then waiters and revision
+    /// watchers are told, all under the store lock so no WAIT can slip between.
+    pub fn apply(&self, cmd: &Command) -> Outcome {
+        let mut store = self.store.write();
+        let outcome = store.apply(cmd);
+        if let Outcome::Changed(event) = &outcome {
+            self.waiters.lock().dispatch(event);
+            self.rev_tx.send_replace(event.rev);
+        }
+        outcome
+    }
+
+    /// The last revision applied here.
+    pub fn rev(&self) -> Rev {
+        self.store.read().rev()
+    }
+
+    /// The tree at `rev` (`None`: now).
+    pub fn snapshot(&self, rev: Option<Rev>) -> Result<Snapshot, ReadError> {
+        self.store.read().snapshot(rev)
+    }
+
+    /// Waits until revision `rev` has been applied here.
+    pub async fn wait_for_rev(&self, rev: Rev) {
+        let mut rx = self.rev_tx.subscribe();
+        // The sender lives as long as the node, so this only ends when rev arrives.
+        let _ = rx.wait_for(|r| *r >= rev).await;
+    }
+
+    /// Starts a WAIT for the first event at or after `from` matching `glob`.
+    pub fn start_wait(self: &Arc<Node>, glob: Arc<Glob>, from: Rev) -> WaitStart {
+        let store = self.store.read();
+        match store.first_event(from, &glob) {
+            Err(_) => WaitStart::TooLate,
+            Ok(Some(event)) => WaitStart::Ready(event),
+            Ok(None) => {
+                // Registered under the store's read lock: no apply can run between
+                // the history check and the registration.
+                let (tx, rx) = oneshot::channel();
+                match self.waiters.lock().add(glob, from.max(1), tx) {
+                    Some(id) => WaitStart::Held(rx, WaitGuard { node: self.clone(), id }),
+                    None => WaitStart::Full,
+                }
+            }
+        }
+    }
+
+    /// Number of WAITs held on this node.
+    pub fn waiters(&self) -> usize {
+        self.waiters.lock().len()
+    }
+}

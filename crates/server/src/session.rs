@@ -1,0 +1,334 @@
+//! What each verb does for one connection: rights, required fields, and the
+//! answer, as in doozer-spec.md section 1.7.
+//!
+//! Answers that are ready (REV, SELF, reads at a revision this node has) are
+//! sent at once. Writes, held WAITs and reads at a future revision run as tasks
+//! that send their answer when it comes, so one slow request never holds up
+//! the next on the same connection. Held WAITs and future reads are cancelled
+//! when the connection closes; writes are not (they were received, so they run).
+
+use crate::access::{Rights, Secrets};
+use crate::node::{Node, ProposeError, WaitStart};
+use bytes::Bytes;
+use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
+use doozer_store::{is_valid_path, Command, Event, EventKind, File, Glob, Outcome, ReadError, Rev, Snapshot, Stat, StoreError};
+use parking_lot::Mutex;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a connection's answers go; the writer task drains it.
+#[derive(Clone)]
+pub struct Outbox(pub mpsc::UnboundedSender<Response>);
+
+impl Outbox {
+    pub fn send(&self, r: Response) {
+        // Fails only when the connection is gone, and then nobody wants the answer.
+        let _ = self.0.send(r);
+    }
+}
+
+/// An answer now, or `None` when a task will send it later; `Err` is an error answer.
+type Handled = Result<Option<Response>, Response>;
+
+/// Remembers the last full listing (a WALK's matches or a GETDIR's names) so
+/// that a client paging through offsets 0, 1, 2, … pays for the listing once.
+struct ListCache<T> {
+    last: Mutex<Option<(Rev, String, Arc<Vec<T>>)>>,
+}
+
+impl<T> ListCache<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(ListCache { last: Mutex::new(None) })
+    }
+
+    fn get_or_build<E>(&self, rev: Rev, key: &str, build: impl FnOnce() -> Result<Vec<T>, E>) -> Result<Arc<Vec<T>>, E> {
+        let mut last = self.last.lock();
+        if let Some((r, k, list)) = last.as_ref() {
+            if *r == rev && k == key {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(build()?);
+        *last = Some((rev, key.to_string(), list.clone()));
+        Ok(list)
+    }
+}
+
+/// One connection's protocol state.
+pub struct Session {
+    node: Arc<Node>,
+    secrets: Arc<Secrets>,
+    rights: Rights,
+    out: Outbox,
+    cancel: CancellationToken,
+    walks: Arc<ListCache<(String, File)>>,
+    dirs: Arc<ListCache<Arc<str>>>,
+}
+
+fn error(tag: Option<i32>, code: ErrCode) -> Response {
+    Response::error(tag, code, "")
+}
+
+fn store_error(tag: Option<i32>, e: StoreError) -> Response {
+    let code = match e {
+        StoreError::BadPath => ErrCode::BadPath,
+        StoreError::RevMismatch => ErrCode::RevMismatch,
+        StoreError::IsDir => ErrCode::IsDir,
+        StoreError::NotDir => ErrCode::NotDir,
+        StoreError::NoEnt => ErrCode::NoEnt,
+    };
+    error(tag, code)
+}
+
+fn need<T>(field: Option<T>, tag: Option<i32>) -> Result<T, Response> {
+    field.ok_or_else(|| error(tag, ErrCode::MissingArg))
+}
+
+fn at_offset<T: Clone>(list: &[T], offset: i32, tag: Option<i32>) -> Result<T, Response> {
+    usize::try_from(offset).ok().and_then(|i| list.get(i)).cloned().ok_or_else(|| error(tag, ErrCode::Range))
+}
+
+fn event_response(tag: Option<i32>, e: Event) -> Response {
+    let flags = match e.kind {
+        EventKind::Set => FLAG_SET,
+        EventKind::Del => FLAG_DEL,
+        EventKind::Nop => 0,
+    };
+    Response { tag, path: Some(e.path.to_string()), rev: Some(e.rev), value: Some(e.body), flags: Some(flags), ..Response::default() }
+}
+
+fn clamp_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+impl Session {
+    pub fn new(node: Arc<Node>, secrets: Arc<Secrets>, out: Outbox, cancel: CancellationToken) -> Session {
+        let rights = secrets.anonymous();
+        Session { node, secrets, rights, out, cancel, walks: ListCache::new(), dirs: ListCache::new() }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    /// Handles one request; its answer is sent now or by a task.
+    pub fn handle(&mut self, req: Request) {
+        let tag = req.tag;
+        let handled = match req.verb.and_then(Verb::from_i32) {
+            None => Err(error(tag, ErrCode::UnknownVerb)),
+            Some(verb) => self.check_rights(verb, tag).and_then(|()| self.dispatch(verb, req)),
+        };
+        match handled {
+            Ok(Some(r)) | Err(r) => self.out.send(r),
+            Ok(None) => {}
+        }
+    }
+
+    fn check_rights(&self, verb: Verb, tag: Option<i32>) -> Result<(), Response> {
+        let allowed = match verb {
+            Verb::Rev | Verb::SelfId | Verb::Access => true,
+            Verb::Set | Verb::Del | Verb::Nop => self.rights.write,
+            Verb::Get | Verb::Wait | Verb::Walk | Verb::Getdir | Verb::Stat => self.rights.read,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Response::error(tag, ErrCode::Other, "permission denied"))
+        }
+    }
+
+    fn dispatch(&mut self, verb: Verb, req: Request) -> Handled {
+        let tag = req.tag;
+        match verb {
+            Verb::Rev => Ok(Some(Response { tag, rev: Some(self.node.rev()), ..Response::default() })),
+            Verb::SelfId => {
+                Ok(Some(Response { tag, value: Some(Bytes::from(self.node.id().to_string())), ..Response::default() }))
+            }
+            Verb::Access => self.access(tag, req.value.unwrap_or_default()),
+            Verb::Get => self.get(tag, need(req.path, tag)?, req.rev),
+            Verb::Stat => self.stat(tag, req.path.unwrap_or_default(), req.rev),
+            Verb::Getdir => self.getdir(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
+            Verb::Walk => self.walk(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
+            Verb::Wait => self.wait(tag, need(req.path, tag)?, need(req.rev, tag)?),
+            Verb::Set => self.set(tag, need(req.path, tag)?, need(req.rev, tag)?, req.value.unwrap_or_default()),
+            Verb::Del => self.del(tag, need(req.path, tag)?, need(req.rev, tag)?),
+            Verb::Nop => {
+                self.propose(tag, Command::Nop, move |_| Ok(Response { tag, ..Response::default() }));
+                Ok(None)
+            }
+        }
+    }
+
+    fn access(&mut self, tag: Option<i32>, secret: Bytes) -> Handled {
+        match self.secrets.grant(&secret) {
+            Some(r) => {
+                self.rights = self.rights.union(r);
+                Ok(Some(Response { tag, ..Response::default() }))
+            }
+            None => Err(Response::error(tag, ErrCode::Other, "permission denied")),
+        }
+    }
+
+    /// Sends the answer of `fut` when it completes, unless the connection closes first.
+    fn spawn_cancellable(&self, fut: impl Future<Output = Response> + Send + 'static) {
+        let out = self.out.clone();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = fut => out.send(r),
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+
+    /// Answers `read` on the tree at `rev`, waiting for the revision if it is
+    /// still in the future here.
+    fn read_at<F>(&self, tag: Option<i32>, rev: Option<Rev>, read: F) -> Handled
+    where
+        F: FnOnce(Snapshot) -> Response + Send + 'static,
+    {
+        match self.node.snapshot(rev) {
+            Ok(snap) => Ok(Some(read(snap))),
+            Err(ReadError::TooLate) => Err(error(tag, ErrCode::TooLate)),
+            Err(ReadError::Future(r)) => {
+                let node = self.node.clone();
+                self.spawn_cancellable(async move {
+                    node.wait_for_rev(r).await;
+                    match node.snapshot(Some(r)) {
+                        Ok(snap) => read(snap),
+                        Err(_) => error(tag, ErrCode::TooLate),
+                    }
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    fn get(&self, tag: Option<i32>, path: String, rev: Option<Rev>) -> Handled {
+        if path.is_empty() {
+            return Err(error(tag, ErrCode::BadPath));
+        }
+        self.read_at(tag, rev, move |snap| match snap.get(&path) {
+            Ok(Some(f)) => Response { tag, rev: Some(f.rev), value: Some(f.body), ..Response::default() },
+            Ok(None) => Response { tag, rev: Some(0), value: Some(Bytes::new()), ..Response::default() },
+            Err(e) => store_error(tag, e),
+        })
+    }
+
+    fn stat(&self, tag: Option<i32>, path: String, rev: Option<Rev>) -> Handled {
+        self.read_at(tag, rev, move |snap| {
+            let (rev, len) = match snap.stat(&path) {
+                Stat::File { rev, len } => (rev, clamp_i32(len)),
+                Stat::Dir { entries } => (doozer_store::DIR, clamp_i32(entries)),
+                Stat::Missing => (0, 0),
+            };
+            Response { tag, rev: Some(rev), len: Some(len), ..Response::default() }
+        })
+    }
+
+    fn getdir(&self, tag: Option<i32>, path: String, offset: i32, rev: Option<Rev>) -> Handled {
+        if path.is_empty() {
+            return Err(error(tag, ErrCode::BadPath));
+        }
+        let cache = self.dirs.clone();
+        self.read_at(tag, rev, move |snap| {
+            let names = match cache.get_or_build(snap.rev(), &path, || snap.getdir(&path)) {
+                Ok(names) => names,
+                Err(e) => return store_error(tag, e),
+            };
+            match at_offset(&names, offset, tag) {
+                Ok(name) => Response { tag, path: Some(name.to_string()), ..Response::default() },
+                Err(e) => e,
+            }
+        })
+    }
+
+    fn walk(&self, tag: Option<i32>, pattern: String, offset: i32, rev: Option<Rev>) -> Handled {
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+        let cache = self.walks.clone();
+        self.read_at(tag, rev, move |snap| {
+            let Ok(files) = cache.get_or_build::<Infallible>(snap.rev(), &pattern, || Ok(snap.walk(&glob)));
+            match at_offset(&files, offset, tag) {
+                Ok((path, f)) => Response {
+                    tag,
+                    path: Some(path),
+                    value: Some(f.body),
+                    rev: Some(f.rev),
+                    flags: Some(FLAG_SET),
+                    ..Response::default()
+                },
+                Err(e) => e,
+            }
+        })
+    }
+
+    fn wait(&self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+        match self.node.start_wait(Arc::new(glob), rev) {
+            WaitStart::Ready(e) => Ok(Some(event_response(tag, e))),
+            WaitStart::TooLate => Err(error(tag, ErrCode::TooLate)),
+            WaitStart::Full => Err(Response::error(
+                tag,
+                ErrCode::Other,
+                format!("too many held WAITs on this node (limit {})", self.node.limits().max_waiters),
+            )),
+            WaitStart::Held(rx, guard) => {
+                self.spawn_cancellable(async move {
+                    let _guard = guard;
+                    match rx.await {
+                        Ok(e) => event_response(tag, e),
+                        Err(_) => Response::error(tag, ErrCode::Other, "wait abandoned by the server"),
+                    }
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    fn set(&self, tag: Option<i32>, path: String, rev: Rev, body: Bytes) -> Handled {
+        let max = self.node.limits().max_value;
+        if body.len() > max {
+            return Err(Response::error(tag, ErrCode::Other, format!("value too large: {} bytes (limit {max})", body.len())));
+        }
+        if !is_valid_path(&path) {
+            return Err(error(tag, ErrCode::BadPath));
+        }
+        self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
+            Outcome::Changed(e) => Ok(Response { tag, rev: Some(e.rev), ..Response::default() }),
+            Outcome::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Outcome::Failed(e) => Err(e),
+        });
+        Ok(None)
+    }
+
+    fn del(&self, tag: Option<i32>, path: String, rev: Rev) -> Handled {
+        if !is_valid_path(&path) {
+            return Err(error(tag, ErrCode::BadPath));
+        }
+        self.propose(tag, Command::Del { path, rev }, move |o| match o {
+            Outcome::Changed(_) | Outcome::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Outcome::Failed(e) => Err(e),
+        });
+        Ok(None)
+    }
+
+    /// Proposes `cmd` and answers with `answer(outcome)` once it is applied.
+    /// Not cancelled with the connection: a received write is carried out.
+    fn propose<F>(&self, tag: Option<i32>, cmd: Command, answer: F)
+    where
+        F: FnOnce(Outcome) -> Result<Response, StoreError> + Send + 'static,
+    {
+        let node = self.node.clone();
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let r = match node.propose(cmd).await {
+                Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),
+                Err(ProposeError::ReadOnly) => error(tag, ErrCode::Readonly),
+            };
+            out.send(r);
+        });
+    }
+}
