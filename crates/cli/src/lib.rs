@@ -1,1 +1,168 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! `doozer`: the command-line client, with the original's commands, flags,
+//! output formats and exit codes (0 success, 1 REV_MISMATCH, 2 other errors,
+//! 127 usage errors). See `reference-cli.md` for what the original printed.
+//!
+//! Where the original had a defect that the reference lists as a quirk, this
+//! one fixes it: a rev mismatch exits 1 as documented, and `get` and `stat`
+//! honour `-r`.
+
+mod commands;
+mod flags;
+
+use commands::{Command, COMMANDS};
+use flags::Flags;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// How a command ended, other than success.
+pub enum Failure {
+    /// A protocol, connection or argument error, printed as `Error: <text>`.
+    Error(doozer_client::Error),
+    /// An error message printed as `Error: <text>` with exit code 2.
+    Message(String),
+    /// Already reported; exit with this code.
+    Exit(u8),
+}
+
+impl From<doozer_client::Error> for Failure {
+    fn from(e: doozer_client::Error) -> Failure {
+        Failure::Error(e)
+    }
+}
+
+const USAGE_INTRO: &str = "
+Each command takes zero or more options and zero or more arguments.
+In addition, there are some global options that can be used with any command.
+The exit status is 0 on success, 1 for a rev mismatch, 2 for other errors,
+and 127 for usage errors.
+
+Global Options:
+  -a string
+    \tthe cluster to connect to: doozer:?ca=HOST:PORT&ca=...&sk=SECRET, or HOST:PORT
+    \t(default \"doozer:?ca=127.0.0.1:8046\")
+  -b string
+    \tthe DzNS uri
+  -h\tshow help
+  -r int
+    \trequest rev (default -1)
+  -t duration
+    \twait timeout
+  -v\tprint version string
+
+Environment:
+
+  DOOZER_URI - The doozer cluster to bind to; overriden by -a.
+
+  DOOZER_BOOT_URI - The DzNS to lookup address in; overriden by -b.
+
+Commands:
+";
+
+fn usage() {
+    let mut s = String::from("Use: doozer [options] <command> [options] [args]\n");
+    s.push_str(USAGE_INTRO);
+    let line = |c: &Command| format!("{} {}", c.name, c.args.join(" "));
+    let width = COMMANDS.iter().map(|c| line(c).len()).max().unwrap_or(0);
+    for c in COMMANDS {
+        s.push_str(&format!("  {:<width$} - {}\n", line(c), c.short));
+    }
+    eprint!("{s}");
+}
+
+fn help(c: &Command) {
+    print!(
+        "Use: doozer [options] {} [options] {}\n\n{}",
+        c.name,
+        c.args.join(" "),
+        c.help
+    );
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("{msg}");
+    usage();
+    ExitCode::from(127)
+}
+
+/// The CLI's entry point.
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut flags = Flags::from_env();
+    let rest = match flags.parse(&args) {
+        Ok(r) => r,
+        Err(e) => return usage_error(&e),
+    };
+    if flags.help {
+        usage();
+        return ExitCode::SUCCESS;
+    }
+    if flags.version {
+        println!("doozer {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let Some(name) = rest.first() else {
+        return usage_error("doozer: missing command");
+    };
+    let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) else {
+        return usage_error(&format!("Unknown command: {name}"));
+    };
+    let args = match flags.parse(&rest[1..]) {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
+    if flags.help {
+        help(cmd);
+        return ExitCode::SUCCESS;
+    }
+    if args.len() != cmd.args.len() {
+        eprintln!("{}: wrong number of arguments", cmd.name);
+        help(cmd);
+        return ExitCode::from(127);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on((cmd.run)(flags.clone(), args));
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => report(f, &flags),
+    }
+}
+
+fn report(f: Failure, flags: &Flags) -> ExitCode {
+    use doozer_client::{ErrCode, Error};
+    match f {
+        Failure::Exit(code) => ExitCode::from(code),
+        Failure::Message(m) => {
+            eprintln!("Error: {m}");
+            ExitCode::from(2)
+        }
+        Failure::Error(Error::Dial(m)) => {
+            eprintln!("Error: {m} (is doozerd running there? choose the cluster with -a or DOOZER_URI; now {})", flags.uri);
+            ExitCode::from(2)
+        }
+        Failure::Error(Error::InvalidUri) => {
+            eprintln!(
+                "Error: invalid uri (use doozer:?ca=HOST:PORT or HOST:PORT; got {:?})",
+                flags.uri
+            );
+            ExitCode::from(2)
+        }
+        Failure::Error(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::from(if e.code() == Some(ErrCode::RevMismatch) {
+                1
+            } else {
+                2
+            })
+        }
+    }
+}

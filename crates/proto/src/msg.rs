@@ -31,7 +31,9 @@ pub struct Request {
     pub rev: Option<i64>,
 }
 
-/// A server response (`server.Response`).
+/// A server response (`server.Response`). Its `len` field is STAT's answer,
+/// not a collection length.
+#[allow(clippy::len_without_is_empty)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
     #[prost(int32, optional, tag = "1")]
@@ -193,18 +195,37 @@ mod tests {
 
     #[test]
     fn absent_rev_differs_from_zero() {
-        let absent = Request { tag: Some(1), verb: Some(1), ..Default::default() };
-        let zero = Request { rev: Some(0), ..absent.clone() };
+        let absent = Request {
+            tag: Some(1),
+            verb: Some(1),
+            ..Default::default()
+        };
+        let zero = Request {
+            rev: Some(0),
+            ..absent.clone()
+        };
         assert_ne!(absent.encode_to_vec(), zero.encode_to_vec());
-        assert_eq!(Request::decode(&zero.encode_to_vec()[..]).unwrap().rev, Some(0));
-        assert_eq!(Request::decode(&absent.encode_to_vec()[..]).unwrap().rev, None);
+        assert_eq!(
+            Request::decode(&zero.encode_to_vec()[..]).unwrap().rev,
+            Some(0)
+        );
+        assert_eq!(
+            Request::decode(&absent.encode_to_vec()[..]).unwrap().rev,
+            None
+        );
     }
 
     #[test]
     fn negative_rev_is_ten_byte_varint() {
-        let r = Request { rev: Some(-1), ..Default::default() };
+        let r = Request {
+            rev: Some(-1),
+            ..Default::default()
+        };
         // field 9, wire type 0 = 0x48, then 10 bytes of sign-extended varint.
-        assert_eq!(r.encode_to_vec(), [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(
+            r.encode_to_vec(),
+            [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
     }
 
     #[test]
@@ -235,7 +256,11 @@ mod tests {
 
     #[test]
     fn unknown_verb_number_still_decodes() {
-        let bytes = Request { verb: Some(4242), ..Default::default() }.encode_to_vec();
+        let bytes = Request {
+            verb: Some(4242),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let r = Request::decode(&bytes[..]).unwrap();
         assert_eq!(r.verb, Some(4242));
         assert_eq!(Verb::from_i32(4242), None);
@@ -243,17 +268,39 @@ mod tests {
 
     #[test]
     fn verb_and_error_numbers() {
-        for (v, n) in [(Verb::Get, 1), (Verb::Set, 2), (Verb::Del, 3), (Verb::Rev, 5), (Verb::Wait, 6),
-            (Verb::Nop, 7), (Verb::Walk, 9), (Verb::Getdir, 14), (Verb::Stat, 16), (Verb::SelfId, 20), (Verb::Access, 99)] {
+        for (v, n) in [
+            (Verb::Get, 1),
+            (Verb::Set, 2),
+            (Verb::Del, 3),
+            (Verb::Rev, 5),
+            (Verb::Wait, 6),
+            (Verb::Nop, 7),
+            (Verb::Walk, 9),
+            (Verb::Getdir, 14),
+            (Verb::Stat, 16),
+            (Verb::SelfId, 20),
+            (Verb::Access, 99),
+        ] {
             assert_eq!(v as i32, n);
             assert_eq!(Verb::from_i32(n), Some(v));
         }
         for n in [0, 4, 8, 10] {
             assert_eq!(Verb::from_i32(n), None, "removed verb {n}");
         }
-        for (e, n) in [(ErrCode::TagInUse, 1), (ErrCode::UnknownVerb, 2), (ErrCode::Readonly, 3), (ErrCode::TooLate, 4),
-            (ErrCode::RevMismatch, 5), (ErrCode::BadPath, 6), (ErrCode::MissingArg, 7), (ErrCode::Range, 8),
-            (ErrCode::NotDir, 20), (ErrCode::IsDir, 21), (ErrCode::NoEnt, 22), (ErrCode::Other, 127)] {
+        for (e, n) in [
+            (ErrCode::TagInUse, 1),
+            (ErrCode::UnknownVerb, 2),
+            (ErrCode::Readonly, 3),
+            (ErrCode::TooLate, 4),
+            (ErrCode::RevMismatch, 5),
+            (ErrCode::BadPath, 6),
+            (ErrCode::MissingArg, 7),
+            (ErrCode::Range, 8),
+            (ErrCode::NotDir, 20),
+            (ErrCode::IsDir, 21),
+            (ErrCode::NoEnt, 22),
+            (ErrCode::Other, 127),
+        ] {
             assert_eq!(e as i32, n);
             assert_eq!(ErrCode::from_i32(n), e);
         }

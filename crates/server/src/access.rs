@@ -16,7 +16,10 @@ pub struct Rights {
 
 impl Rights {
     pub fn union(self, other: Rights) -> Rights {
-        Rights { read: self.read || other.read, write: self.write || other.write }
+        Rights {
+            read: self.read || other.read,
+            write: self.write || other.write,
+        }
     }
 }
 
@@ -35,9 +38,15 @@ impl Secrets {
     /// The rights `secret` grants, or `None` if it is no secret of ours.
     pub fn grant(&self, secret: &[u8]) -> Option<Rights> {
         if same(secret, &self.rw) {
-            Some(Rights { read: true, write: true })
+            Some(Rights {
+                read: true,
+                write: true,
+            })
         } else if same(secret, &self.ro) {
-            Some(Rights { read: true, write: false })
+            Some(Rights {
+                read: true,
+                write: false,
+            })
         } else {
             None
         }
@@ -56,14 +65,44 @@ mod tests {
     #[test]
     fn anonymous_rights_follow_the_original() {
         let none = Secrets::default();
-        assert_eq!(none.anonymous(), Rights { read: true, write: true });
+        assert_eq!(
+            none.anonymous(),
+            Rights {
+                read: true,
+                write: true
+            }
+        );
         assert_eq!(none.grant(b"x"), None);
-        let rw_only = Secrets { rw: "w".into(), ro: String::new() };
-        assert_eq!(rw_only.anonymous(), Rights { read: true, write: false });
-        assert_eq!(rw_only.grant(b"w"), Some(Rights { read: true, write: true }));
-        let both = Secrets { rw: "w".into(), ro: "r".into() };
+        let rw_only = Secrets {
+            rw: "w".into(),
+            ro: String::new(),
+        };
+        assert_eq!(
+            rw_only.anonymous(),
+            Rights {
+                read: true,
+                write: false
+            }
+        );
+        assert_eq!(
+            rw_only.grant(b"w"),
+            Some(Rights {
+                read: true,
+                write: true
+            })
+        );
+        let both = Secrets {
+            rw: "w".into(),
+            ro: "r".into(),
+        };
         assert_eq!(both.anonymous(), Rights::default());
-        assert_eq!(both.grant(b"r"), Some(Rights { read: true, write: false }));
+        assert_eq!(
+            both.grant(b"r"),
+            Some(Rights {
+                read: true,
+                write: false
+            })
+        );
         assert_eq!(both.grant(b"wx"), None);
     }
 }

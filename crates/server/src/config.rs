@@ -19,7 +19,12 @@ pub struct Config {
     pub attach: Vec<String>,
 
     /// DzNS boot URI.
-    #[arg(short = 'b', long = "boot", env = "DOOZER_BOOT_URI", hide_env_values = true)]
+    #[arg(
+        short = 'b',
+        long = "boot",
+        env = "DOOZER_BOOT_URI",
+        hide_env_values = true
+    )]
     pub boot: Option<String>,
 
     /// Cluster name.
@@ -62,6 +67,10 @@ pub struct Config {
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
 
+    /// Once listening, write the bound address (useful with -l 127.0.0.1:0) to this file.
+    #[arg(long = "addr-file")]
+    pub addr_file: Option<String>,
+
     /// The original's pulse interval; accepted for compatibility, not needed.
     #[arg(long = "pulse", hide = true)]
     pub pulse: Option<f64>,
@@ -77,8 +86,24 @@ pub struct Config {
 
 /// Long names that the original spelled with one dash.
 const LONG: &[&str] = &[
-    "listen", "attach", "boot", "cluster", "web", "timeout", "hist", "hist-bytes", "max-pending", "max-waits",
-    "tlscert", "tlskey", "log-level", "pulse", "fill", "version", "help",
+    "listen",
+    "attach",
+    "boot",
+    "cluster",
+    "web",
+    "timeout",
+    "hist",
+    "hist-bytes",
+    "max-pending",
+    "max-waits",
+    "tlscert",
+    "tlskey",
+    "log-level",
+    "addr-file",
+    "pulse",
+    "fill",
+    "version",
+    "help",
 ];
 
 /// Rewrites `-hist 100` and `-hist=100` as `--hist 100`, as Go's flag package accepts them.
@@ -86,7 +111,10 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let name = a.strip_prefix('-').filter(|r| !r.starts_with('-')).map(|r| r.split('=').next().unwrap_or(r));
+            let name = a
+                .strip_prefix('-')
+                .filter(|r| !r.starts_with('-'))
+                .map(|r| r.split('=').next().unwrap_or(r));
             match name {
                 Some(n) if i > 0 && LONG.contains(&n) => format!("-{a}"),
                 _ => a,
@@ -98,7 +126,10 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// What `-w` asks for: off, or an address.
 pub fn web_addr(web: Option<&str>, listen: &str) -> Option<String> {
     match web {
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False") => None,
+        Some(
+            "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false"
+            | "False",
+        ) => None,
         Some(addr) => Some(addr.to_string()),
         None => {
             let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
@@ -117,11 +148,35 @@ mod tests {
 
     #[test]
     fn single_and_double_dash_forms() {
-        let c = parse(&["doozerd", "-hist", "100", "-l", "127.0.0.1:9", "-timeout=5", "-c", "x"]);
-        assert_eq!((c.hist, c.listen.as_str(), c.timeout, c.cluster.as_str()), (100, "127.0.0.1:9", 5.0, "x"));
-        let c = parse(&["doozerd", "--hist", "7", "--listen", "0.0.0.0:1", "--tlscert=a", "-tlskey", "b"]);
+        let c = parse(&[
+            "doozerd",
+            "-hist",
+            "100",
+            "-l",
+            "127.0.0.1:9",
+            "-timeout=5",
+            "-c",
+            "x",
+        ]);
+        assert_eq!(
+            (c.hist, c.listen.as_str(), c.timeout, c.cluster.as_str()),
+            (100, "127.0.0.1:9", 5.0, "x")
+        );
+        let c = parse(&[
+            "doozerd",
+            "--hist",
+            "7",
+            "--listen",
+            "0.0.0.0:1",
+            "--tlscert=a",
+            "-tlskey",
+            "b",
+        ]);
         assert_eq!((c.hist, c.listen.as_str()), (7, "0.0.0.0:1"));
-        assert_eq!((c.tlscert.as_deref(), c.tlskey.as_deref()), (Some("a"), Some("b")));
+        assert_eq!(
+            (c.tlscert.as_deref(), c.tlskey.as_deref()),
+            (Some("a"), Some("b"))
+        );
         assert!(parse(&["doozerd", "-v"]).version);
         let c = parse(&["doozerd", "-a", "h:1", "-a", "h:2"]);
         assert_eq!(c.attach, ["h:1", "h:2"]);
@@ -129,7 +184,10 @@ mod tests {
 
     #[test]
     fn web_defaults_and_off() {
-        assert_eq!(web_addr(None, "127.0.0.1:8046").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(
+            web_addr(None, "127.0.0.1:8046").as_deref(),
+            Some("127.0.0.1:8080")
+        );
         assert_eq!(web_addr(Some("false"), "x:1"), None);
         assert_eq!(web_addr(Some("0"), "x:1"), None);
         assert_eq!(web_addr(Some(":9000"), "x:1").as_deref(), Some(":9000"));

@@ -14,6 +14,7 @@ use doozer_proto::{encode_frame, read_frame, ErrCode, Request, Response, MAX_FRA
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,10 @@ use tracing::debug;
 /// Error answers a non-reading client may have queued beyond `max_pending`
 /// before it is disconnected.
 const OVERFLOW_ANSWERS: usize = 1024;
+
+/// How long the writer may take to deliver the last answers after the client
+/// has stopped sending; a client that is not reading them is not waited for.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves one connection until the client closes it or breaks the protocol.
 pub async fn serve<S>(stream: S, node: Arc<Node>, secrets: Arc<Secrets>)
@@ -32,9 +37,10 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
     let cancel = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone()));
+    let mut writer = tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone()));
     let max_pending = node.limits().max_pending;
     let mut session = Session::new(node, secrets, Outbox(tx), cancel.clone());
+    let mut flooded = false;
     loop {
         let frame = tokio::select! {
             biased;
@@ -59,11 +65,15 @@ where
         let n = pending.fetch_add(1, Ordering::SeqCst);
         if n >= max_pending + OVERFLOW_ANSWERS {
             debug!("closing connection: client does not read its answers");
+            flooded = true;
             break;
         }
         if n >= max_pending {
-            let detail = format!("too many pending requests on this connection (limit {max_pending})");
-            session.outbox().send(Response::error(req.tag, ErrCode::Other, detail));
+            let detail =
+                format!("too many pending requests on this connection (limit {max_pending})");
+            session
+                .outbox()
+                .send(Response::error(req.tag, ErrCode::Other, detail));
             continue;
         }
         session.handle(req);
@@ -72,7 +82,10 @@ where
     // still finish, and the writer sends what is left, then stops.
     cancel.cancel();
     drop(session);
-    let _ = writer.await;
+    let drained = !flooded && tokio::time::timeout(DRAIN, &mut writer).await.is_ok();
+    if !drained {
+        writer.abort();
+    }
 }
 
 async fn write_loop<W: AsyncWrite>(

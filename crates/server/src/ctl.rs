@@ -14,7 +14,9 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// 80 bits as 16 characters of standard base32.
 pub fn encode_id(bits: [u8; 10]) -> String {
-    let mut n = bits.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let mut n = bits
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
     let mut out = [0u8; 16];
     for c in out.iter_mut().rev() {
         *c = BASE32[(n & 31) as usize];
@@ -33,7 +35,9 @@ pub fn new_id() -> String {
 /// Writes the seed's `/ctl` files, each as one revision.
 pub fn bootstrap(node: &Node, cluster: &str, addr: &str) {
     let id = node.id().to_string();
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let files = [
         ("/ctl/name".to_string(), cluster.to_string()),
         (format!("/ctl/node/{id}/addr"), addr.to_string()),
@@ -43,7 +47,11 @@ pub fn bootstrap(node: &Node, cluster: &str, addr: &str) {
         (format!("/ctl/node/{id}/writable"), "true".to_string()),
     ];
     for (path, body) in files {
-        let outcome = node.apply(&Command::Set { path, rev: CLOBBER, body: Bytes::from(body) });
+        let outcome = node.apply(&Command::Set {
+            path,
+            rev: CLOBBER,
+            body: Bytes::from(body),
+        });
         debug_assert!(matches!(outcome, Outcome::Changed(_)));
     }
 }

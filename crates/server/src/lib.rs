@@ -81,7 +81,12 @@ fn init_logging(level: Option<&str>) {
         .unwrap_or_else(|| "warn,doozer_server=info".to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,doozer_server=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -121,7 +126,12 @@ async fn run(cfg: Config) -> ExitCode {
     };
     let listener = match TcpListener::bind(&cfg.listen).await {
         Ok(l) => l,
-        Err(e) => return fail(format!("cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)", cfg.listen)),
+        Err(e) => {
+            return fail(format!(
+                "cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)",
+                cfg.listen
+            ))
+        }
     };
     let addr = match listener.local_addr() {
         Ok(a) => a.to_string(),
@@ -130,7 +140,10 @@ async fn run(cfg: Config) -> ExitCode {
     let limits = Limits {
         max_pending: cfg.max_pending.max(1),
         max_waiters: cfg.max_waits,
-        history: HistoryLimits { revs: cfg.hist.max(1), bytes: cfg.hist_bytes },
+        history: HistoryLimits {
+            revs: cfg.hist.max(1),
+            bytes: cfg.hist_bytes,
+        },
         ..Limits::default()
     };
     let node = Node::new(ctl::new_id(), limits);
@@ -142,10 +155,47 @@ async fn run(cfg: Config) -> ExitCode {
     if let Some(web) = config::web_addr(cfg.web.as_deref(), &addr) {
         debug!(%web, "the web view is not part of this build yet");
     }
+    if let Some(path) = &cfg.addr_file {
+        if let Err(e) = write_atomically(path, &format!("{addr}\n")) {
+            return fail(format!("cannot write --addr-file {path}: {e}"));
+        }
+    }
     info!(id = node.id(), %addr, cluster = %cfg.cluster, "doozerd {} serving", ctl::VERSION);
-    Server { node, listener, secrets, tls }.run(shutdown_signal()).await;
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{}", quickstart(&addr));
+    }
+    Server {
+        node,
+        listener,
+        secrets,
+        tls,
+    }
+    .run(shutdown_signal())
+    .await;
     info!("shutting down");
     ExitCode::SUCCESS
+}
+
+/// What a person who just started doozerd by hand can do next.
+fn quickstart(addr: &str) -> String {
+    let uri = if addr == "127.0.0.1:8046" {
+        String::new()
+    } else {
+        format!("DOOZER_URI=doozer:?ca={addr} ")
+    };
+    format!(
+        "doozerd is ready at {addr}. Try, in another terminal:\n  \
+         echo \"hello, world\" | {uri}doozer set /message 0\n  \
+         {uri}doozer get /message\n\
+         Stop it with Ctrl-C."
+    )
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half of it.
+fn write_atomically(path: &str, text: &str) -> std::io::Result<()> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn shutdown_signal() {

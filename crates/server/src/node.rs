@@ -26,7 +26,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_value: 1 << 20, max_pending: 4096, max_waiters: 250_000, history: HistoryLimits::default() }
+        Limits {
+            max_value: 1 << 20,
+            max_pending: 4096,
+            max_waiters: 250_000,
+            history: HistoryLimits::default(),
+        }
     }
 }
 
@@ -74,7 +79,13 @@ impl Node {
         let store = Store::new(limits.history);
         let waiters = Waiters::new(limits.max_waiters);
         let (rev_tx, _) = watch::channel(0);
-        Arc::new(Node { id, limits, store: RwLock::new(store), waiters: Mutex::new(waiters), rev_tx })
+        Arc::new(Node {
+            id,
+            limits,
+            store: RwLock::new(store),
+            waiters: Mutex::new(waiters),
+            rev_tx,
+        })
     }
 
     /// This node's id (16 characters of base32).
@@ -131,7 +142,13 @@ impl Node {
                 // the history check and the registration.
                 let (tx, rx) = oneshot::channel();
                 match self.waiters.lock().add(glob, from.max(1), tx) {
-                    Some(id) => WaitStart::Held(rx, WaitGuard { node: self.clone(), id }),
+                    Some(id) => WaitStart::Held(
+                        rx,
+                        WaitGuard {
+                            node: self.clone(),
+                            id,
+                        },
+                    ),
                     None => WaitStart::Full,
                 }
             }

@@ -15,7 +15,9 @@ mod tree;
 
 pub use glob::{Glob, GlobError};
 pub use path::{is_valid_path, MAX_PATH};
-pub use store::{Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError};
+pub use store::{
+    Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError,
+};
 pub use tree::File;
 
 /// A revision number. 0 means "missing"; positive numbers are store revisions.

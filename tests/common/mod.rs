@@ -1,0 +1,224 @@
+//! Helpers for tests that run the real binaries: start doozerd on a free port
+//! (it binds port 0 and reports the address through --addr-file), speak the raw
+//! protocol to it, and run the doozer CLI against it. Every process started
+//! here is killed when its handle is dropped.
+#![allow(dead_code)]
+
+use bytes::{Bytes, BytesMut};
+use doozer_proto::{encode_frame, read_frame, Request, Response, Verb, MAX_FRAME};
+use prost::Message;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// How long any single expected thing may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it holds or the deadline passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A doozerd process.
+pub struct Doozerd {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Doozerd {
+    pub fn start(args: &[&str]) -> Doozerd {
+        Doozerd::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Doozerd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("addr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_doozerd"));
+        cmd.args(["-l", "127.0.0.1:0", "-w", "false", "--addr-file"])
+            .arg(&file)
+            .args(args)
+            .env_remove("DOOZER_RWSECRET")
+            .env_remove("DOOZER_ROSECRET")
+            .env_remove("DOOZER_BOOT_URI")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn doozerd");
+        let addr = read_addr(&mut child, &file);
+        Doozerd {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("doozer:?ca={}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its status.
+    pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "doozerd did not exit after {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn read_addr(child: &mut Child, file: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(file) {
+            if let Some(addr) = s.strip_suffix('\n') {
+                return addr.to_string();
+            }
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("doozerd exited before listening: {status}");
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "doozerd did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for Doozerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw protocol connection: frames in, frames out, nothing hidden.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub async fn connect(addr: &str) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+        }
+    }
+
+    pub async fn send(&mut self, req: &Request) {
+        let mut buf = BytesMut::new();
+        encode_frame(req, &mut buf);
+        self.stream.write_all(&buf).await.expect("send");
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// The next response; panics if none comes within the deadline.
+    pub async fn recv(&mut self) -> Response {
+        let frame = tokio::time::timeout(DEADLINE, read_frame(&mut self.stream, MAX_FRAME))
+            .await
+            .expect("timed out waiting for a response")
+            .expect("read")
+            .expect("connection closed");
+        Response::decode(frame).expect("decode")
+    }
+
+    /// True if the server closes the connection (within the deadline) without answering.
+    pub async fn closed_by_server(&mut self) -> bool {
+        match tokio::time::timeout(DEADLINE, read_frame(&mut self.stream, MAX_FRAME)).await {
+            Ok(Ok(None)) | Ok(Err(_)) => true,
+            Ok(Ok(Some(_))) => false,
+            Err(_) => panic!("server neither answered nor closed"),
+        }
+    }
+
+    pub async fn call(&mut self, req: Request) -> Response {
+        self.send(&req).await;
+        self.recv().await
+    }
+}
+
+/// A request with a verb and tag; fill in the rest with struct update syntax.
+pub fn req(verb: Verb, tag: i32) -> Request {
+    Request {
+        tag: Some(tag),
+        verb: Some(verb as i32),
+        ..Request::default()
+    }
+}
+
+pub fn path(verb: Verb, tag: i32, p: &str) -> Request {
+    Request {
+        path: Some(p.into()),
+        ..req(verb, tag)
+    }
+}
+
+pub fn set(tag: i32, p: &str, rev: i64, body: &[u8]) -> Request {
+    Request {
+        rev: Some(rev),
+        value: Some(Bytes::copy_from_slice(body)),
+        ..path(Verb::Set, tag, p)
+    }
+}
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Output {
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs `doozer` with `args`, feeding `stdin`, against `uri` (DOOZER_URI).
+pub fn doozer(uri: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doozer"))
+        .args(args)
+        .env("DOOZER_URI", uri)
+        .env_remove("DOOZER_BOOT_URI")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn doozer");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("doozer output");
+    Output {
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
