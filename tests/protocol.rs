@@ -24,22 +24,16 @@ async fn every_verb_round_trip() {
     let id = c.call(req(Verb::SelfId, 1)).await.value.unwrap();
     let id = String::from_utf8(id.to_vec()).unwrap();
     assert_eq!(id.len(), 16);
-    assert!(id
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
+    assert!(id.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b)));
     let cal = c.call(path(Verb::Get, 2, "/ctl/cal/0")).await;
     assert_eq!(cal.value.as_deref(), Some(id.as_bytes()));
     let name = c.call(path(Verb::Get, 3, "/ctl/name")).await;
     assert_eq!(name.value.as_deref(), Some(&b"local"[..]));
     assert_eq!(name.rev, Some(1));
-    let addr = c
-        .call(path(Verb::Get, 4, &format!("/ctl/node/{id}/addr")))
-        .await;
+    let addr = c.call(path(Verb::Get, 4, &format!("/ctl/node/{id}/addr"))).await;
     assert_eq!(addr.value.as_deref(), Some(d.addr.as_bytes()));
     for f in ["hostname", "version", "writable"] {
-        let r = c
-            .call(path(Verb::Stat, 5, &format!("/ctl/node/{id}/{f}")))
-            .await;
+        let r = c.call(path(Verb::Stat, 5, &format!("/ctl/node/{id}/{f}"))).await;
         assert!(r.rev.unwrap() > 0, "{f} exists");
     }
 
@@ -50,10 +44,7 @@ async fn every_verb_round_trip() {
     assert_eq!(s.rev, Some(r0 + 1));
     assert_eq!(rev(&mut c).await, r0 + 1);
     let g = c.call(path(Verb::Get, 7, "/a/b")).await;
-    assert_eq!(
-        (g.rev, g.value.as_deref()),
-        (Some(r0 + 1), Some(&b"hello"[..]))
-    );
+    assert_eq!((g.rev, g.value.as_deref()), (Some(r0 + 1), Some(&b"hello"[..])));
     let st = c.call(path(Verb::Stat, 8, "/a/b")).await;
     assert_eq!((st.rev, st.len), (Some(r0 + 1), Some(5)));
     let st = c.call(path(Verb::Stat, 9, "/a")).await;
@@ -71,12 +62,7 @@ async fn every_verb_round_trip() {
 
     // GET at a past revision, and an absent rev vs rev present.
     c.call(set(13, "/a/b", -1, b"second")).await;
-    let old = c
-        .call(Request {
-            rev: Some(r0 + 1),
-            ..path(Verb::Get, 14, "/a/b")
-        })
-        .await;
+    let old = c.call(Request { rev: Some(r0 + 1), ..path(Verb::Get, 14, "/a/b") }).await;
     assert_eq!(old.value.as_deref(), Some(&b"hello"[..]));
     let now = c.call(path(Verb::Get, 15, "/a/b")).await;
     assert_eq!(now.value.as_deref(), Some(&b"second"[..]));
@@ -86,12 +72,7 @@ async fn every_verb_round_trip() {
     c.call(set(17, "/a/Z", 0, b"")).await;
     let mut names = vec![];
     for off in 0.. {
-        let r = c
-            .call(Request {
-                offset: Some(off),
-                ..path(Verb::Getdir, 18, "/a")
-            })
-            .await;
+        let r = c.call(Request { offset: Some(off), ..path(Verb::Getdir, 18, "/a") }).await;
         if err(&r) == Some(ErrCode::Range) {
             break;
         }
@@ -102,12 +83,7 @@ async fn every_verb_round_trip() {
     // WALK: files only, per-directory order, flags = 4.
     let mut walked = vec![];
     for off in 0.. {
-        let r = c
-            .call(Request {
-                offset: Some(off),
-                ..path(Verb::Walk, 19, "/a/**")
-            })
-            .await;
+        let r = c.call(Request { offset: Some(off), ..path(Verb::Walk, 19, "/a/**") }).await;
         if err(&r) == Some(ErrCode::Range) {
             break;
         }
@@ -116,89 +92,34 @@ async fn every_verb_round_trip() {
     }
     assert_eq!(
         walked,
-        [
-            ("/a/Z".into(), Bytes::new()),
-            ("/a/a.b".into(), Bytes::new()),
-            ("/a/b".into(), Bytes::from("second"))
-        ]
+        [("/a/Z".into(), Bytes::new()), ("/a/a.b".into(), Bytes::new()), ("/a/b".into(), Bytes::from("second"))]
     );
 
     // DEL answers with the tag only; the file is gone.
     let cur = c.call(path(Verb::Get, 20, "/a/b")).await.rev.unwrap();
-    let del = c
-        .call(Request {
-            rev: Some(cur),
-            ..path(Verb::Del, 21, "/a/b")
-        })
-        .await;
-    assert_eq!(
-        del,
-        Response {
-            tag: Some(21),
-            ..Response::default()
-        }
-    );
+    let del = c.call(Request { rev: Some(cur), ..path(Verb::Del, 21, "/a/b") }).await;
+    assert_eq!(del, Response { tag: Some(21), ..Response::default() });
     assert_eq!(c.call(path(Verb::Stat, 22, "/a/b")).await.rev, Some(0));
 
     // NOP consumes a revision, and WAIT on /** reports it as path "/", flags 0.
     let before = rev(&mut c).await;
     let nop = c.call(req(Verb::Nop, 23)).await;
-    assert_eq!(
-        nop,
-        Response {
-            tag: Some(23),
-            ..Response::default()
-        }
-    );
+    assert_eq!(nop, Response { tag: Some(23), ..Response::default() });
     assert_eq!(rev(&mut c).await, before + 1);
-    let w = c
-        .call(Request {
-            rev: Some(before + 1),
-            ..path(Verb::Wait, 24, "/**")
-        })
-        .await;
-    assert_eq!(
-        (w.path.as_deref(), w.rev, w.flags),
-        (Some("/"), Some(before + 1), Some(0))
-    );
+    let w = c.call(Request { rev: Some(before + 1), ..path(Verb::Wait, 24, "/**") }).await;
+    assert_eq!((w.path.as_deref(), w.rev, w.flags), (Some("/"), Some(before + 1), Some(0)));
 
     // WAIT from an old revision answers from history; flags 8 for a delete.
-    let w = c
-        .call(Request {
-            rev: Some(r0 + 1),
-            ..path(Verb::Wait, 25, "/a/b")
-        })
-        .await;
-    assert_eq!(
-        (w.rev, w.flags, w.value.as_deref()),
-        (Some(r0 + 1), Some(4), Some(&b"hello"[..]))
-    );
-    let w = c
-        .call(Request {
-            rev: Some(cur + 1),
-            ..path(Verb::Wait, 26, "/a/b")
-        })
-        .await;
+    let w = c.call(Request { rev: Some(r0 + 1), ..path(Verb::Wait, 25, "/a/b") }).await;
+    assert_eq!((w.rev, w.flags, w.value.as_deref()), (Some(r0 + 1), Some(4), Some(&b"hello"[..])));
+    let w = c.call(Request { rev: Some(cur + 1), ..path(Verb::Wait, 26, "/a/b") }).await;
     assert_eq!(w.flags, Some(8));
 
     // ACCESS with the empty secret succeeds when no secret is set; a wrong one fails.
-    let a = c
-        .call(Request {
-            value: Some(Bytes::new()),
-            ..req(Verb::Access, 27)
-        })
-        .await;
+    let a = c.call(Request { value: Some(Bytes::new()), ..req(Verb::Access, 27) }).await;
     assert_eq!(err(&a), None);
-    let a = c
-        .call(Request {
-            value: Some(Bytes::from("x")),
-            ..req(Verb::Access, 28)
-        })
-        .await;
-    assert_eq!(
-        (err(&a), a.err_detail.as_deref()),
-        (Some(ErrCode::Other), Some("permission denied"))
-    );
+    let a = c.call(Request { value: Some(Bytes::from("x")), ..req(Verb::Access, 28) }).await;
+    assert_eq!((err(&a), a.err_detail.as_deref()), (Some(ErrCode::Other), Some("permission denied")));
 }
 
 #[tokio::test]
@@ -208,21 +129,8 @@ async fn errors_and_their_numbers() {
     let code = |r: Response| (r.tag, r.err_code);
 
     // Unknown, removed and missing verbs.
-    for (tag, verb) in [
-        (1, Some(0)),
-        (2, Some(4)),
-        (3, Some(8)),
-        (4, Some(10)),
-        (5, Some(4242)),
-        (6, None),
-    ] {
-        let r = c
-            .call(Request {
-                tag: Some(tag),
-                verb,
-                ..Request::default()
-            })
-            .await;
+    for (tag, verb) in [(1, Some(0)), (2, Some(4)), (3, Some(8)), (4, Some(10)), (5, Some(4242)), (6, None)] {
+        let r = c.call(Request { tag: Some(tag), verb, ..Request::default() }).await;
         assert_eq!(code(r), (Some(tag), Some(2)), "verb {verb:?}");
     }
     // MISSING_ARG for each verb's required fields.
@@ -230,142 +138,48 @@ async fn errors_and_their_numbers() {
         req(Verb::Get, 10),
         req(Verb::Set, 11),
         path(Verb::Set, 12, "/x"),
-        Request {
-            rev: Some(0),
-            ..req(Verb::Set, 13)
-        },
+        Request { rev: Some(0), ..req(Verb::Set, 13) },
         path(Verb::Del, 14, "/x"),
-        Request {
-            rev: Some(0),
-            ..req(Verb::Del, 15)
-        },
+        Request { rev: Some(0), ..req(Verb::Del, 15) },
         path(Verb::Wait, 16, "/x"),
-        Request {
-            rev: Some(1),
-            ..req(Verb::Wait, 17)
-        },
+        Request { rev: Some(1), ..req(Verb::Wait, 17) },
         path(Verb::Walk, 18, "/**"),
         path(Verb::Getdir, 19, "/"),
-        Request {
-            offset: Some(0),
-            ..req(Verb::Getdir, 20)
-        },
+        Request { offset: Some(0), ..req(Verb::Getdir, 20) },
     ];
     for r in missing {
         let tag = r.tag;
         assert_eq!(code(c.call(r).await), (tag, Some(7)));
     }
     // BAD_PATH (6) on writes with bad paths; never a crash on empty paths.
-    for (tag, p) in [
-        (30, "relative"),
-        (31, "/a/"),
-        (32, "/a b"),
-        (33, "/under_score"),
-        (34, ""),
-        (35, "/a//b"),
-    ] {
-        assert_eq!(
-            code(c.call(set(tag, p, 0, b"x")).await),
-            (Some(tag), Some(6)),
-            "{p:?}"
-        );
-        let del = c
-            .call(Request {
-                rev: Some(-1),
-                ..path(Verb::Del, tag, p)
-            })
-            .await;
+    for (tag, p) in [(30, "relative"), (31, "/a/"), (32, "/a b"), (33, "/under_score"), (34, ""), (35, "/a//b")] {
+        assert_eq!(code(c.call(set(tag, p, 0, b"x")).await), (Some(tag), Some(6)), "{p:?}");
+        let del = c.call(Request { rev: Some(-1), ..path(Verb::Del, tag, p) }).await;
         assert_eq!(del.err_code, Some(6), "{p:?}");
     }
     assert_eq!(c.call(path(Verb::Get, 36, "")).await.err_code, Some(6));
-    assert_eq!(
-        c.call(Request {
-            offset: Some(0),
-            ..path(Verb::Getdir, 37, "")
-        })
-        .await
-        .err_code,
-        Some(6)
-    );
+    assert_eq!(c.call(Request { offset: Some(0), ..path(Verb::Getdir, 37, "") }).await.err_code, Some(6));
     // A syntactically odd path reads as missing.
     let g = c.call(path(Verb::Get, 38, "/a/")).await;
     assert_eq!((g.rev, g.err_code), (Some(0), None));
 
     // REV_MISMATCH (5), ISDIR (21), NOTDIR (20), NOENT (22), RANGE (8).
     let r = c.call(set(40, "/f", 0, b"1")).await.rev.unwrap();
+    assert_eq!(code(c.call(set(41, "/f", 0, b"2")).await), (Some(41), Some(5)));
+    assert_eq!(code(c.call(set(42, "/f", r - 1, b"2")).await), (Some(42), Some(5)));
+    assert_eq!(code(c.call(set(43, "/f", -2, b"2")).await), (Some(43), Some(5)));
+    assert_eq!(c.call(set(44, "/f", r + 1000, b"big")).await.err_code, None, "any rev >= the file's succeeds");
+    assert_eq!(code(c.call(set(45, "/ctl", 0, b"")).await), (Some(45), Some(21)));
+    assert_eq!(code(c.call(set(46, "/", -1, b"")).await), (Some(46), Some(21)));
+    assert_eq!(code(c.call(path(Verb::Get, 47, "/ctl")).await), (Some(47), Some(21)));
+    assert_eq!(code(c.call(set(48, "/f/sub", 0, b"")).await), (Some(48), Some(20)));
+    assert_eq!(code(c.call(Request { offset: Some(0), ..path(Verb::Getdir, 49, "/f") }).await), (Some(49), Some(20)));
     assert_eq!(
-        code(c.call(set(41, "/f", 0, b"2")).await),
-        (Some(41), Some(5))
-    );
-    assert_eq!(
-        code(c.call(set(42, "/f", r - 1, b"2")).await),
-        (Some(42), Some(5))
-    );
-    assert_eq!(
-        code(c.call(set(43, "/f", -2, b"2")).await),
-        (Some(43), Some(5))
-    );
-    assert_eq!(
-        c.call(set(44, "/f", r + 1000, b"big")).await.err_code,
-        None,
-        "any rev >= the file's succeeds"
-    );
-    assert_eq!(
-        code(c.call(set(45, "/ctl", 0, b"")).await),
-        (Some(45), Some(21))
-    );
-    assert_eq!(
-        code(c.call(set(46, "/", -1, b"")).await),
-        (Some(46), Some(21))
-    );
-    assert_eq!(
-        code(c.call(path(Verb::Get, 47, "/ctl")).await),
-        (Some(47), Some(21))
-    );
-    assert_eq!(
-        code(c.call(set(48, "/f/sub", 0, b"")).await),
-        (Some(48), Some(20))
-    );
-    assert_eq!(
-        code(
-            c.call(Request {
-                offset: Some(0),
-                ..path(Verb::Getdir, 49, "/f")
-            })
-            .await
-        ),
-        (Some(49), Some(20))
-    );
-    assert_eq!(
-        code(
-            c.call(Request {
-                offset: Some(0),
-                ..path(Verb::Getdir, 50, "/none")
-            })
-            .await
-        ),
+        code(c.call(Request { offset: Some(0), ..path(Verb::Getdir, 50, "/none") }).await),
         (Some(50), Some(22))
     );
-    assert_eq!(
-        code(
-            c.call(Request {
-                offset: Some(-1),
-                ..path(Verb::Getdir, 51, "/")
-            })
-            .await
-        ),
-        (Some(51), Some(8))
-    );
-    assert_eq!(
-        code(
-            c.call(Request {
-                offset: Some(99),
-                ..path(Verb::Walk, 52, "/**")
-            })
-            .await
-        ),
-        (Some(52), Some(8))
-    );
+    assert_eq!(code(c.call(Request { offset: Some(-1), ..path(Verb::Getdir, 51, "/") }).await), (Some(51), Some(8)));
+    assert_eq!(code(c.call(Request { offset: Some(99), ..path(Verb::Walk, 52, "/**") }).await), (Some(52), Some(8)));
     // A failed write consumes no revision and writes no /ctl/err.
     let before = rev(&mut c).await;
     c.call(set(53, "/f", 0, b"")).await;
@@ -373,43 +187,18 @@ async fn errors_and_their_numbers() {
     assert_eq!(c.call(path(Verb::Stat, 54, "/ctl/err")).await.rev, Some(0));
 
     // DEL below a file fails and leaves the file (the original deleted it).
-    let d2 = c
-        .call(Request {
-            rev: Some(-1),
-            ..path(Verb::Del, 55, "/f/x")
-        })
-        .await;
+    let d2 = c.call(Request { rev: Some(-1), ..path(Verb::Del, 55, "/f/x") }).await;
     assert_eq!(d2.err_code, Some(20));
-    assert_eq!(
-        c.call(path(Verb::Get, 56, "/f")).await.value.as_deref(),
-        Some(&b"big"[..])
-    );
+    assert_eq!(c.call(path(Verb::Get, 56, "/f")).await.value.as_deref(), Some(&b"big"[..]));
     // DEL of a missing file succeeds and changes nothing.
     let before = rev(&mut c).await;
-    assert_eq!(
-        c.call(Request {
-            rev: Some(0),
-            ..path(Verb::Del, 57, "/nothing")
-        })
-        .await
-        .err_code,
-        None
-    );
+    assert_eq!(c.call(Request { rev: Some(0), ..path(Verb::Del, 57, "/nothing") }).await.err_code, None);
     assert_eq!(rev(&mut c).await, before);
 
     // Bad globs: OTHER (127) "invalid glob pattern: ...".
     for (tag, verb) in [(60, Verb::Wait), (61, Verb::Walk)] {
-        let r = c
-            .call(Request {
-                rev: Some(1),
-                offset: Some(0),
-                ..path(verb, tag, "/a[")
-            })
-            .await;
-        assert_eq!(
-            (r.err_code, r.err_detail.as_deref()),
-            (Some(127), Some("invalid glob pattern: /a["))
-        );
+        let r = c.call(Request { rev: Some(1), offset: Some(0), ..path(verb, tag, "/a[") }).await;
+        assert_eq!((r.err_code, r.err_detail.as_deref()), (Some(127), Some("invalid glob pattern: /a[")));
     }
     // Oversized value: OTHER, nothing written.
     let big = vec![b'x'; (1 << 20) + 1];
@@ -418,10 +207,7 @@ async fn errors_and_their_numbers() {
     assert!(r.err_detail.unwrap().contains("value too large"));
     let ok = c.call(set(63, "/big", -1, &big[..1 << 20])).await;
     assert_eq!(ok.err_code, None, "a 1 MiB value is accepted");
-    assert_eq!(
-        c.call(path(Verb::Stat, 64, "/big")).await.len,
-        Some(1 << 20)
-    );
+    assert_eq!(c.call(path(Verb::Stat, 64, "/big")).await.len, Some(1 << 20));
 }
 
 #[tokio::test]
@@ -433,68 +219,21 @@ async fn history_window_too_late_and_future_revs() {
     }
     let now = rev(&mut c).await;
     for (tag, r) in [
-        (
-            2,
-            Request {
-                rev: Some(1),
-                ..path(Verb::Get, 2, "/h")
-            },
-        ),
-        (
-            3,
-            Request {
-                rev: Some(now - 5),
-                offset: Some(0),
-                ..path(Verb::Getdir, 3, "/")
-            },
-        ),
-        (
-            4,
-            Request {
-                rev: Some(1),
-                ..path(Verb::Stat, 4, "/h")
-            },
-        ),
-        (
-            5,
-            Request {
-                rev: Some(1),
-                offset: Some(0),
-                ..path(Verb::Walk, 5, "/**")
-            },
-        ),
-        (
-            6,
-            Request {
-                rev: Some(now - 5),
-                ..path(Verb::Wait, 6, "/**")
-            },
-        ),
-        (
-            7,
-            Request {
-                rev: Some(0),
-                ..path(Verb::Wait, 7, "/**")
-            },
-        ),
+        (2, Request { rev: Some(1), ..path(Verb::Get, 2, "/h") }),
+        (3, Request { rev: Some(now - 5), offset: Some(0), ..path(Verb::Getdir, 3, "/") }),
+        (4, Request { rev: Some(1), ..path(Verb::Stat, 4, "/h") }),
+        (5, Request { rev: Some(1), offset: Some(0), ..path(Verb::Walk, 5, "/**") }),
+        (6, Request { rev: Some(now - 5), ..path(Verb::Wait, 6, "/**") }),
+        (7, Request { rev: Some(0), ..path(Verb::Wait, 7, "/**") }),
     ] {
         assert_eq!(c.call(r).await.err_code, Some(4), "request {tag}");
     }
     // The oldest revision in the window still reads.
-    let oldest = c
-        .call(Request {
-            rev: Some(now - 4),
-            ..path(Verb::Get, 8, "/h")
-        })
-        .await;
+    let oldest = c.call(Request { rev: Some(now - 4), ..path(Verb::Get, 8, "/h") }).await;
     assert_eq!(oldest.err_code, None);
 
     // A read at a future revision waits for it, without holding up other requests.
-    c.send(&Request {
-        rev: Some(now + 1),
-        ..path(Verb::Get, 9, "/h")
-    })
-    .await;
+    c.send(&Request { rev: Some(now + 1), ..path(Verb::Get, 9, "/h") }).await;
     let r = c.call(req(Verb::Rev, 10)).await;
     assert_eq!(r.tag, Some(10), "REV answered while the future GET waits");
     let mut w = Raw::connect(&d.addr).await;
@@ -509,11 +248,7 @@ async fn pipelined_requests_complete_out_of_order() {
     let mut c = Raw::connect(&d.addr).await;
     let now = rev(&mut c).await;
     // Tag 1 waits; tags 2..=4 are answered while it is held.
-    c.send(&Request {
-        rev: Some(now + 1),
-        ..path(Verb::Wait, 1, "/p/**")
-    })
-    .await;
+    c.send(&Request { rev: Some(now + 1), ..path(Verb::Wait, 1, "/p/**") }).await;
     c.send(&set(2, "/q", -1, b"q")).await;
     c.send(&path(Verb::Get, 3, "/q")).await;
     c.send(&req(Verb::Rev, 4)).await;
@@ -528,18 +263,10 @@ async fn pipelined_requests_complete_out_of_order() {
     let mut got = [c.recv().await, c.recv().await];
     got.sort_by_key(|r| r.tag);
     assert_eq!(got[0].tag, Some(1));
-    assert_eq!(
-        (got[0].path.as_deref(), got[0].value.as_deref()),
-        (Some("/p/x"), Some(&b"px"[..]))
-    );
+    assert_eq!((got[0].path.as_deref(), got[0].value.as_deref()), (Some("/p/x"), Some(&b"px"[..])));
     assert_eq!(got[1].tag, Some(5));
     // A response carries no tag when the request had none.
-    let r = c
-        .call(Request {
-            verb: Some(Verb::Rev as i32),
-            ..Request::default()
-        })
-        .await;
+    let r = c.call(Request { verb: Some(Verb::Rev as i32), ..Request::default() }).await;
     assert_eq!(r.tag, None);
 }
 
@@ -563,21 +290,14 @@ async fn watch_loop_sees_1000_rapid_writes_in_order() {
     let mut writes = vec![];
     for i in 0..1000 {
         let c = client.clone();
-        writes.push(tokio::spawn(async move {
-            c.set(&format!("/w/k{}", i % 7), -1, format!("{i}"))
-                .await
-                .unwrap()
-        }));
+        writes.push(tokio::spawn(async move { c.set(&format!("/w/k{}", i % 7), -1, format!("{i}")).await.unwrap() }));
     }
     let mut revs = vec![];
     for w in writes {
         revs.push(w.await.unwrap());
     }
     revs.sort();
-    let seen = tokio::time::timeout(common::DEADLINE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let seen = tokio::time::timeout(common::DEADLINE, watch).await.unwrap().unwrap();
     let seen_revs: Vec<i64> = seen.iter().map(|s| s.0).collect();
     assert_eq!(seen_revs, revs, "every write seen once, in revision order");
     assert_eq!(seen_revs, (start..start + 1000).collect::<Vec<_>>());
@@ -588,28 +308,21 @@ async fn bad_frames_close_only_their_connection() {
     let d = Doozerd::start(&[]);
     let mut healthy = Raw::connect(&d.addr).await;
     let bad_inputs: Vec<Vec<u8>> = vec![
-        (-1i32).to_be_bytes().to_vec(),                    // negative length
-        i32::MIN.to_be_bytes().to_vec(),                   // very negative length
-        0x7fff_ffffi32.to_be_bytes().to_vec(),             // 2 GiB
-        (4u32 << 20).to_be_bytes().to_vec(),               // over the frame limit
-        [&5u32.to_be_bytes()[..], &[0xff; 5]].concat(),    // garbage protobuf
-        [&2u32.to_be_bytes()[..], &[0x22, 0x05]].concat(), // path field truncated
-        [&2u32.to_be_bytes()[..], &[0x10, 0xff]].concat(), // varint truncated
-        [&3u32.to_be_bytes()[..], &[0x4a, 0x01, 0x00]].concat(), // rev with the wrong wire type
+        (-1i32).to_be_bytes().to_vec(),                                // negative length
+        i32::MIN.to_be_bytes().to_vec(),                               // very negative length
+        0x7fff_ffffi32.to_be_bytes().to_vec(),                         // 2 GiB
+        (4u32 << 20).to_be_bytes().to_vec(),                           // over the frame limit
+        [&5u32.to_be_bytes()[..], &[0xff; 5]].concat(),                // garbage protobuf
+        [&2u32.to_be_bytes()[..], &[0x22, 0x05]].concat(),             // path field truncated
+        [&2u32.to_be_bytes()[..], &[0x10, 0xff]].concat(),             // varint truncated
+        [&3u32.to_be_bytes()[..], &[0x4a, 0x01, 0x00]].concat(),       // rev with the wrong wire type
         [&4u32.to_be_bytes()[..], &[0x22, 0x02, 0xff, 0xfe]].concat(), // path not UTF-8
     ];
     for bytes in bad_inputs {
         let mut c = Raw::connect(&d.addr).await;
         c.send_bytes(&bytes).await;
-        assert!(
-            c.closed_by_server().await,
-            "input {bytes:x?} should close the connection"
-        );
-        assert_eq!(
-            healthy.call(req(Verb::Rev, 1)).await.tag,
-            Some(1),
-            "server still serves after {bytes:x?}"
-        );
+        assert!(c.closed_by_server().await, "input {bytes:x?} should close the connection");
+        assert_eq!(healthy.call(req(Verb::Rev, 1)).await.tag, Some(1), "server still serves after {bytes:x?}");
     }
     // A frame cut short by the client's close.
     let mut c = Raw::connect(&d.addr).await;
@@ -619,10 +332,7 @@ async fn bad_frames_close_only_their_connection() {
     let mut c = Raw::connect(&d.addr).await;
     c.send_bytes(&[0, 0, 0, 0]).await;
     assert_eq!(c.recv().await.err_code, Some(ErrCode::UnknownVerb as i32));
-    assert_eq!(
-        healthy.call(set(2, "/still", 0, b"ok")).await.err_code,
-        None
-    );
+    assert_eq!(healthy.call(set(2, "/still", 0, b"ok")).await.err_code, None);
 }
 
 #[tokio::test]
@@ -631,11 +341,7 @@ async fn closing_a_connection_drops_its_waits() {
     // Many connections each hold a WAIT, then go away.
     for _ in 0..50 {
         let mut c = Raw::connect(&d.addr).await;
-        c.send(&Request {
-            rev: Some(1_000_000),
-            ..path(Verb::Wait, 1, "/**")
-        })
-        .await;
+        c.send(&Request { rev: Some(1_000_000), ..path(Verb::Wait, 1, "/**") }).await;
         c.call(req(Verb::Rev, 2)).await;
     }
     // The server keeps answering and committing writes with no one left to tell.
@@ -647,66 +353,24 @@ async fn closing_a_connection_drops_its_waits() {
 
 #[tokio::test]
 async fn secrets_control_access() {
-    let d = Doozerd::start_env(
-        &[],
-        &[
-            ("DOOZER_RWSECRET", "rw-secret"),
-            ("DOOZER_ROSECRET", "ro-secret"),
-        ],
-    );
+    let d = Doozerd::start_env(&[], &[("DOOZER_RWSECRET", "rw-secret"), ("DOOZER_ROSECRET", "ro-secret")]);
     let mut c = Raw::connect(&d.addr).await;
-    let denied = |r: &Response| {
-        r.err_code == Some(127) && r.err_detail.as_deref() == Some("permission denied")
-    };
+    let denied = |r: &Response| r.err_code == Some(127) && r.err_detail.as_deref() == Some("permission denied");
     // Anonymous: only REV, SELF, ACCESS.
     assert!(c.call(req(Verb::Rev, 1)).await.rev.is_some());
     assert!(c.call(req(Verb::SelfId, 2)).await.value.is_some());
     assert!(denied(&c.call(path(Verb::Get, 3, "/ctl/name")).await));
     assert!(denied(&c.call(set(4, "/x", 0, b"")).await));
     assert!(denied(&c.call(req(Verb::Nop, 5)).await));
-    assert!(denied(
-        &c.call(Request {
-            value: Some("wrong".into()),
-            ..req(Verb::Access, 6)
-        })
-        .await
-    ));
+    assert!(denied(&c.call(Request { value: Some("wrong".into()), ..req(Verb::Access, 6) }).await));
     // Read-only secret: reads, not writes.
-    assert_eq!(
-        c.call(Request {
-            value: Some("ro-secret".into()),
-            ..req(Verb::Access, 7)
-        })
-        .await
-        .err_code,
-        None
-    );
-    assert_eq!(
-        c.call(path(Verb::Get, 8, "/ctl/name"))
-            .await
-            .value
-            .as_deref(),
-        Some(&b"local"[..])
-    );
+    assert_eq!(c.call(Request { value: Some("ro-secret".into()), ..req(Verb::Access, 7) }).await.err_code, None);
+    assert_eq!(c.call(path(Verb::Get, 8, "/ctl/name")).await.value.as_deref(), Some(&b"local"[..]));
     assert!(denied(&c.call(set(9, "/x", 0, b"")).await));
     // Read-write secret: everything; rights only accumulate.
-    assert_eq!(
-        c.call(Request {
-            value: Some("rw-secret".into()),
-            ..req(Verb::Access, 10)
-        })
-        .await
-        .err_code,
-        None
-    );
+    assert_eq!(c.call(Request { value: Some("rw-secret".into()), ..req(Verb::Access, 10) }).await.err_code, None);
     assert_eq!(c.call(set(11, "/x", 0, b"")).await.err_code, None);
-    assert!(denied(
-        &c.call(Request {
-            value: Some("wrong".into()),
-            ..req(Verb::Access, 12)
-        })
-        .await
-    ));
+    assert!(denied(&c.call(Request { value: Some("wrong".into()), ..req(Verb::Access, 12) }).await));
     assert_eq!(c.call(set(13, "/x", -1, b"")).await.err_code, None);
 
     // With only the read-write secret set, anonymous clients can read.
@@ -715,9 +379,7 @@ async fn secrets_control_access() {
     assert_eq!(c.call(path(Verb::Get, 1, "/ctl/name")).await.err_code, None);
     assert!(denied(&c.call(set(2, "/x", 0, b"")).await));
     // The client library sends the URI's secret.
-    let client = doozer_client::Client::dial_uri(&format!("doozer:?ca={}&sk=rw", d.addr))
-        .await
-        .unwrap();
+    let client = doozer_client::Client::dial_uri(&format!("doozer:?ca={}&sk=rw", d.addr)).await.unwrap();
     client.set("/y", 0, "v").await.unwrap();
     let wrong = doozer_client::Client::dial_uri(&format!("doozer:?ca={}&sk=no", d.addr)).await;
     assert_eq!(wrong.err().unwrap().to_string(), "OTHER: permission denied");
@@ -732,30 +394,17 @@ async fn tls_listener_serves_the_protocol() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let d = Doozerd::start(&[
-        "-tlscert",
-        cert_path.to_str().unwrap(),
-        "-tlskey",
-        key_path.to_str().unwrap(),
-    ]);
+    let d = Doozerd::start(&["-tlscert", cert_path.to_str().unwrap(), "-tlskey", key_path.to_str().unwrap()]);
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(&d.addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
     let client = doozer_client::Client::over(tls, &d.addr);
     let rev = client.set("/tls", 0, "secure").await.unwrap();
-    assert_eq!(
-        client.get("/tls", None).await.unwrap(),
-        (Bytes::from("secure"), rev)
-    );
+    assert_eq!(client.get("/tls", None).await.unwrap(), (Bytes::from("secure"), rev));
 
     // A plain-text client gets no service (the handshake fails), and the server goes on.
     let mut plain = Raw::connect(&d.addr).await;
@@ -766,14 +415,8 @@ async fn tls_listener_serves_the_protocol() {
 
 #[test]
 fn flags_version_and_signals() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
-        .arg("-v")
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        format!("doozerd {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd")).arg("-v").output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("doozerd {}\n", env!("CARGO_PKG_VERSION")));
     assert!(out.status.success());
 
     // Single-dash long flags as in the original, and the cluster name lands in /ctl/name.

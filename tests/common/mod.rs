@@ -54,11 +54,7 @@ impl Doozerd {
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn doozerd");
         let addr = read_addr(&mut child, &file);
-        Doozerd {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Doozerd { child, addr, _dir: dir }
     }
 
     pub fn uri(&self) -> String {
@@ -71,20 +67,14 @@ impl Doozerd {
 
     /// Sends `sig` and waits for the process to exit; returns its status.
     pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .expect("kill");
+        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().expect("kill");
         assert!(ok.success());
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "doozerd did not exit after {sig}"
-            );
+            assert!(start.elapsed() < DEADLINE, "doozerd did not exit after {sig}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -101,10 +91,7 @@ fn read_addr(child: &mut Child, file: &Path) -> String {
         if let Some(status) = child.try_wait().expect("try_wait") {
             panic!("doozerd exited before listening: {status}");
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "doozerd did not start listening"
-        );
+        assert!(start.elapsed() < DEADLINE, "doozerd did not start listening");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -123,9 +110,7 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(addr: &str) -> Raw {
-        Raw {
-            stream: TcpStream::connect(addr).await.expect("connect"),
-        }
+        Raw { stream: TcpStream::connect(addr).await.expect("connect") }
     }
 
     pub async fn send(&mut self, req: &Request) {
@@ -165,26 +150,15 @@ impl Raw {
 
 /// A request with a verb and tag; fill in the rest with struct update syntax.
 pub fn req(verb: Verb, tag: i32) -> Request {
-    Request {
-        tag: Some(tag),
-        verb: Some(verb as i32),
-        ..Request::default()
-    }
+    Request { tag: Some(tag), verb: Some(verb as i32), ..Request::default() }
 }
 
 pub fn path(verb: Verb, tag: i32, p: &str) -> Request {
-    Request {
-        path: Some(p.into()),
-        ..req(verb, tag)
-    }
+    Request { path: Some(p.into()), ..req(verb, tag) }
 }
 
 pub fn set(tag: i32, p: &str, rev: i64, body: &[u8]) -> Request {
-    Request {
-        rev: Some(rev),
-        value: Some(Bytes::copy_from_slice(body)),
-        ..path(Verb::Set, tag, p)
-    }
+    Request { rev: Some(rev), value: Some(Bytes::copy_from_slice(body)), ..path(Verb::Set, tag, p) }
 }
 
 /// What a CLI run printed and how it exited.

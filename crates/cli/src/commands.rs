@@ -82,9 +82,7 @@ const WATCH_HELP: &str = concat!(
 fn parse_rev(s: &str) -> Result<i64, Failure> {
     s.parse::<i64>().map_err(|e| {
         let why = match e.kind() {
-            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => {
-                "value out of range"
-            }
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => "value out of range",
             _ => "invalid syntax",
         };
         Failure::Message(format!("strconv.ParseInt: parsing {s:?}: {why}"))
@@ -110,16 +108,12 @@ async fn start_rev(c: &Client, flags: &Flags) -> Result<i64, Failure> {
 
 fn write_out(bytes: &[u8]) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::Message(format!("write stdout: {e}")))
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Failure::Message(format!("write stdout: {e}")))
 }
 
 fn read_stdin() -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .map_err(|e| Failure::Message(format!("read stdin: {e}")))?;
+    std::io::stdin().read_to_end(&mut body).map_err(|e| Failure::Message(format!("read stdin: {e}")))?;
     Ok(body)
 }
 

@@ -65,10 +65,7 @@ impl Flags {
             let value = match inline {
                 Some(v) => v,
                 None => {
-                    let v = args
-                        .get(i)
-                        .cloned()
-                        .ok_or_else(|| format!("flag needs an argument: -{name}"))?;
+                    let v = args.get(i).cloned().ok_or_else(|| format!("flag needs an argument: -{name}"))?;
                     i += 1;
                     v
                 }
@@ -77,14 +74,11 @@ impl Flags {
                 "a" => self.uri = value,
                 "b" => self.boot = value,
                 "r" => {
-                    self.rev = value
-                        .parse()
-                        .map_err(|_| format!("invalid value {value:?} for flag -r: parse error"))?
+                    self.rev = value.parse().map_err(|_| format!("invalid value {value:?} for flag -r: parse error"))?
                 }
                 "t" => {
-                    self.timeout = parse_duration(&value).ok_or_else(|| {
-                        format!("invalid value {value:?} for flag -t: parse error")
-                    })?
+                    self.timeout = parse_duration(&value)
+                        .ok_or_else(|| format!("invalid value {value:?} for flag -t: parse error"))?
                 }
                 _ => return Err(format!("flag provided but not defined: -{name}")),
             }
@@ -101,14 +95,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let mut rest = s;
     let mut total = 0f64;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let value: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -135,23 +125,9 @@ mod tests {
     #[test]
     fn go_style_flags() {
         let mut f = Flags::from_env();
-        let rest = f
-            .parse(&strings(&[
-                "-a",
-                "doozer:?ca=x:1",
-                "-r=5",
-                "--t",
-                "2s",
-                "set",
-                "/x",
-                "-1",
-            ]))
-            .unwrap();
+        let rest = f.parse(&strings(&["-a", "doozer:?ca=x:1", "-r=5", "--t", "2s", "set", "/x", "-1"])).unwrap();
         assert_eq!(rest, ["set", "/x", "-1"]);
-        assert_eq!(
-            (f.uri.as_str(), f.rev, f.timeout),
-            ("doozer:?ca=x:1", 5, Duration::from_secs(2))
-        );
+        assert_eq!((f.uri.as_str(), f.rev, f.timeout), ("doozer:?ca=x:1", 5, Duration::from_secs(2)));
         let rest = f.parse(&strings(&["/x", "-1"])).unwrap();
         assert_eq!(rest, ["/x", "-1"]);
         assert!(f.parse(&strings(&["-z"])).is_err());

@@ -70,12 +70,7 @@ fn usage() {
 }
 
 fn help(c: &Command) {
-    print!(
-        "Use: doozer [options] {} [options] {}\n\n{}",
-        c.name,
-        c.args.join(" "),
-        c.help
-    );
+    print!("Use: doozer [options] {} [options] {}\n\n{}", c.name, c.args.join(" "), c.help);
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -119,10 +114,7 @@ pub fn main() -> ExitCode {
         help(cmd);
         return ExitCode::from(127);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("Error: cannot start: {e}");
@@ -146,23 +138,19 @@ fn report(f: Failure, flags: &Flags) -> ExitCode {
             ExitCode::from(2)
         }
         Failure::Error(Error::Dial(m)) => {
-            eprintln!("Error: {m} (is doozerd running there? choose the cluster with -a or DOOZER_URI; now {})", flags.uri);
-            ExitCode::from(2)
-        }
-        Failure::Error(Error::InvalidUri) => {
             eprintln!(
-                "Error: invalid uri (use doozer:?ca=HOST:PORT or HOST:PORT; got {:?})",
+                "Error: {m} (is doozerd running there? choose the cluster with -a or DOOZER_URI; now {})",
                 flags.uri
             );
             ExitCode::from(2)
         }
+        Failure::Error(Error::InvalidUri) => {
+            eprintln!("Error: invalid uri (use doozer:?ca=HOST:PORT or HOST:PORT; got {:?})", flags.uri);
+            ExitCode::from(2)
+        }
         Failure::Error(e) => {
             eprintln!("Error: {e}");
-            ExitCode::from(if e.code() == Some(ErrCode::RevMismatch) {
-                1
-            } else {
-                2
-            })
+            ExitCode::from(if e.code() == Some(ErrCode::RevMismatch) { 1 } else { 2 })
         }
     }
 }

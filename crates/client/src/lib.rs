@@ -13,9 +13,7 @@ pub use doozer_proto::ErrCode;
 pub use uri::{parse_uri, Uri};
 
 use bytes::{Bytes, BytesMut};
-use doozer_proto::{
-    encode_frame, read_frame, Request, Response, Verb, FLAG_DEL, FLAG_SET, MAX_FRAME,
-};
+use doozer_proto::{encode_frame, read_frame, FrameError, Request, Response, Verb, FLAG_DEL, FLAG_SET, MAX_FRAME};
 use parking_lot::Mutex;
 use prost::Message;
 use std::collections::HashMap;
@@ -116,9 +114,7 @@ fn dial_error(addr: &str, e: &std::io::Error) -> Error {
 impl Client {
     /// Connects to `HOST:PORT`.
     pub async fn connect(addr: &str) -> Result<Client> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| dial_error(addr, &e))?;
+        let stream = TcpStream::connect(addr).await.map_err(|e| dial_error(addr, &e))?;
         let _ = stream.set_nodelay(true);
         Ok(Client::over(Box::new(stream), addr))
     }
@@ -143,23 +139,13 @@ impl Client {
     }
 
     /// Runs the protocol over an already-open stream (TLS, a proxy, a test pipe).
-    pub fn over<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
-        stream: S,
-        addr: &str,
-    ) -> Client {
+    pub fn over<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S, addr: &str) -> Client {
         let boxed: Box<dyn Stream> = Box::new(stream);
         let (rd, wr) = tokio::io::split(boxed);
-        let shared = Arc::new(Shared {
-            waiting: Mutex::new(HashMap::new()),
-            closed: Mutex::new(None),
-            next_tag: Mutex::new(0),
-        });
+        let shared =
+            Arc::new(Shared { waiting: Mutex::new(HashMap::new()), closed: Mutex::new(None), next_tag: Mutex::new(0) });
         tokio::spawn(read_loop(rd, shared.clone()));
-        Client {
-            shared,
-            writer: Arc::new(tokio::sync::Mutex::new(wr)),
-            addr: addr.to_string(),
-        }
+        Client { shared, writer: Arc::new(tokio::sync::Mutex::new(wr)), addr: addr.to_string() }
     }
 
     /// The address this client is connected to.
@@ -181,20 +167,13 @@ impl Client {
         }
         let resp = rx.await.map_err(|_| self.closed_error())??;
         match resp.err() {
-            Some(code) => Err(Error::Server {
-                code,
-                detail: resp.err_detail.unwrap_or_default(),
-            }),
+            Some(code) => Err(Error::Server { code, detail: resp.err_detail.unwrap_or_default() }),
             None => Ok(resp),
         }
     }
 
     fn closed_error(&self) -> Error {
-        self.shared
-            .closed
-            .lock()
-            .clone()
-            .unwrap_or_else(|| Error::Disconnected("EOF".into()))
+        self.shared.closed.lock().clone().unwrap_or_else(|| Error::Disconnected("EOF".into()))
     }
 
     /// Picks an unused tag and files a slot for its answer.
@@ -215,44 +194,24 @@ impl Client {
     }
 
     fn req(verb: Verb) -> Request {
-        Request {
-            verb: Some(verb as i32),
-            ..Request::default()
-        }
+        Request { verb: Some(verb as i32), ..Request::default() }
     }
 
     /// GET: the body and revision of the file at `path` (rev 0 if missing).
     pub async fn get(&self, path: &str, rev: Option<Rev>) -> Result<(Bytes, Rev)> {
-        let r = self
-            .call(Request {
-                path: Some(path.into()),
-                rev,
-                ..Self::req(Verb::Get)
-            })
-            .await?;
+        let r = self.call(Request { path: Some(path.into()), rev, ..Self::req(Verb::Get) }).await?;
         Ok((r.value.unwrap_or_default(), r.rev.unwrap_or(0)))
     }
 
     /// SET: writes `body` if `rev` is -1 or at least the file's revision; returns the new revision.
     pub async fn set(&self, path: &str, rev: Rev, body: impl Into<Bytes>) -> Result<Rev> {
-        let req = Request {
-            path: Some(path.into()),
-            rev: Some(rev),
-            value: Some(body.into()),
-            ..Self::req(Verb::Set)
-        };
+        let req = Request { path: Some(path.into()), rev: Some(rev), value: Some(body.into()), ..Self::req(Verb::Set) };
         Ok(self.call(req).await?.rev.unwrap_or(0))
     }
 
     /// DEL: deletes the file under the same revision rule as SET.
     pub async fn del(&self, path: &str, rev: Rev) -> Result<()> {
-        self.call(Request {
-            path: Some(path.into()),
-            rev: Some(rev),
-            ..Self::req(Verb::Del)
-        })
-        .await
-        .map(drop)
+        self.call(Request { path: Some(path.into()), rev: Some(rev), ..Self::req(Verb::Del) }).await.map(drop)
     }
 
     /// REV: the node's current revision.
@@ -267,43 +226,25 @@ impl Client {
 
     /// SELF: the node's id.
     pub async fn self_id(&self) -> Result<Bytes> {
-        Ok(self
-            .call(Self::req(Verb::SelfId))
-            .await?
-            .value
-            .unwrap_or_default())
+        Ok(self.call(Self::req(Verb::SelfId)).await?.value.unwrap_or_default())
     }
 
     /// ACCESS: presents a secret.
     pub async fn access(&self, secret: &[u8]) -> Result<()> {
-        let req = Request {
-            value: Some(Bytes::copy_from_slice(secret)),
-            ..Self::req(Verb::Access)
-        };
+        let req = Request { value: Some(Bytes::copy_from_slice(secret)), ..Self::req(Verb::Access) };
         self.call(req).await.map(drop)
     }
 
     /// STAT: `(len, rev)`: a file's length and revision, a directory's entry count
     /// and -2, or `(0, 0)` if missing.
     pub async fn stat(&self, path: &str, rev: Option<Rev>) -> Result<(i32, Rev)> {
-        let r = self
-            .call(Request {
-                path: Some(path.into()),
-                rev,
-                ..Self::req(Verb::Stat)
-            })
-            .await?;
+        let r = self.call(Request { path: Some(path.into()), rev, ..Self::req(Verb::Stat) }).await?;
         Ok((r.len.unwrap_or(0), r.rev.unwrap_or(0)))
     }
 
     /// GETDIR: the name at `offset` in the directory at `path`.
     pub async fn getdir(&self, path: &str, offset: i32, rev: Option<Rev>) -> Result<String> {
-        let req = Request {
-            path: Some(path.into()),
-            offset: Some(offset),
-            rev,
-            ..Self::req(Verb::Getdir)
-        };
+        let req = Request { path: Some(path.into()), offset: Some(offset), rev, ..Self::req(Verb::Getdir) };
         Ok(self.call(req).await?.path.unwrap_or_default())
     }
 
@@ -321,22 +262,13 @@ impl Client {
 
     /// WALK: the file at `offset` among those matching `glob`.
     pub async fn walk(&self, glob: &str, offset: i32, rev: Option<Rev>) -> Result<Event> {
-        let req = Request {
-            path: Some(glob.into()),
-            offset: Some(offset),
-            rev,
-            ..Self::req(Verb::Walk)
-        };
+        let req = Request { path: Some(glob.into()), offset: Some(offset), rev, ..Self::req(Verb::Walk) };
         Ok(event(self.call(req).await?))
     }
 
     /// WAIT: the first change at or after `rev` to a file matching `glob`.
     pub async fn wait(&self, glob: &str, rev: Rev) -> Result<Event> {
-        let req = Request {
-            path: Some(glob.into()),
-            rev: Some(rev),
-            ..Self::req(Verb::Wait)
-        };
+        let req = Request { path: Some(glob.into()), rev: Some(rev), ..Self::req(Verb::Wait) };
         Ok(event(self.call(req).await?))
     }
 }
@@ -350,11 +282,19 @@ fn event(r: Response) -> Event {
     }
 }
 
+fn gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>) {
     let why = loop {
         let body = match read_frame(&mut rd, MAX_FRAME).await {
             Ok(Some(b)) => b,
             Ok(None) => break "EOF".to_string(),
+            // However the server went away, the original client said EOF.
+            Err(FrameError::Truncated) => break "EOF".to_string(),
+            Err(FrameError::Io(e)) if gone(&e) => break "EOF".to_string(),
             Err(e) => break e.to_string(),
         };
         let resp = match Response::decode(body) {

@@ -40,20 +40,14 @@ fn unescape(s: &str) -> Result<String, Error> {
 
 fn looks_like_host_port(s: &str) -> bool {
     match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && !host.contains('?') && port.parse::<u16>().is_ok()
-        }
+        Some((host, port)) => !host.is_empty() && !host.contains('?') && port.parse::<u16>().is_ok(),
         None => false,
     }
 }
 
 /// Parses a `doozer:?…` URI or a bare `HOST:PORT`.
 pub fn parse_uri(s: &str) -> Result<Uri, Error> {
-    let mut uri = Uri {
-        addrs: Vec::new(),
-        secret: None,
-        name: None,
-    };
+    let mut uri = Uri { addrs: Vec::new(), secret: None, name: None };
     let Some(query) = s.strip_prefix("doozer:?") else {
         if looks_like_host_port(s) {
             uri.addrs.push(s.to_string());
@@ -86,20 +80,9 @@ mod tests {
         let u = parse_uri("doozer:?ca=127.0.0.1:8046&ca=h:1&sk=s%3Dx&un=zz").unwrap();
         assert_eq!(u.addrs, ["127.0.0.1:8046", "h:1"]);
         assert_eq!(u.secret.as_deref(), Some("s=x"));
-        assert_eq!(
-            parse_uri("127.0.0.1:8046").unwrap().addrs,
-            ["127.0.0.1:8046"]
-        );
+        assert_eq!(parse_uri("127.0.0.1:8046").unwrap().addrs, ["127.0.0.1:8046"]);
         assert_eq!(parse_uri("[::1]:8046").unwrap().addrs, ["[::1]:8046"]);
-        for bad in [
-            "",
-            "doozer:",
-            "doozer:?sk=x",
-            "http://x",
-            "host",
-            "doozer?:ca=h:1",
-            "doozer:?ca=%zz",
-        ] {
+        for bad in ["", "doozer:", "doozer:?sk=x", "http://x", "host", "doozer?:ca=h:1", "doozer:?ca=%zz"] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
     }

@@ -36,24 +36,30 @@ impl std::fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 /// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Option<Bytes>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {
+    match read_prefix(r).await? {
+        None => Ok(None),
+        Some(prefix) => read_body(r, prefix, max).await.map(Some),
+    }
+}
+
+/// Reads a frame's 4-byte length prefix; `Ok(None)` at a clean end of stream.
+pub async fn read_prefix<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<[u8; 4]>, FrameError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < 4 {
         let n = r.read(&mut len[got..]).await.map_err(FrameError::Io)?;
         if n == 0 {
-            return if got == 0 {
-                Ok(None)
-            } else {
-                Err(FrameError::Truncated)
-            };
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
         }
         got += n;
     }
-    let n = i32::from_be_bytes(len);
+    Ok(Some(len))
+}
+
+/// Reads the body that `prefix` announced, refusing negative or oversized lengths.
+pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, prefix: [u8; 4], max: usize) -> Result<Bytes, FrameError> {
+    let n = i32::from_be_bytes(prefix);
     if n < 0 || n as usize > max {
         return Err(FrameError::BadLength(n.into()));
     }
@@ -62,7 +68,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
         _ => FrameError::Io(e),
     })?;
-    Ok(Some(body.freeze()))
+    Ok(body.freeze())
 }
 
 /// Appends `msg` as one frame (length prefix + protobuf body) to `dst`.
@@ -86,13 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip() {
-        let req = Request {
-            tag: Some(7),
-            verb: Some(1),
-            path: Some("/x".into()),
-            rev: Some(-1),
-            ..Default::default()
-        };
+        let req = Request { tag: Some(7), verb: Some(1), path: Some("/x".into()), rev: Some(-1), ..Default::default() };
         let mut buf = BytesMut::new();
         encode_frame(&req, &mut buf);
         assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
@@ -102,31 +102,16 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_negative_and_oversized_lengths() {
-        assert!(matches!(
-            read_all(&(-1i32).to_be_bytes()).await,
-            Err(FrameError::BadLength(-1))
-        ));
-        assert!(matches!(
-            read_all(&i32::MIN.to_be_bytes()).await,
-            Err(FrameError::BadLength(_))
-        ));
-        assert!(matches!(
-            read_all(&101i32.to_be_bytes()).await,
-            Err(FrameError::BadLength(101))
-        ));
+        assert!(matches!(read_all(&(-1i32).to_be_bytes()).await, Err(FrameError::BadLength(-1))));
+        assert!(matches!(read_all(&i32::MIN.to_be_bytes()).await, Err(FrameError::BadLength(_))));
+        assert!(matches!(read_all(&101i32.to_be_bytes()).await, Err(FrameError::BadLength(101))));
     }
 
     #[tokio::test]
     async fn clean_eof_and_truncation() {
         assert!(matches!(read_all(&[]).await, Ok(None)));
-        assert!(matches!(
-            read_all(&[0, 0]).await,
-            Err(FrameError::Truncated)
-        ));
-        assert!(matches!(
-            read_all(&[0, 0, 0, 5, 1, 2]).await,
-            Err(FrameError::Truncated)
-        ));
+        assert!(matches!(read_all(&[0, 0]).await, Err(FrameError::Truncated)));
+        assert!(matches!(read_all(&[0, 0, 0, 5, 1, 2]).await, Err(FrameError::Truncated)));
         assert_eq!(read_all(&[0, 0, 0, 0]).await.unwrap().unwrap().len(), 0);
     }
 }

@@ -10,5 +10,5 @@
 mod frame;
 mod msg;
 
-pub use frame::{encode_frame, read_frame, FrameError, MAX_FRAME};
+pub use frame::{encode_frame, read_body, read_frame, read_prefix, FrameError, MAX_FRAME};
 pub use msg::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};

@@ -195,37 +195,18 @@ mod tests {
 
     #[test]
     fn absent_rev_differs_from_zero() {
-        let absent = Request {
-            tag: Some(1),
-            verb: Some(1),
-            ..Default::default()
-        };
-        let zero = Request {
-            rev: Some(0),
-            ..absent.clone()
-        };
+        let absent = Request { tag: Some(1), verb: Some(1), ..Default::default() };
+        let zero = Request { rev: Some(0), ..absent.clone() };
         assert_ne!(absent.encode_to_vec(), zero.encode_to_vec());
-        assert_eq!(
-            Request::decode(&zero.encode_to_vec()[..]).unwrap().rev,
-            Some(0)
-        );
-        assert_eq!(
-            Request::decode(&absent.encode_to_vec()[..]).unwrap().rev,
-            None
-        );
+        assert_eq!(Request::decode(&zero.encode_to_vec()[..]).unwrap().rev, Some(0));
+        assert_eq!(Request::decode(&absent.encode_to_vec()[..]).unwrap().rev, None);
     }
 
     #[test]
     fn negative_rev_is_ten_byte_varint() {
-        let r = Request {
-            rev: Some(-1),
-            ..Default::default()
-        };
+        let r = Request { rev: Some(-1), ..Default::default() };
         // field 9, wire type 0 = 0x48, then 10 bytes of sign-extended varint.
-        assert_eq!(
-            r.encode_to_vec(),
-            [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
-        );
+        assert_eq!(r.encode_to_vec(), [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
     }
 
     #[test]
@@ -256,11 +237,7 @@ mod tests {
 
     #[test]
     fn unknown_verb_number_still_decodes() {
-        let bytes = Request {
-            verb: Some(4242),
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let bytes = Request { verb: Some(4242), ..Default::default() }.encode_to_vec();
         let r = Request::decode(&bytes[..]).unwrap();
         assert_eq!(r.verb, Some(4242));
         assert_eq!(Verb::from_i32(4242), None);

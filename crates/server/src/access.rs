@@ -16,10 +16,7 @@ pub struct Rights {
 
 impl Rights {
     pub fn union(self, other: Rights) -> Rights {
-        Rights {
-            read: self.read || other.read,
-            write: self.write || other.write,
-        }
+        Rights { read: self.read || other.read, write: self.write || other.write }
     }
 }
 
@@ -30,23 +27,18 @@ pub struct Secrets {
     pub ro: String,
 }
 
-fn same(a: &[u8], b: &str) -> bool {
+/// Compares a presented secret with ours in constant time.
+pub fn same_secret(a: &[u8], b: &str) -> bool {
     a.ct_eq(b.as_bytes()).into()
 }
 
 impl Secrets {
     /// The rights `secret` grants, or `None` if it is no secret of ours.
     pub fn grant(&self, secret: &[u8]) -> Option<Rights> {
-        if same(secret, &self.rw) {
-            Some(Rights {
-                read: true,
-                write: true,
-            })
-        } else if same(secret, &self.ro) {
-            Some(Rights {
-                read: true,
-                write: false,
-            })
+        if same_secret(secret, &self.rw) {
+            Some(Rights { read: true, write: true })
+        } else if same_secret(secret, &self.ro) {
+            Some(Rights { read: true, write: false })
         } else {
             None
         }
@@ -65,44 +57,14 @@ mod tests {
     #[test]
     fn anonymous_rights_follow_the_original() {
         let none = Secrets::default();
-        assert_eq!(
-            none.anonymous(),
-            Rights {
-                read: true,
-                write: true
-            }
-        );
+        assert_eq!(none.anonymous(), Rights { read: true, write: true });
         assert_eq!(none.grant(b"x"), None);
-        let rw_only = Secrets {
-            rw: "w".into(),
-            ro: String::new(),
-        };
-        assert_eq!(
-            rw_only.anonymous(),
-            Rights {
-                read: true,
-                write: false
-            }
-        );
-        assert_eq!(
-            rw_only.grant(b"w"),
-            Some(Rights {
-                read: true,
-                write: true
-            })
-        );
-        let both = Secrets {
-            rw: "w".into(),
-            ro: "r".into(),
-        };
+        let rw_only = Secrets { rw: "w".into(), ro: String::new() };
+        assert_eq!(rw_only.anonymous(), Rights { read: true, write: false });
+        assert_eq!(rw_only.grant(b"w"), Some(Rights { read: true, write: true }));
+        let both = Secrets { rw: "w".into(), ro: "r".into() };
         assert_eq!(both.anonymous(), Rights::default());
-        assert_eq!(
-            both.grant(b"r"),
-            Some(Rights {
-                read: true,
-                write: false
-            })
-        );
+        assert_eq!(both.grant(b"r"), Some(Rights { read: true, write: false }));
         assert_eq!(both.grant(b"wx"), None);
     }
 }

@@ -19,12 +19,7 @@ pub struct Config {
     pub attach: Vec<String>,
 
     /// DzNS boot URI.
-    #[arg(
-        short = 'b',
-        long = "boot",
-        env = "DOOZER_BOOT_URI",
-        hide_env_values = true
-    )]
+    #[arg(short = 'b', long = "boot", env = "DOOZER_BOOT_URI", hide_env_values = true)]
     pub boot: Option<String>,
 
     /// Cluster name.
@@ -38,6 +33,14 @@ pub struct Config {
     /// Seconds a silent member is tolerated before it is removed.
     #[arg(long = "timeout", default_value_t = 60.0)]
     pub timeout: f64,
+
+    /// Slots a new cluster's seed creates in /ctl/cal: the cluster grows to this many voters.
+    #[arg(long = "cal-slots", default_value_t = 3)]
+    pub cal_slots: usize,
+
+    /// Seconds a write may take to commit before it is answered with an error.
+    #[arg(long = "write-timeout", default_value_t = 10.0)]
+    pub write_timeout: f64,
 
     /// Revisions of history kept for reads and WAITs at past revisions.
     #[arg(long = "hist", default_value_t = 2000)]
@@ -111,10 +114,7 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let name = a
-                .strip_prefix('-')
-                .filter(|r| !r.starts_with('-'))
-                .map(|r| r.split('=').next().unwrap_or(r));
+            let name = a.strip_prefix('-').filter(|r| !r.starts_with('-')).map(|r| r.split('=').next().unwrap_or(r));
             match name {
                 Some(n) if i > 0 && LONG.contains(&n) => format!("-{a}"),
                 _ => a,
@@ -126,10 +126,7 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// What `-w` asks for: off, or an address.
 pub fn web_addr(web: Option<&str>, listen: &str) -> Option<String> {
     match web {
-        Some(
-            "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false"
-            | "False",
-        ) => None,
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False") => None,
         Some(addr) => Some(addr.to_string()),
         None => {
             let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
@@ -148,35 +145,11 @@ mod tests {
 
     #[test]
     fn single_and_double_dash_forms() {
-        let c = parse(&[
-            "doozerd",
-            "-hist",
-            "100",
-            "-l",
-            "127.0.0.1:9",
-            "-timeout=5",
-            "-c",
-            "x",
-        ]);
-        assert_eq!(
-            (c.hist, c.listen.as_str(), c.timeout, c.cluster.as_str()),
-            (100, "127.0.0.1:9", 5.0, "x")
-        );
-        let c = parse(&[
-            "doozerd",
-            "--hist",
-            "7",
-            "--listen",
-            "0.0.0.0:1",
-            "--tlscert=a",
-            "-tlskey",
-            "b",
-        ]);
+        let c = parse(&["doozerd", "-hist", "100", "-l", "127.0.0.1:9", "-timeout=5", "-c", "x"]);
+        assert_eq!((c.hist, c.listen.as_str(), c.timeout, c.cluster.as_str()), (100, "127.0.0.1:9", 5.0, "x"));
+        let c = parse(&["doozerd", "--hist", "7", "--listen", "0.0.0.0:1", "--tlscert=a", "-tlskey", "b"]);
         assert_eq!((c.hist, c.listen.as_str()), (7, "0.0.0.0:1"));
-        assert_eq!(
-            (c.tlscert.as_deref(), c.tlskey.as_deref()),
-            (Some("a"), Some("b"))
-        );
+        assert_eq!((c.tlscert.as_deref(), c.tlskey.as_deref()), (Some("a"), Some("b")));
         assert!(parse(&["doozerd", "-v"]).version);
         let c = parse(&["doozerd", "-a", "h:1", "-a", "h:2"]);
         assert_eq!(c.attach, ["h:1", "h:2"]);
@@ -184,10 +157,7 @@ mod tests {
 
     #[test]
     fn web_defaults_and_off() {
-        assert_eq!(
-            web_addr(None, "127.0.0.1:8046").as_deref(),
-            Some("127.0.0.1:8080")
-        );
+        assert_eq!(web_addr(None, "127.0.0.1:8046").as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(web_addr(Some("false"), "x:1"), None);
         assert_eq!(web_addr(Some("0"), "x:1"), None);
         assert_eq!(web_addr(Some(":9000"), "x:1").as_deref(), Some(":9000"));

@@ -5,12 +5,16 @@
 //! write. Every request counts as pending until its answer is written; past the
 //! per-connection limit requests get an OTHER error, and a client that keeps
 //! sending without reading is disconnected rather than buffered without bound.
+//!
+//! A connection whose first four bytes are the peer magic (an impossible,
+//! negative frame length) belongs to another member and goes to consensus.
+//! Client connections wait until this node has caught up with its cluster.
 
 use crate::access::Secrets;
-use crate::node::Node;
+use crate::consensus::{Consensus, PEER_MAGIC};
 use crate::session::{Outbox, Session};
 use bytes::BytesMut;
-use doozer_proto::{encode_frame, read_frame, ErrCode, Request, Response, MAX_FRAME};
+use doozer_proto::{encode_frame, read_body, read_frame, read_prefix, ErrCode, Request, Response, MAX_FRAME};
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,23 +33,33 @@ const OVERFLOW_ANSWERS: usize = 1024;
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// Serves one connection until the client closes it or breaks the protocol.
-pub async fn serve<S>(stream: S, node: Arc<Node>, secrets: Arc<Secrets>)
+pub async fn serve<S>(mut stream: S, cluster: Arc<Consensus>, secrets: Arc<Secrets>)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let first = match read_prefix(&mut stream).await {
+        Ok(Some(prefix)) => prefix,
+        _ => return,
+    };
+    if first == PEER_MAGIC {
+        return cluster.serve_peer(stream).await;
+    }
+    cluster.node().wait_ready().await;
+    let node = cluster.node().clone();
     let (mut rd, wr) = tokio::io::split(stream);
+    let mut first = Some(first);
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
     let cancel = CancellationToken::new();
     let mut writer = tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone()));
     let max_pending = node.limits().max_pending;
-    let mut session = Session::new(node, secrets, Outbox(tx), cancel.clone());
+    let mut session = Session::new(cluster, secrets, Outbox(tx), cancel.clone());
     let mut flooded = false;
     loop {
         let frame = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            f = read_frame(&mut rd, MAX_FRAME) => f,
+            f = next_frame(&mut rd, first.take()) => f,
         };
         let body = match frame {
             Ok(Some(body)) => body,
@@ -69,11 +83,8 @@ where
             break;
         }
         if n >= max_pending {
-            let detail =
-                format!("too many pending requests on this connection (limit {max_pending})");
-            session
-                .outbox()
-                .send(Response::error(req.tag, ErrCode::Other, detail));
+            let detail = format!("too many pending requests on this connection (limit {max_pending})");
+            session.outbox().send(Response::error(req.tag, ErrCode::Other, detail));
             continue;
         }
         session.handle(req);
@@ -85,6 +96,16 @@ where
     let drained = !flooded && tokio::time::timeout(DRAIN, &mut writer).await.is_ok();
     if !drained {
         writer.abort();
+    }
+}
+
+async fn next_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    prefix: Option<[u8; 4]>,
+) -> Result<Option<bytes::Bytes>, doozer_proto::FrameError> {
+    match prefix {
+        Some(p) => read_body(rd, p, MAX_FRAME).await.map(Some),
+        None => read_frame(rd, MAX_FRAME).await,
     }
 }
 

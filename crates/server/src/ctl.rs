@@ -1,10 +1,11 @@
-//! The `/ctl` subtree of a one-node cluster, laid out as the original does:
-//! `/ctl/name`, `/ctl/node/<id>/{addr,hostname,version}`, `/ctl/cal/0` and
-//! `/ctl/node/<id>/writable`. Node ids are 80 random bits in base32.
+//! The `/ctl` subtree, laid out as the original does: `/ctl/name`,
+//! `/ctl/node/<id>/{addr,hostname,version,writable}` and the `/ctl/cal/*`
+//! slots whose holders are the voters; plus `/ctl/leader`, the current
+//! leader's id. Node ids are 80 random bits in base32.
 
-use crate::node::Node;
+use crate::consensus::{Committed, Consensus};
 use bytes::Bytes;
-use doozer_store::{Command, Outcome, CLOBBER};
+use doozer_store::{Command, CLOBBER};
 use rand::RngCore;
 
 /// The version written to `/ctl/node/<id>/version` and printed by `-v`.
@@ -14,9 +15,7 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// 80 bits as 16 characters of standard base32.
 pub fn encode_id(bits: [u8; 10]) -> String {
-    let mut n = bits
-        .iter()
-        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let mut n = bits.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
     let mut out = [0u8; 16];
     for c in out.iter_mut().rev() {
         *c = BASE32[(n & 31) as usize];
@@ -32,28 +31,48 @@ pub fn new_id() -> String {
     encode_id(bits)
 }
 
-/// Writes the seed's `/ctl` files, each as one revision.
-pub fn bootstrap(node: &Node, cluster: &str, addr: &str) {
-    let id = node.id().to_string();
-    let host = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let files = [
-        ("/ctl/name".to_string(), cluster.to_string()),
-        (format!("/ctl/node/{id}/addr"), addr.to_string()),
-        (format!("/ctl/node/{id}/hostname"), host),
-        (format!("/ctl/node/{id}/version"), VERSION.to_string()),
-        ("/ctl/cal/0".to_string(), id.clone()),
-        (format!("/ctl/node/{id}/writable"), "true".to_string()),
-    ];
+fn hostname() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+async fn write_all(c: &Consensus, files: Vec<(String, String)>) -> Result<(), String> {
     for (path, body) in files {
-        let outcome = node.apply(&Command::Set {
-            path,
-            rev: CLOBBER,
-            body: Bytes::from(body),
-        });
-        debug_assert!(matches!(outcome, Outcome::Changed(_)));
+        let cmd = Command::Set { path: path.clone(), rev: CLOBBER, body: Bytes::from(body) };
+        match c.propose(cmd).await {
+            Ok(Committed::Changed(_)) => {}
+            other => return Err(format!("cannot write {path}: {other:?}")),
+        }
     }
+    Ok(())
+}
+
+fn node_files(c: &Consensus) -> Vec<(String, String)> {
+    let id = c.name();
+    vec![
+        (format!("/ctl/node/{id}/addr"), c.addr().to_string()),
+        (format!("/ctl/node/{id}/hostname"), hostname()),
+        (format!("/ctl/node/{id}/version"), VERSION.to_string()),
+    ]
+}
+
+/// The seed's `/ctl`: the cluster name, this node, slot 0 held by it, the
+/// vacant slots 1..`slots` that attaching nodes will claim, and the leader.
+pub async fn register_seed(c: &Consensus, cluster: &str, slots: usize) -> Result<(), String> {
+    let id = c.name().to_string();
+    let mut files = vec![("/ctl/name".to_string(), cluster.to_string())];
+    files.extend(node_files(c));
+    files.push(("/ctl/cal/0".to_string(), id.clone()));
+    files.extend((1..slots).map(|i| (format!("/ctl/cal/{i}"), String::new())));
+    files.push(("/ctl/leader".to_string(), id.clone()));
+    files.push((format!("/ctl/node/{id}/writable"), "true".to_string()));
+    write_all(c, files).await
+}
+
+/// An attached node's `/ctl/node/<id>` files.
+pub async fn register_node(c: &Consensus) -> Result<(), String> {
+    let mut files = node_files(c);
+    files.push((format!("/ctl/node/{}/writable", c.name()), "true".to_string()));
+    write_all(c, files).await
 }
 
 #[cfg(test)]

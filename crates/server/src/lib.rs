@@ -2,13 +2,15 @@
 //!
 //! Modules, in the order a request meets them: [`config`] (flags), [`conn`]
 //! (framing and the per-connection reader and writer), [`session`] (what each
-//! verb does), [`node`] (the store, proposals and held WAITs), [`waiters`] (the
-//! WAIT index), [`access`] (secrets), [`ctl`] (the `/ctl` files), [`tls`].
-//! The data model itself lives in `doozer-store`, the wire format in `doozer-proto`.
+//! verb does), [`consensus`] (Raft: writes, membership, peers), [`node`] (the
+//! store and held WAITs), [`waiters`] (the WAIT index), [`access`] (secrets),
+//! [`ctl`] (the `/ctl` files), [`tls`]. The data model lives in
+//! `doozer-store`, the wire format in `doozer-proto`.
 
 pub mod access;
 pub mod config;
 pub mod conn;
+pub mod consensus;
 pub mod ctl;
 pub mod node;
 pub mod session;
@@ -18,6 +20,7 @@ pub mod waiters;
 use access::Secrets;
 use clap::Parser;
 use config::Config;
+use consensus::Consensus;
 use doozer_store::HistoryLimits;
 use node::{Limits, Node};
 use std::process::ExitCode;
@@ -25,50 +28,118 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// A running server's parts, for `main` and for tests that embed one.
-pub struct Server {
-    pub node: Arc<Node>,
-    pub listener: TcpListener,
-    pub secrets: Arc<Secrets>,
+/// What a node needs to start.
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// Members to attach to; empty: start a new cluster (a seed).
+    pub attach: Vec<String>,
+    pub limits: Limits,
+    pub secrets: Secrets,
     pub tls: Option<TlsAcceptor>,
+    pub cluster: consensus::Options,
 }
 
-impl Server {
-    /// Accepts clients until `shutdown` completes.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => return,
-                a = self.listener.accept() => a,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            debug!(%peer, "client connected");
-            let _ = stream.set_nodelay(true);
-            let (node, secrets) = (self.node.clone(), self.secrets.clone());
-            match &self.tls {
-                None => {
-                    tokio::spawn(conn::serve(stream, node, secrets));
-                }
-                Some(tls) => {
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        match tls.accept(stream).await {
-                            Ok(s) => conn::serve(s, node, secrets).await,
-                            Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        }
-                    });
-                }
+impl Settings {
+    /// A one-node cluster on a free loopback port, as tests want it.
+    pub fn local() -> Settings {
+        Settings {
+            listen: "127.0.0.1:0".into(),
+            attach: Vec::new(),
+            limits: Limits::default(),
+            secrets: Secrets::default(),
+            tls: None,
+            cluster: consensus::Options {
+                cluster: "local".into(),
+                secret: String::new(),
+                write_timeout: Duration::from_secs(10),
+                member_timeout: Duration::from_secs(60),
+                cal_slots: 3,
+            },
+        }
+    }
+}
+
+/// A started node: it accepts connections until [`Running::stop`].
+pub struct Running {
+    pub addr: String,
+    pub cluster: Arc<Consensus>,
+    stop: CancellationToken,
+}
+
+impl Running {
+    pub fn node(&self) -> &Arc<Node> {
+        self.cluster.node()
+    }
+
+    /// Stops accepting connections and stops consensus.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        self.cluster.shutdown().await;
+    }
+}
+
+/// Binds, starts consensus, seeds a new cluster or joins one, and serves.
+/// Returns once the node has caught up and answers clients.
+pub async fn start(settings: Settings) -> Result<Running, String> {
+    let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
+        format!("cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)", settings.listen)
+    })?;
+    let addr = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?.to_string();
+    let node = Node::new(ctl::new_id(), settings.limits);
+    let cluster = Consensus::start(node.clone(), addr.clone(), settings.cluster).await?;
+    let stop = CancellationToken::new();
+    let accept = accept_loop(listener, cluster.clone(), Arc::new(settings.secrets), settings.tls, stop.clone());
+    tokio::spawn(accept);
+    let joined = if settings.attach.is_empty() { cluster.seed().await } else { cluster.join(&settings.attach).await };
+    if let Err(e) = joined {
+        stop.cancel();
+        cluster.shutdown().await;
+        return Err(e);
+    }
+    node.set_ready();
+    Ok(Running { addr, cluster, stop })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cluster: Arc<Consensus>,
+    secrets: Arc<Secrets>,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        debug!(%peer, "connection accepted");
+        let _ = stream.set_nodelay(true);
+        let (cluster, secrets) = (cluster.clone(), secrets.clone());
+        match &tls {
+            None => {
+                tokio::spawn(conn::serve(stream, cluster, secrets));
+            }
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    match tls.accept(stream).await {
+                        Ok(s) => conn::serve(s, cluster, secrets).await,
+                        Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    }
+                });
             }
         }
     }
@@ -82,11 +153,7 @@ fn init_logging(level: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,doozer_server=info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -113,8 +180,8 @@ async fn run(cfg: Config) -> ExitCode {
     if cfg.listen.is_empty() {
         return fail("require a listen address (-l HOST:PORT)");
     }
-    if !cfg.attach.is_empty() || cfg.boot.is_some() {
-        return fail("attaching to a cluster (-a, -b) is not available yet: start without them for a one-node cluster");
+    if cfg.boot.is_some() {
+        return fail("DzNS boot (-b, DOOZER_BOOT_URI) is not supported: use -a HOST:PORT of a cluster member");
     }
     let tls = match (&cfg.tlscert, &cfg.tlskey) {
         (None, None) => None,
@@ -124,34 +191,38 @@ async fn run(cfg: Config) -> ExitCode {
         },
         _ => return fail("-tlscert and -tlskey go together: give both or neither"),
     };
-    let listener = match TcpListener::bind(&cfg.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(format!(
-                "cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)",
-                cfg.listen
-            ))
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a.to_string(),
-        Err(e) => return fail(format!("cannot read the listen address: {e}")),
-    };
-    let limits = Limits {
-        max_pending: cfg.max_pending.max(1),
-        max_waiters: cfg.max_waits,
-        history: HistoryLimits {
-            revs: cfg.hist.max(1),
-            bytes: cfg.hist_bytes,
+    if tls.is_some() && !cfg.attach.is_empty() {
+        return fail("a TLS listener cannot be part of a multi-node cluster yet: peers speak plain TCP");
+    }
+    let rw = std::env::var("DOOZER_RWSECRET").unwrap_or_default();
+    let settings = Settings {
+        listen: cfg.listen.clone(),
+        attach: cfg.attach.clone(),
+        limits: Limits {
+            max_pending: cfg.max_pending.max(1),
+            max_waiters: cfg.max_waits,
+            history: HistoryLimits { revs: cfg.hist.max(1), bytes: cfg.hist_bytes },
+            ..Limits::default()
         },
-        ..Limits::default()
+        secrets: Secrets { rw: rw.clone(), ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default() },
+        tls,
+        cluster: consensus::Options {
+            cluster: cfg.cluster.clone(),
+            secret: rw,
+            write_timeout: Duration::from_secs_f64(cfg.write_timeout.max(0.1)),
+            member_timeout: Duration::from_secs_f64(cfg.timeout.max(0.1)),
+            cal_slots: cfg.cal_slots.max(1),
+        },
     };
-    let node = Node::new(ctl::new_id(), limits);
-    ctl::bootstrap(&node, &cfg.cluster, &addr);
-    let secrets = Arc::new(Secrets {
-        rw: std::env::var("DOOZER_RWSECRET").unwrap_or_default(),
-        ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default(),
-    });
+    let running = tokio::select! {
+        r = start(settings) => r,
+        _ = shutdown_signal() => return ExitCode::SUCCESS,
+    };
+    let running = match running {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let addr = running.addr.clone();
     if let Some(web) = config::web_addr(cfg.web.as_deref(), &addr) {
         debug!(%web, "the web view is not part of this build yet");
     }
@@ -160,29 +231,19 @@ async fn run(cfg: Config) -> ExitCode {
             return fail(format!("cannot write --addr-file {path}: {e}"));
         }
     }
-    info!(id = node.id(), %addr, cluster = %cfg.cluster, "doozerd {} serving", ctl::VERSION);
+    info!(id = running.node().id(), %addr, cluster = %cfg.cluster, "doozerd {} serving", ctl::VERSION);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("{}", quickstart(&addr));
     }
-    Server {
-        node,
-        listener,
-        secrets,
-        tls,
-    }
-    .run(shutdown_signal())
-    .await;
+    shutdown_signal().await;
     info!("shutting down");
+    running.stop().await;
     ExitCode::SUCCESS
 }
 
 /// What a person who just started doozerd by hand can do next.
 fn quickstart(addr: &str) -> String {
-    let uri = if addr == "127.0.0.1:8046" {
-        String::new()
-    } else {
-        format!("DOOZER_URI=doozer:?ca={addr} ")
-    };
+    let uri = if addr == "127.0.0.1:8046" { String::new() } else { format!("DOOZER_URI=doozer:?ca={addr} ") };
     format!(
         "doozerd is ready at {addr}. Try, in another terminal:\n  \
          echo \"hello, world\" | {uri}doozer set /message 0\n  \

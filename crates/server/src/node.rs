@@ -1,12 +1,11 @@
-//! One node's state: its store, who is waiting on it, and how changes reach it.
+//! One node's state: its store and who is waiting on it.
 //!
-//! Every change goes through [`Node::propose`]; on a one-node cluster that
-//! applies it at once, and the cluster issue puts consensus behind the same
-//! call. [`Node::apply`] is the single place where the store changes, so the
-//! waiters and the revision watch can never miss an event.
+//! Changes arrive from consensus in commit order: [`Node::apply`] for one
+//! entry, [`Node::install`] for a snapshot. Those are the only places where
+//! the store changes, so held WAITs and revision watchers never miss an event.
 
 use crate::waiters::{WaiterId, Waiters};
-use doozer_store::{Command, Event, Glob, HistoryLimits, Outcome, ReadError, Rev, Snapshot, Store};
+use doozer_store::{Command, Event, Glob, HistoryLimits, Image, ImageError, Outcome, ReadError, Rev, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -26,20 +25,8 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_value: 1 << 20,
-            max_pending: 4096,
-            max_waiters: 250_000,
-            history: HistoryLimits::default(),
-        }
+        Limits { max_value: 1 << 20, max_pending: 4096, max_waiters: 250_000, history: HistoryLimits::default() }
     }
-}
-
-/// Why a proposal was not applied.
-#[derive(Debug)]
-pub enum ProposeError {
-    /// This node cannot take writes now (the protocol's READONLY).
-    ReadOnly,
 }
 
 /// How a WAIT starts.
@@ -72,6 +59,10 @@ pub struct Node {
     store: RwLock<Store>,
     waiters: Mutex<Waiters>,
     rev_tx: watch::Sender<Rev>,
+    /// True once this node has caught up and may answer clients.
+    ready: watch::Sender<bool>,
+    /// Set when the cluster removed this node: it no longer takes writes.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -79,12 +70,15 @@ impl Node {
         let store = Store::new(limits.history);
         let waiters = Waiters::new(limits.max_waiters);
         let (rev_tx, _) = watch::channel(0);
+        let (ready, _) = watch::channel(false);
         Arc::new(Node {
             id,
             limits,
             store: RwLock::new(store),
             waiters: Mutex::new(waiters),
             rev_tx,
+            ready,
+            removed: Default::default(),
         })
     }
 
@@ -97,9 +91,48 @@ impl Node {
         &self.limits
     }
 
-    /// Submits a change and waits until it is applied.
-    pub async fn propose(&self, cmd: Command) -> Result<Outcome, ProposeError> {
-        Ok(self.apply(&cmd))
+    /// Lets clients in: this node has caught up with the cluster.
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the node has caught up.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Marks the node as removed from its cluster.
+    pub fn set_removed(&self) {
+        self.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The store as an image, for a snapshot.
+    pub fn image(&self) -> Image {
+        self.store.read().image()
+    }
+
+    /// Replaces the store with a snapshot's image; waiters hear of every event
+    /// in the image newer than what this node had.
+    pub fn install(&self, image: &Image) -> Result<(), ImageError> {
+        let new = Store::from_image(image, self.limits.history)?;
+        let mut store = self.store.write();
+        let old_rev = store.rev();
+        *store = new;
+        let mut waiters = self.waiters.lock();
+        for e in image.events.iter().filter(|e| e.rev > old_rev) {
+            waiters.dispatch(e);
+        }
+        self.rev_tx.send_replace(store.rev());
+        Ok(())
     }
 
     /// Applies a committed change: the store moves, then waiters and revision
@@ -142,13 +175,7 @@ impl Node {
                 // the history check and the registration.
                 let (tx, rx) = oneshot::channel();
                 match self.waiters.lock().add(glob, from.max(1), tx) {
-                    Some(id) => WaitStart::Held(
-                        rx,
-                        WaitGuard {
-                            node: self.clone(),
-                            id,
-                        },
-                    ),
+                    Some(id) => WaitStart::Held(rx, WaitGuard { node: self.clone(), id }),
                     None => WaitStart::Full,
                 }
             }

@@ -11,13 +11,11 @@
 #![allow(clippy::result_large_err)]
 
 use crate::access::{Rights, Secrets};
-use crate::node::{Node, ProposeError, WaitStart};
+use crate::consensus::{Committed, Consensus, ProposeError};
+use crate::node::{Node, WaitStart};
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
-use doozer_store::{
-    is_valid_path, Command, Event, EventKind, File, Glob, Outcome, ReadError, Rev, Snapshot, Stat,
-    StoreError,
-};
+use doozer_store::{is_valid_path, Command, Event, EventKind, File, Glob, ReadError, Rev, Snapshot, Stat, StoreError};
 use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,9 +48,7 @@ type Listing<T> = (Rev, String, Arc<Vec<T>>);
 
 impl<T> ListCache<T> {
     fn new() -> Arc<Self> {
-        Arc::new(ListCache {
-            last: Mutex::new(None),
-        })
+        Arc::new(ListCache { last: Mutex::new(None) })
     }
 
     fn get_or_build<E>(
@@ -76,6 +72,7 @@ impl<T> ListCache<T> {
 /// One connection's protocol state.
 pub struct Session {
     node: Arc<Node>,
+    cluster: Arc<Consensus>,
     secrets: Arc<Secrets>,
     rights: Rights,
     out: Outbox,
@@ -104,11 +101,7 @@ fn need<T>(field: Option<T>, tag: Option<i32>) -> Result<T, Response> {
 }
 
 fn at_offset<T: Clone>(list: &[T], offset: i32, tag: Option<i32>) -> Result<T, Response> {
-    usize::try_from(offset)
-        .ok()
-        .and_then(|i| list.get(i))
-        .cloned()
-        .ok_or_else(|| error(tag, ErrCode::Range))
+    usize::try_from(offset).ok().and_then(|i| list.get(i)).cloned().ok_or_else(|| error(tag, ErrCode::Range))
 }
 
 fn event_response(tag: Option<i32>, e: Event) -> Response {
@@ -132,22 +125,10 @@ fn clamp_i32(n: usize) -> i32 {
 }
 
 impl Session {
-    pub fn new(
-        node: Arc<Node>,
-        secrets: Arc<Secrets>,
-        out: Outbox,
-        cancel: CancellationToken,
-    ) -> Session {
+    pub fn new(cluster: Arc<Consensus>, secrets: Arc<Secrets>, out: Outbox, cancel: CancellationToken) -> Session {
         let rights = secrets.anonymous();
-        Session {
-            node,
-            secrets,
-            rights,
-            out,
-            cancel,
-            walks: ListCache::new(),
-            dirs: ListCache::new(),
-        }
+        let node = cluster.node().clone();
+        Session { node, cluster, secrets, rights, out, cancel, walks: ListCache::new(), dirs: ListCache::new() }
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -159,9 +140,7 @@ impl Session {
         let tag = req.tag;
         let handled = match req.verb.and_then(Verb::from_i32) {
             None => Err(error(tag, ErrCode::UnknownVerb)),
-            Some(verb) => self
-                .check_rights(verb, tag)
-                .and_then(|()| self.dispatch(verb, req)),
+            Some(verb) => self.check_rights(verb, tag).and_then(|()| self.dispatch(verb, req)),
         };
         match handled {
             Ok(Some(r)) | Err(r) => self.out.send(r),
@@ -185,36 +164,20 @@ impl Session {
     fn dispatch(&mut self, verb: Verb, req: Request) -> Handled {
         let tag = req.tag;
         match verb {
-            Verb::Rev => Ok(Some(Response {
-                tag,
-                rev: Some(self.node.rev()),
-                ..Response::default()
-            })),
-            Verb::SelfId => Ok(Some(Response {
-                tag,
-                value: Some(Bytes::from(self.node.id().to_string())),
-                ..Response::default()
-            })),
+            Verb::Rev => Ok(Some(Response { tag, rev: Some(self.node.rev()), ..Response::default() })),
+            Verb::SelfId => {
+                Ok(Some(Response { tag, value: Some(Bytes::from(self.node.id().to_string())), ..Response::default() }))
+            }
             Verb::Access => self.access(tag, req.value.unwrap_or_default()),
             Verb::Get => self.get(tag, need(req.path, tag)?, req.rev),
             Verb::Stat => self.stat(tag, req.path.unwrap_or_default(), req.rev),
             Verb::Getdir => self.getdir(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
             Verb::Walk => self.walk(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
             Verb::Wait => self.wait(tag, need(req.path, tag)?, need(req.rev, tag)?),
-            Verb::Set => self.set(
-                tag,
-                need(req.path, tag)?,
-                need(req.rev, tag)?,
-                req.value.unwrap_or_default(),
-            ),
+            Verb::Set => self.set(tag, need(req.path, tag)?, need(req.rev, tag)?, req.value.unwrap_or_default()),
             Verb::Del => self.del(tag, need(req.path, tag)?, need(req.rev, tag)?),
             Verb::Nop => {
-                self.propose(tag, Command::Nop, move |_| {
-                    Ok(Response {
-                        tag,
-                        ..Response::default()
-                    })
-                });
+                self.propose(tag, Command::Nop, move |_| Ok(Response { tag, ..Response::default() }));
                 Ok(None)
             }
         }
@@ -224,10 +187,7 @@ impl Session {
         match self.secrets.grant(&secret) {
             Some(r) => {
                 self.rights = self.rights.union(r);
-                Ok(Some(Response {
-                    tag,
-                    ..Response::default()
-                }))
+                Ok(Some(Response { tag, ..Response::default() }))
             }
             None => Err(Response::error(tag, ErrCode::Other, "permission denied")),
         }
@@ -273,18 +233,8 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         self.read_at(tag, rev, move |snap| match snap.get(&path) {
-            Ok(Some(f)) => Response {
-                tag,
-                rev: Some(f.rev),
-                value: Some(f.body),
-                ..Response::default()
-            },
-            Ok(None) => Response {
-                tag,
-                rev: Some(0),
-                value: Some(Bytes::new()),
-                ..Response::default()
-            },
+            Ok(Some(f)) => Response { tag, rev: Some(f.rev), value: Some(f.body), ..Response::default() },
+            Ok(None) => Response { tag, rev: Some(0), value: Some(Bytes::new()), ..Response::default() },
             Err(e) => store_error(tag, e),
         })
     }
@@ -296,12 +246,7 @@ impl Session {
                 Stat::Dir { entries } => (doozer_store::DIR, clamp_i32(entries)),
                 Stat::Missing => (0, 0),
             };
-            Response {
-                tag,
-                rev: Some(rev),
-                len: Some(len),
-                ..Response::default()
-            }
+            Response { tag, rev: Some(rev), len: Some(len), ..Response::default() }
         })
     }
 
@@ -316,23 +261,17 @@ impl Session {
                 Err(e) => return store_error(tag, e),
             };
             match at_offset(&names, offset, tag) {
-                Ok(name) => Response {
-                    tag,
-                    path: Some(name.to_string()),
-                    ..Response::default()
-                },
+                Ok(name) => Response { tag, path: Some(name.to_string()), ..Response::default() },
                 Err(e) => e,
             }
         })
     }
 
     fn walk(&self, tag: Option<i32>, pattern: String, offset: i32, rev: Option<Rev>) -> Handled {
-        let glob = Glob::parse(&pattern)
-            .map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
         let cache = self.walks.clone();
         self.read_at(tag, rev, move |snap| {
-            let Ok(files) =
-                cache.get_or_build::<Infallible>(snap.rev(), &pattern, || Ok(snap.walk(&glob)));
+            let Ok(files) = cache.get_or_build::<Infallible>(snap.rev(), &pattern, || Ok(snap.walk(&glob)));
             match at_offset(&files, offset, tag) {
                 Ok((path, f)) => Response {
                     tag,
@@ -348,27 +287,21 @@ impl Session {
     }
 
     fn wait(&self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {
-        let glob = Glob::parse(&pattern)
-            .map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
         match self.node.start_wait(Arc::new(glob), rev) {
             WaitStart::Ready(e) => Ok(Some(event_response(tag, e))),
             WaitStart::TooLate => Err(error(tag, ErrCode::TooLate)),
             WaitStart::Full => Err(Response::error(
                 tag,
                 ErrCode::Other,
-                format!(
-                    "too many held WAITs on this node (limit {})",
-                    self.node.limits().max_waiters
-                ),
+                format!("too many held WAITs on this node (limit {})", self.node.limits().max_waiters),
             )),
             WaitStart::Held(rx, guard) => {
                 self.spawn_cancellable(async move {
                     let _guard = guard;
                     match rx.await {
                         Ok(e) => event_response(tag, e),
-                        Err(_) => {
-                            Response::error(tag, ErrCode::Other, "wait abandoned by the server")
-                        }
+                        Err(_) => Response::error(tag, ErrCode::Other, "wait abandoned by the server"),
                     }
                 });
                 Ok(None)
@@ -389,16 +322,9 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
-            Outcome::Changed(e) => Ok(Response {
-                tag,
-                rev: Some(e.rev),
-                ..Response::default()
-            }),
-            Outcome::Unchanged => Ok(Response {
-                tag,
-                ..Response::default()
-            }),
-            Outcome::Failed(e) => Err(e),
+            Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
+            Committed::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Committed::Failed(e) => Err(e),
         });
         Ok(None)
     }
@@ -408,11 +334,8 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         self.propose(tag, Command::Del { path, rev }, move |o| match o {
-            Outcome::Changed(_) | Outcome::Unchanged => Ok(Response {
-                tag,
-                ..Response::default()
-            }),
-            Outcome::Failed(e) => Err(e),
+            Committed::Changed(_) | Committed::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Committed::Failed(e) => Err(e),
         });
         Ok(None)
     }
@@ -421,14 +344,18 @@ impl Session {
     /// Not cancelled with the connection: a received write is carried out.
     fn propose<F>(&self, tag: Option<i32>, cmd: Command, answer: F)
     where
-        F: FnOnce(Outcome) -> Result<Response, StoreError> + Send + 'static,
+        F: FnOnce(Committed) -> Result<Response, StoreError> + Send + 'static,
     {
-        let node = self.node.clone();
+        if self.node.is_removed() {
+            return self.out.send(error(tag, ErrCode::Readonly));
+        }
+        let cluster = self.cluster.clone();
         let out = self.out.clone();
         tokio::spawn(async move {
-            let r = match node.propose(cmd).await {
+            let r = match cluster.propose(cmd).await {
                 Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),
                 Err(ProposeError::ReadOnly) => error(tag, ErrCode::Readonly),
+                Err(ProposeError::Failed(detail)) => Response::error(tag, ErrCode::Other, detail),
             };
             out.send(r);
         });

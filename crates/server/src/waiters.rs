@@ -44,12 +44,7 @@ fn bucket_key(glob: &Glob) -> &str {
 impl Waiters {
     /// A table that holds at most `max` waiters.
     pub fn new(max: usize) -> Waiters {
-        Waiters {
-            buckets: HashMap::new(),
-            next_id: 0,
-            count: 0,
-            max,
-        }
+        Waiters { buckets: HashMap::new(), next_id: 0, count: 0, max }
     }
 
     /// Number of waiters held.
@@ -63,22 +58,14 @@ impl Waiters {
 
     /// Holds a waiter for the first event at or after `from` matching `glob`.
     /// `None` if the table is full.
-    pub fn add(
-        &mut self,
-        glob: Arc<Glob>,
-        from: Rev,
-        tx: oneshot::Sender<Event>,
-    ) -> Option<WaiterId> {
+    pub fn add(&mut self, glob: Arc<Glob>, from: Rev, tx: oneshot::Sender<Event>) -> Option<WaiterId> {
         if self.count >= self.max {
             return None;
         }
         let key: Arc<str> = Arc::from(bucket_key(&glob));
         let id = self.next_id;
         self.next_id += 1;
-        self.buckets
-            .entry(key.clone())
-            .or_default()
-            .insert(id, Waiter { glob, from, tx });
+        self.buckets.entry(key.clone()).or_default().insert(id, Waiter { glob, from, tx });
         self.count += 1;
         Some(WaiterId { key, id })
     }
@@ -107,11 +94,8 @@ impl Waiters {
             let Some(bucket) = self.buckets.get_mut(key) else {
                 continue;
             };
-            let hits: Vec<u64> = bucket
-                .iter()
-                .filter(|(_, w)| event.rev >= w.from && w.glob.matches(path))
-                .map(|(id, _)| *id)
-                .collect();
+            let hits: Vec<u64> =
+                bucket.iter().filter(|(_, w)| event.rev >= w.from && w.glob.matches(path)).map(|(id, _)| *id).collect();
             for id in hits {
                 if let Some(w) = bucket.remove(&id) {
                     self.count -= 1;
@@ -132,12 +116,7 @@ mod tests {
     use doozer_store::EventKind;
 
     fn ev(rev: Rev, path: &str) -> Event {
-        Event {
-            rev,
-            path: path.into(),
-            body: Bytes::new(),
-            kind: EventKind::Set,
-        }
+        Event { rev, path: path.into(), body: Bytes::new(), kind: EventKind::Set }
     }
 
     #[test]
@@ -156,8 +135,7 @@ mod tests {
         let mut rxs = vec![];
         for (glob, from) in [("/a/*", 1), ("/a/b", 5), ("/**", 1), ("/x", 1), ("/", 1)] {
             let (tx, rx) = oneshot::channel();
-            w.add(Arc::new(Glob::parse(glob).unwrap()), from, tx)
-                .unwrap();
+            w.add(Arc::new(Glob::parse(glob).unwrap()), from, tx).unwrap();
             rxs.push(rx);
         }
         w.dispatch(&ev(3, "/a/b"));
@@ -179,9 +157,7 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         let id = w.add(Arc::new(Glob::parse("/a").unwrap()), 1, tx).unwrap();
         let (tx2, _rx2) = oneshot::channel();
-        assert!(w
-            .add(Arc::new(Glob::parse("/b").unwrap()), 1, tx2)
-            .is_none());
+        assert!(w.add(Arc::new(Glob::parse("/b").unwrap()), 1, tx2).is_none());
         w.remove(&id);
         w.remove(&id);
         assert_eq!(w.len(), 0);

@@ -4,37 +4,27 @@
 
 use bytes::BytesMut;
 use doozer_proto::{encode_frame, read_frame, Request, Response, Verb, MAX_FRAME};
-use doozer_server::access::Secrets;
 use doozer_server::node::{Limits, Node};
-use doozer_server::{ctl, Server};
+use doozer_server::Settings;
 use prost::Message;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 async fn start(limits: Limits) -> (Arc<Node>, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let node = Node::new(ctl::new_id(), limits);
-    ctl::bootstrap(&node, "local", &addr);
-    let server = Server {
-        node: node.clone(),
-        listener,
-        secrets: Arc::new(Secrets::default()),
-        tls: None,
-    };
-    tokio::spawn(server.run(std::future::pending()));
+    let running = doozer_server::start(Settings { limits, ..Settings::local() }).await.unwrap();
+    let node = running.node().clone();
+    let addr = running.addr.clone();
+    // Keep the node running for the rest of the test.
+    std::mem::forget(running);
     (node, addr)
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -56,11 +46,7 @@ fn frame(r: &Request) -> BytesMut {
 }
 
 async fn recv(s: &mut TcpStream) -> Response {
-    let f = tokio::time::timeout(Duration::from_secs(20), read_frame(s, MAX_FRAME))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let f = tokio::time::timeout(Duration::from_secs(20), read_frame(s, MAX_FRAME)).await.unwrap().unwrap().unwrap();
     Response::decode(f).unwrap()
 }
 
@@ -77,10 +63,7 @@ async fn held_waits_are_released_when_their_connection_closes() {
     }
     eventually("200 held waits", || node.waiters() == 200).await;
     conns.truncate(5);
-    eventually("waits of closed connections released", || {
-        node.waiters() == 50
-    })
-    .await;
+    eventually("waits of closed connections released", || node.waiters() == 50).await;
     drop(conns);
     eventually("all waits released", || node.waiters() == 0).await;
 }
@@ -106,23 +89,13 @@ async fn answered_waits_leave_no_trace() {
 
 #[tokio::test]
 async fn pending_limit_per_connection_answers_other() {
-    let (node, addr) = start(Limits {
-        max_pending: 8,
-        ..Limits::default()
-    })
-    .await;
+    let (node, addr) = start(Limits { max_pending: 8, ..Limits::default() }).await;
     let mut s = TcpStream::connect(&addr).await.unwrap();
     for tag in 0..8 {
         s.write_all(&frame(&wait_req(tag))).await.unwrap();
     }
     eventually("8 held waits", || node.waiters() == 8).await;
-    s.write_all(&frame(&Request {
-        tag: Some(100),
-        verb: Some(Verb::Rev as i32),
-        ..Request::default()
-    }))
-    .await
-    .unwrap();
+    s.write_all(&frame(&Request { tag: Some(100), verb: Some(Verb::Rev as i32), ..Request::default() })).await.unwrap();
     let r = recv(&mut s).await;
     assert_eq!((r.tag, r.err_code), (Some(100), Some(127)));
     assert!(r.err_detail.unwrap().contains("too many pending requests"));
@@ -133,11 +106,7 @@ async fn pending_limit_per_connection_answers_other() {
 
 #[tokio::test]
 async fn node_wide_wait_limit_answers_other() {
-    let (node, addr) = start(Limits {
-        max_waiters: 5,
-        ..Limits::default()
-    })
-    .await;
+    let (node, addr) = start(Limits { max_waiters: 5, ..Limits::default() }).await;
     let mut s = TcpStream::connect(&addr).await.unwrap();
     for tag in 0..5 {
         s.write_all(&frame(&wait_req(tag))).await.unwrap();
@@ -151,22 +120,14 @@ async fn node_wide_wait_limit_answers_other() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
-    let (node, addr) = start(Limits {
-        max_pending: 64,
-        ..Limits::default()
-    })
-    .await;
+    let (node, addr) = start(Limits { max_pending: 64, ..Limits::default() }).await;
     c_set_big(&addr).await;
     // Ask for a 256 KiB body over and over and never read: the socket buffers
     // fill, answers stay pending, and the server must disconnect this client
     // instead of queueing without bound.
     let mut s = TcpStream::connect(&addr).await.unwrap();
-    let get = frame(&Request {
-        tag: Some(1),
-        verb: Some(Verb::Get as i32),
-        path: Some("/big".into()),
-        ..Request::default()
-    });
+    let get =
+        frame(&Request { tag: Some(1), verb: Some(Verb::Get as i32), path: Some("/big".into()), ..Request::default() });
     let mut sent = 0;
     let cut_off = loop {
         match tokio::time::timeout(Duration::from_secs(20), s.write_all(&get)).await {
@@ -178,10 +139,7 @@ async fn a_client_that_never_reads_is_cut_off_and_others_go_on() {
             break false;
         }
     };
-    assert!(
-        cut_off,
-        "server kept accepting from a client that never reads ({sent} requests)"
-    );
+    assert!(cut_off, "server kept accepting from a client that never reads ({sent} requests)");
     let c = doozer_client::Client::connect(&addr).await.unwrap();
     assert_eq!(c.get("/big", None).await.unwrap().0.len(), 256 * 1024);
     drop(node);

@@ -10,19 +10,12 @@ use doozer_store::{Command, HistoryLimits, Store};
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
     pages * 4096
 }
 
 fn run(window: usize, writes: usize) -> usize {
-    let mut store = Store::new(HistoryLimits {
-        revs: window,
-        bytes: usize::MAX,
-    });
+    let mut store = Store::new(HistoryLimits { revs: window, bytes: usize::MAX });
     for i in 0..10_000 {
         store.apply(&Command::Set {
             path: format!("/d{}/f{}", i % 100, i),
@@ -49,16 +42,8 @@ fn run(window: usize, writes: usize) -> usize {
 }
 
 fn main() {
-    let arg = |i: usize, default: usize| {
-        std::env::args()
-            .nth(i)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (writes, window) = (arg(1, 2000), arg(2, 2000));
     let grown = run(window, writes);
-    println!(
-        "{writes} overwrites, window {window}: rss growth {grown} bytes ({} per write)",
-        grown / writes.max(1)
-    );
+    println!("{writes} overwrites, window {window}: rss growth {grown} bytes ({} per write)", grown / writes.max(1));
 }

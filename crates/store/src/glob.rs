@@ -45,9 +45,7 @@ fn valid_shape(p: &str) -> bool {
     }
     p.len() <= MAX_PATH
         && p.starts_with('/')
-        && p[1..]
-            .split('/')
-            .all(|name| !name.is_empty() && name.bytes().all(is_glob_byte))
+        && p[1..].split('/').all(|name| !name.is_empty() && name.bytes().all(is_glob_byte))
 }
 
 impl Glob {
@@ -72,10 +70,7 @@ impl Glob {
             toks.push(tok);
             i += 1;
         }
-        Ok(Glob {
-            pattern: pattern.to_string(),
-            toks,
-        })
+        Ok(Glob { pattern: pattern.to_string(), toks })
     }
 
     /// The pattern as written.
@@ -178,14 +173,8 @@ mod tests {
 
     #[test]
     fn bad_globs() {
-        for p in [
-            "", "a", "/a/", "//", "/a//b", "/a b", "/a_b", "/[ab]", "/a\\*",
-        ] {
-            assert_eq!(
-                Glob::parse(p).unwrap_err(),
-                GlobError(p.to_string()),
-                "{p:?}"
-            );
+        for p in ["", "a", "/a/", "//", "/a//b", "/a b", "/a_b", "/[ab]", "/a\\*"] {
+            assert_eq!(Glob::parse(p).unwrap_err(), GlobError(p.to_string()), "{p:?}");
         }
         assert_eq!(GlobError("x".into()).to_string(), "invalid glob pattern: x");
     }

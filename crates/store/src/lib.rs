@@ -9,15 +9,15 @@
 //! of consensus. The server feeds it commands in commit order and holds the waiters.
 
 mod glob;
+mod image;
 mod path;
 mod store;
 mod tree;
 
 pub use glob::{Glob, GlobError};
+pub use image::{Image, ImageError};
 pub use path::{is_valid_path, MAX_PATH};
-pub use store::{
-    Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError,
-};
+pub use store::{Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError};
 pub use tree::File;
 
 /// A revision number. 0 means "missing"; positive numbers are store revisions.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 /// A change to propose. Everything that alters the tree is one of these, so a
 /// log of commands replayed in order rebuilds exactly the same store.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Write `body` at `path` if `rev` is CLOBBER or at least the file's revision.
@@ -22,6 +23,7 @@ pub enum Command {
 }
 
 /// What a change did to a path.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     Set,
@@ -30,6 +32,7 @@ pub enum EventKind {
 }
 
 /// One revision's change, as WAIT reports it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub rev: Rev,
@@ -41,6 +44,7 @@ pub struct Event {
 }
 
 /// Why a command failed or a read was refused; a failed command changes nothing.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
     BadPath,
@@ -51,6 +55,7 @@ pub enum StoreError {
 }
 
 /// The result of applying one command.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The store moved to `event.rev`.
@@ -81,10 +86,7 @@ pub struct HistoryLimits {
 
 impl Default for HistoryLimits {
     fn default() -> Self {
-        HistoryLimits {
-            revs: 2000,
-            bytes: 256 << 20,
-        }
+        HistoryLimits { revs: 2000, bytes: 256 << 20 }
     }
 }
 
@@ -115,23 +117,31 @@ pub struct Store {
     root: Dir,
     /// Entries for revisions `oldest()..=rev`, oldest first.
     history: VecDeque<Entry>,
+    /// The tree just below the window (at `oldest() - 1`): an image's base.
+    floor: Snapshot,
     history_bytes: usize,
 }
 
 impl Store {
     /// An empty store at revision 0.
     pub fn new(limits: HistoryLimits) -> Store {
-        let limits = HistoryLimits {
-            revs: limits.revs.max(1),
-            ..limits
-        };
-        Store {
-            limits,
-            rev: 0,
-            root: Dir::new(),
-            history: VecDeque::new(),
-            history_bytes: 0,
-        }
+        let limits = HistoryLimits { revs: limits.revs.max(1), ..limits };
+        let floor = Snapshot { rev: 0, root: Dir::new() };
+        Store { limits, rev: 0, root: Dir::new(), history: VecDeque::new(), history_bytes: 0, floor }
+    }
+
+    /// A store whose tree and revision are `base`'s, with no history yet.
+    pub(crate) fn at(base: Snapshot, limits: HistoryLimits) -> Store {
+        let mut store = Store::new(limits);
+        store.rev = base.rev;
+        store.root = base.root.clone();
+        store.floor = base;
+        store
+    }
+
+    /// The tree just below the window and every event in it.
+    pub(crate) fn history_parts(&self) -> (Snapshot, Vec<Event>) {
+        (self.floor.clone(), self.history.iter().map(|e| e.event.clone()).collect())
     }
 
     /// The last revision applied.
@@ -155,24 +165,14 @@ impl Store {
         let result = match cmd {
             Command::Set { path, rev, body } => self.set(path, *rev, body),
             Command::Del { path, rev } => self.del(path, *rev),
-            Command::Nop => Ok(Some((
-                self.root.clone(),
-                Arc::from("/"),
-                Bytes::new(),
-                EventKind::Nop,
-            ))),
+            Command::Nop => Ok(Some((self.root.clone(), Arc::from("/"), Bytes::new(), EventKind::Nop))),
         };
         match result {
             Err(e) => Outcome::Failed(e),
             Ok(None) => Outcome::Unchanged,
             Ok(Some((root, path, body, kind))) => {
                 self.rev += 1;
-                let event = Event {
-                    rev: self.rev,
-                    path,
-                    body,
-                    kind,
-                };
+                let event = Event { rev: self.rev, path, body, kind };
                 self.root = root.clone();
                 self.record(root, event.clone());
                 Outcome::Changed(event)
@@ -181,12 +181,7 @@ impl Store {
     }
 
     /// Checks the revision rule for a write at `names`; returns the target node.
-    fn check_write<'a>(
-        &'a self,
-        path: &str,
-        names: &[&str],
-        rev: Rev,
-    ) -> Result<Option<&'a Node>, StoreError> {
+    fn check_write<'a>(&'a self, path: &str, names: &[&str], rev: Rev) -> Result<Option<&'a Node>, StoreError> {
         if !is_valid_path(path) {
             return Err(StoreError::BadPath);
         }
@@ -213,28 +208,16 @@ impl Store {
     }
 
     #[allow(clippy::type_complexity)]
-    fn set(
-        &self,
-        path: &str,
-        rev: Rev,
-        body: &Bytes,
-    ) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+    fn set(&self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         self.check_write(path, &names, rev)?;
-        let file = File {
-            body: body.clone(),
-            rev: self.rev + 1,
-        };
+        let file = File { body: body.clone(), rev: self.rev + 1 };
         let root = tree::set(&self.root, &names, file).map_err(|_| StoreError::NotDir)?;
         Ok(Some((root, Arc::from(path), body.clone(), EventKind::Set)))
     }
 
     #[allow(clippy::type_complexity)]
-    fn del(
-        &self,
-        path: &str,
-        rev: Rev,
-    ) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+    fn del(&self, path: &str, rev: Rev) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         if self.check_write(path, &names, rev)?.is_none() {
             return Ok(None);
@@ -252,6 +235,7 @@ impl Store {
         {
             if let Some(old) = self.history.pop_front() {
                 self.history_bytes -= old.cost;
+                self.floor = Snapshot { rev: old.event.rev, root: old.root };
             }
         }
     }
@@ -270,18 +254,12 @@ impl Store {
             return Ok(self.current());
         }
         let entry = self.entry(rev).ok_or(ReadError::TooLate)?;
-        Ok(Snapshot {
-            rev,
-            root: entry.root.clone(),
-        })
+        Ok(Snapshot { rev, root: entry.root.clone() })
     }
 
     /// The current tree.
     pub fn current(&self) -> Snapshot {
-        Snapshot {
-            rev: self.rev,
-            root: self.root.clone(),
-        }
+        Snapshot { rev: self.rev, root: self.root.clone() }
     }
 
     fn entry(&self, rev: Rev) -> Option<&Entry> {
@@ -300,13 +278,7 @@ impl Store {
             return Err(ReadError::TooLate);
         }
         let skip = (from - self.oldest()) as usize;
-        Ok(self
-            .history
-            .iter()
-            .skip(skip)
-            .map(|e| &e.event)
-            .find(|e| glob.matches(&e.path))
-            .cloned())
+        Ok(self.history.iter().skip(skip).map(|e| &e.event).find(|e| glob.matches(&e.path)).cloned())
     }
 }
 
@@ -319,6 +291,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    pub(crate) fn new(rev: Rev, root: Dir) -> Snapshot {
+        Snapshot { rev, root }
+    }
+
+    /// Every file, depth first in byte order, with its path.
+    pub fn files(&self) -> Vec<(String, File)> {
+        let mut out = Vec::new();
+        let mut prefix = String::from("/");
+        collect_files(&self.root, &mut prefix, &mut out);
+        out
+    }
+
     /// The revision this snapshot shows.
     pub fn rev(&self) -> Rev {
         self.rev
@@ -372,15 +356,10 @@ impl Snapshot {
     /// STAT: a file's revision and length, a directory's entry count, or missing.
     pub fn stat(&self, path: &str) -> Stat {
         if Self::is_root(path) {
-            return Stat::Dir {
-                entries: self.root.len(),
-            };
+            return Stat::Dir { entries: self.root.len() };
         }
         match self.node(path) {
-            Some(Node::File(f)) => Stat::File {
-                rev: f.rev,
-                len: f.body.len(),
-            },
+            Some(Node::File(f)) => Stat::File { rev: f.rev, len: f.body.len() },
             Some(Node::Dir(d)) => Stat::Dir { entries: d.len() },
             None => Stat::Missing,
         }
@@ -393,6 +372,21 @@ impl Snapshot {
         let mut prefix = String::from("/");
         walk_dir(&self.root, glob, &mut prefix, &mut out);
         out
+    }
+}
+
+fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) {
+    for (name, node) in dir.iter() {
+        let len = prefix.len();
+        prefix.push_str(name);
+        match node {
+            Node::File(f) => out.push((prefix.clone(), f.clone())),
+            Node::Dir(d) => {
+                prefix.push('/');
+                collect_files(d, prefix, out);
+            }
+        }
+        prefix.truncate(len);
     }
 }
 

@@ -88,9 +88,5 @@ pub(crate) fn del(dir: &Dir, names: &[&str]) -> Option<Dir> {
         return None;
     };
     let below = del(d, rest)?;
-    Some(if below.is_empty() {
-        dir.without(*first)
-    } else {
-        dir.update(Arc::from(*first), Node::Dir(below))
-    })
+    Some(if below.is_empty() { dir.without(*first) } else { dir.update(Arc::from(*first), Node::Dir(below)) })
 }

@@ -4,9 +4,7 @@
 //! outcomes, revisions, events and reads (now and at past revisions).
 
 use bytes::Bytes;
-use doozer_store::{
-    Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError,
-};
+use doozer_store::{Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -20,38 +18,26 @@ struct Model {
 }
 
 fn is_dir(files: &Files, path: &str) -> bool {
-    let prefix = if path == "/" {
-        "/".to_string()
-    } else {
-        format!("{path}/")
-    };
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
     files.keys().any(|k| k.starts_with(&prefix))
 }
 
 fn valid(path: &str) -> bool {
     path == "/"
         || (path.starts_with('/')
-            && path[1..].split('/').all(|n| {
-                !n.is_empty()
-                    && n.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            }))
+            && path[1..]
+                .split('/')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')))
 }
 
 fn ancestors(path: &str) -> Vec<String> {
     let parts: Vec<&str> = path[1..].split('/').collect();
-    (1..parts.len())
-        .map(|i| format!("/{}", parts[..i].join("/")))
-        .collect()
+    (1..parts.len()).map(|i| format!("/{}", parts[..i].join("/"))).collect()
 }
 
 impl Model {
     fn new() -> Model {
-        Model {
-            rev: 0,
-            states: vec![Files::new()],
-            events: vec![],
-        }
+        Model { rev: 0, states: vec![Files::new()], events: vec![] }
     }
 
     fn files(&self) -> &Files {
@@ -70,11 +56,7 @@ impl Model {
             return Err(StoreError::NotDir);
         }
         let dir = is_dir(files, path);
-        let current = if dir {
-            -2
-        } else {
-            files.get(path).map_or(0, |f| f.1)
-        };
+        let current = if dir { -2 } else { files.get(path).map_or(0, |f| f.1) };
         if rev != -1 && rev < current {
             return Err(StoreError::RevMismatch);
         }
@@ -87,12 +69,7 @@ impl Model {
     fn commit(&mut self, files: Files, path: &str, body: Bytes, kind: EventKind) -> Outcome {
         self.rev += 1;
         self.states.push(files);
-        let e = Event {
-            rev: self.rev,
-            path: path.into(),
-            body,
-            kind,
-        };
+        let e = Event { rev: self.rev, path: path.into(), body, kind };
         self.events.push(e.clone());
         Outcome::Changed(e)
     }
@@ -127,25 +104,16 @@ impl Model {
 
 fn model_stat(files: &Files, path: &str) -> Stat {
     if let Some((b, r)) = files.get(path) {
-        return Stat::File {
-            rev: *r,
-            len: b.len(),
-        };
+        return Stat::File { rev: *r, len: b.len() };
     }
     if valid(path) && is_dir(files, path) {
-        return Stat::Dir {
-            entries: model_dir(files, path).len(),
-        };
+        return Stat::Dir { entries: model_dir(files, path).len() };
     }
     Stat::Missing
 }
 
 fn model_dir(files: &Files, path: &str) -> Vec<String> {
-    let prefix = if path == "/" {
-        "/".to_string()
-    } else {
-        format!("{path}/")
-    };
+    let prefix = if path == "/" { "/".to_string() } else { format!("{path}/") };
     let mut names: Vec<String> = files
         .keys()
         .filter_map(|k| k.strip_prefix(&prefix))
@@ -250,33 +218,17 @@ proptest! {
 fn walk_order_is_per_directory_not_full_path() {
     let mut s = Store::new(HistoryLimits::default());
     for p in ["/a.b", "/a/z"] {
-        s.apply(&Command::Set {
-            path: p.into(),
-            rev: 0,
-            body: Bytes::new(),
-        });
+        s.apply(&Command::Set { path: p.into(), rev: 0, body: Bytes::new() });
     }
-    let walked: Vec<String> = s
-        .current()
-        .walk(&Glob::parse("/**").unwrap())
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let walked: Vec<String> = s.current().walk(&Glob::parse("/**").unwrap()).into_iter().map(|(p, _)| p).collect();
     assert_eq!(walked, ["/a/z", "/a.b"]);
 }
 
 #[test]
 fn history_is_bounded_by_bytes() {
-    let mut s = Store::new(HistoryLimits {
-        revs: 1000,
-        bytes: 10_000,
-    });
+    let mut s = Store::new(HistoryLimits { revs: 1000, bytes: 10_000 });
     for i in 0..100 {
-        s.apply(&Command::Set {
-            path: "/big".into(),
-            rev: -1,
-            body: Bytes::from(vec![i as u8; 1000]),
-        });
+        s.apply(&Command::Set { path: "/big".into(), rev: -1, body: Bytes::from(vec![i as u8; 1000]) });
     }
     let (revs, bytes) = s.history_size();
     assert!(bytes <= 30_000 && revs < 15, "{revs} revs, {bytes} bytes");
@@ -287,42 +239,19 @@ fn history_is_bounded_by_bytes() {
 #[test]
 fn del_below_a_file_keeps_the_file() {
     let mut s = Store::new(HistoryLimits::default());
-    s.apply(&Command::Set {
-        path: "/a".into(),
-        rev: 0,
-        body: Bytes::from_static(b"x"),
-    });
-    assert_eq!(
-        s.apply(&Command::Del {
-            path: "/a/b".into(),
-            rev: -1
-        }),
-        Outcome::Failed(StoreError::NotDir)
-    );
-    assert_eq!(
-        s.current().get("/a").unwrap().unwrap().body,
-        Bytes::from_static(b"x")
-    );
+    s.apply(&Command::Set { path: "/a".into(), rev: 0, body: Bytes::from_static(b"x") });
+    assert_eq!(s.apply(&Command::Del { path: "/a/b".into(), rev: -1 }), Outcome::Failed(StoreError::NotDir));
+    assert_eq!(s.current().get("/a").unwrap().unwrap().body, Bytes::from_static(b"x"));
 }
 
 #[test]
 fn empty_directories_vanish() {
     let mut s = Store::new(HistoryLimits::default());
-    s.apply(&Command::Set {
-        path: "/a/b/c".into(),
-        rev: 0,
-        body: Bytes::new(),
-    });
+    s.apply(&Command::Set { path: "/a/b/c".into(), rev: 0, body: Bytes::new() });
     assert_eq!(s.current().stat("/a/b"), Stat::Dir { entries: 1 });
-    s.apply(&Command::Del {
-        path: "/a/b/c".into(),
-        rev: -1,
-    });
+    s.apply(&Command::Del { path: "/a/b/c".into(), rev: -1 });
     assert_eq!(s.current().stat("/a"), Stat::Missing);
     assert_eq!(s.current().stat("/"), Stat::Dir { entries: 0 });
     // The past still shows them.
-    assert_eq!(
-        s.snapshot(Some(1)).unwrap().stat("/a/b/c"),
-        Stat::File { rev: 1, len: 0 }
-    );
+    assert_eq!(s.snapshot(Some(1)).unwrap().stat("/a/b/c"), Stat::File { rev: 1, len: 0 });
 }

@@ -1,0 +1,179 @@
+//! Membership follows `/ctl/cal`, as in the original, but through Raft:
+//!
+//! - The leader makes the voters exactly the members named in non-empty
+//!   `/ctl/cal/*` slots (emptying a slot demotes its holder; filling one
+//!   promotes). It never shrinks the voters to nothing.
+//! - A member that is not a voter claims a vacant slot with a rev-checked SET,
+//!   so of several waiting nodes exactly one wins each slot.
+//! - The leader removes a member it has not heard from for `-timeout`: it
+//!   empties the member's slot, deletes `/ctl/node/<id>`, and takes it out of
+//!   the membership. Each step must commit, so a leader cut off from the
+//!   majority cannot remove anyone, and no removal can cost the quorum it needs.
+//! - A node that finds itself removed stops taking part and says so; it must be
+//!   restarted (with a new id) to rejoin.
+
+use super::types::{Metrics, NodeId};
+use super::{Committed, Consensus};
+use bytes::Bytes;
+use doozer_store::{Command, Rev};
+use openraft::{ChangeMembers, ServerState};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// A `/ctl/cal` slot: its path, the id it holds (empty: vacant) and its revision.
+struct Slot {
+    path: String,
+    holder: String,
+    rev: Rev,
+}
+
+pub fn spawn(c: Arc<Consensus>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading_since: Option<Instant> = None;
+        let mut was_member = false;
+        loop {
+            tick.tick().await;
+            let m = c.raft.metrics().borrow().clone();
+            if m.running_state.is_err() || m.state == ServerState::Shutdown {
+                return;
+            }
+            let member = m.membership_config.membership().get_node(&c.id).is_some();
+            if was_member && !member {
+                error!("this node was removed from the cluster; restart it with -a to rejoin under a new id");
+                c.node.set_removed();
+                c.shutdown().await;
+                return;
+            }
+            was_member |= member;
+            // Until its own /ctl files are written the node has no duties.
+            if !c.node.is_ready() {
+                continue;
+            }
+            if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
+                let since = *leading_since.get_or_insert_with(Instant::now);
+                c.lead(&m, since).await;
+            } else {
+                leading_since = None;
+                if member {
+                    c.claim_slot(&m).await;
+                }
+            }
+        }
+    });
+}
+
+impl Consensus {
+    fn slots(&self) -> Vec<Slot> {
+        let Ok(snap) = self.node.snapshot(None) else { return Vec::new() };
+        let names = snap.getdir("/ctl/cal").unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| {
+                let path = format!("/ctl/cal/{n}");
+                let f = snap.get(&path).ok()??;
+                Some(Slot { holder: String::from_utf8_lossy(&f.body).into_owned(), rev: f.rev, path })
+            })
+            .collect()
+    }
+
+    async fn write(&self, cmd: Command) -> Option<Committed> {
+        match self.propose(cmd).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                debug!(error = ?e, "membership write failed");
+                None
+            }
+        }
+    }
+
+    async fn lead(&self, m: &Metrics, since: Instant) {
+        self.publish_leader().await;
+        self.remove_silent(m, since).await;
+        self.match_voters_to_slots(m).await;
+    }
+
+    async fn publish_leader(&self) {
+        let current = self.node.snapshot(None).ok().and_then(|s| s.get("/ctl/leader").ok().flatten());
+        if current.is_some_and(|f| f.body == self.me.name.as_bytes()) {
+            return;
+        }
+        let body = Bytes::from(self.me.name.clone());
+        self.write(Command::Set { path: "/ctl/leader".into(), rev: doozer_store::CLOBBER, body }).await;
+    }
+
+    async fn remove_silent(&self, m: &Metrics, since: Instant) {
+        let membership = m.membership_config.membership();
+        let silent: Vec<(NodeId, String, String)> = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .filter(|(id, _)| {
+                let heard = self.liveness.last_answer(**id).map_or(since, |t| t.max(since));
+                heard.elapsed() > self.opts.member_timeout
+            })
+            .map(|(id, n)| (*id, n.name.clone(), n.addr.clone()))
+            .collect();
+        for (id, name, addr) in silent {
+            warn!(node = %name, %addr, "removing a member silent for longer than -timeout");
+            for slot in self.slots().into_iter().filter(|s| s.holder == name) {
+                self.write(Command::Set { path: slot.path, rev: slot.rev, body: Bytes::new() }).await;
+            }
+            let files = self.node.snapshot(None).ok().and_then(|s| s.getdir(&format!("/ctl/node/{name}")).ok());
+            for f in files.unwrap_or_default() {
+                self.write(Command::Del { path: format!("/ctl/node/{name}/{f}"), rev: doozer_store::CLOBBER }).await;
+            }
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            let change = if is_voter {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            } else {
+                ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+            };
+            match self.raft.change_membership(change, false).await {
+                Ok(_) => info!(node = %name, "member removed"),
+                Err(e) => debug!(node = %name, error = %e, "could not remove the member yet"),
+            }
+        }
+    }
+
+    async fn match_voters_to_slots(&self, m: &Metrics) {
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return; // a change is under way
+        }
+        let by_name: HashMap<&str, NodeId> = membership.nodes().map(|(id, n)| (n.name.as_str(), *id)).collect();
+        let slots = self.slots();
+        let wanted: BTreeSet<NodeId> = slots.iter().filter_map(|s| by_name.get(s.holder.as_str()).copied()).collect();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if wanted.is_empty() || wanted == voters {
+            return;
+        }
+        info!(?wanted, ?voters, "changing the voters to match /ctl/cal");
+        if let Err(e) = self.raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), true).await {
+            debug!(error = %e, "voter change not made yet");
+        }
+    }
+
+    /// A member that is not a voter takes the first vacant slot, if any.
+    async fn claim_slot(&self, m: &Metrics) {
+        if m.membership_config.membership().voter_ids().any(|v| v == self.id) {
+            return;
+        }
+        let slots = self.slots();
+        if slots.iter().any(|s| s.holder == self.me.name) {
+            return;
+        }
+        if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty()) {
+            let body = Bytes::from(self.me.name.clone());
+            if let Some(Committed::Changed(_)) =
+                self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body }).await
+            {
+                info!(slot = %slot.path, "claimed a vacant slot");
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Consensus: the one module that knows openraft.
+//!
+//! Every doozerd runs Raft, a lone one included (it is a one-voter cluster).
+//! Committed entries are store commands applied in log order by
+//! [`storage::StateMachine`], so revisions are identical on every node.
+//! Writes made on a follower are forwarded to the leader; reads never come
+//! here. Membership follows the `/ctl/cal/*` slots (see [`duties`]).
+//!
+//! What the rest of the server sees: [`Consensus::propose`], [`Consensus::serve_peer`],
+//! [`Consensus::status`] and the seed/join start-up calls; no openraft type leaks out.
+
+mod duties;
+mod network;
+mod storage;
+mod types;
+mod wire;
+
+pub use wire::{Committed, MAGIC as PEER_MAGIC};
+
+use crate::node::Node;
+use doozer_store::{Command, Image};
+use network::{Credentials, Liveness, Network, Pool};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tracing::{debug, info, warn};
+use types::{Member, NodeId, Raft};
+use wire::{read_msg, write_msg, ForwardError, Hello, PeerRequest, PeerResponse};
+
+/// Settings for a node's part in the cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Cluster name (`-c`); peers must present the same.
+    pub cluster: String,
+    /// The read-write secret, which peers must present too.
+    pub secret: String,
+    /// How long a write may take to commit before it is answered with an error.
+    pub write_timeout: Duration,
+    /// How long a member may be silent before the leader removes it (`-timeout`).
+    pub member_timeout: Duration,
+    /// Slots the seed creates in `/ctl/cal` (`--cal-slots`).
+    pub cal_slots: usize,
+}
+
+/// Why a write was not carried out.
+#[derive(Debug)]
+pub enum ProposeError {
+    /// This node is not a member of a cluster (yet).
+    ReadOnly,
+    /// Not committed in time, or not known whether it was: the detail says which.
+    Failed(String),
+}
+
+/// This node's view of the cluster, for operators.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub id: String,
+    pub role: &'static str,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+}
+
+/// A node's consensus handle. Cheap to share (`Arc`).
+pub struct Consensus {
+    raft: Raft,
+    id: NodeId,
+    me: Member,
+    node: Arc<Node>,
+    opts: Options,
+    pool: Pool,
+    liveness: Liveness,
+}
+
+/// The Raft node id of a Doozer id: its first 64 bits (the id is 80 random
+/// bits in base32, so the first 13 characters carry them).
+pub fn raft_id(name: &str) -> NodeId {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bits = name.bytes().take(13).fold(0u128, |acc, c| {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap_or(0) as u128;
+        (acc << 5) | v
+    });
+    // 13 characters are 65 bits; drop the last one.
+    (bits >> 1) as NodeId
+}
+
+fn raft_config(opts: &Options) -> Result<Config, String> {
+    let config = Config {
+        cluster_name: opts.cluster.clone(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
+        max_in_snapshot_log_to_keep: 500,
+        ..Config::default()
+    };
+    config.validate().map_err(|e| e.to_string())
+}
+
+impl Consensus {
+    /// Starts this node's Raft; it takes part once seeded or joined.
+    pub async fn start(node: Arc<Node>, addr: String, opts: Options) -> Result<Arc<Consensus>, String> {
+        let id = raft_id(node.id());
+        let me = Member { addr, name: node.id().to_string() };
+        let creds = Credentials { cluster: opts.cluster.clone(), secret: opts.secret.clone() };
+        let pool = Pool::new(creds);
+        let liveness = Liveness::default();
+        let network = Network { pool: pool.clone(), liveness: liveness.clone() };
+        let config = Arc::new(raft_config(&opts)?);
+        let sm = storage::StateMachine::new(node.clone());
+        let raft = Raft::new(id, config, network, storage::LogStore::default(), sm).await.map_err(|e| e.to_string())?;
+        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness });
+        duties::spawn(consensus.clone());
+        Ok(consensus)
+    }
+
+    /// Makes this node a new cluster's first voter and writes its `/ctl` files.
+    pub async fn seed(&self) -> Result<(), String> {
+        let members = BTreeMap::from([(self.id, self.me.clone())]);
+        self.raft.initialize(members).await.map_err(|e| format!("cannot start the cluster: {e}"))?;
+        self.raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.current_leader == Some(self.id), "the seed leads")
+            .await
+            .map_err(|e| format!("the seed did not become leader: {e}"))?;
+        crate::ctl::register_seed(self, &self.opts.cluster, self.opts.cal_slots).await
+    }
+
+    /// Joins the cluster at one of `addrs` as a learner, waits until this node
+    /// has caught up, then registers it in `/ctl/node`.
+    pub async fn join(&self, addrs: &[String]) -> Result<(), String> {
+        let req = PeerRequest::Join { id: self.id, member: self.me.clone() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::from("no address to attach to");
+        let index = 'found: loop {
+            for addr in addrs {
+                match self.pool.call(addr, &req, Duration::from_secs(30)).await {
+                    Ok(PeerResponse::Join(Ok(index))) => break 'found index,
+                    Ok(PeerResponse::Join(Err(e))) => last = format!("{addr}: {e}"),
+                    Ok(_) => last = format!("{addr}: unexpected answer"),
+                    Err(e) if e.error.kind() == std::io::ErrorKind::PermissionDenied => {
+                        return Err(format!("{addr} refused this node: {}", e.error));
+                    }
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("failed to attach: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        self.raft
+            .wait(Some(Duration::from_secs(300)))
+            .metrics(|m| m.last_applied.is_some_and(|l| l.index >= index), "caught up")
+            .await
+            .map_err(|e| format!("joined but did not catch up: {e}"))?;
+        crate::ctl::register_node(self).await
+    }
+
+    /// The node whose store this consensus drives.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// This node's Doozer id.
+    pub fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.me.addr
+    }
+
+    /// Commits `cmd` through the leader and returns its outcome here.
+    pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
+        let timeout = self.opts.write_timeout;
+        match tokio::time::timeout(timeout, self.propose_until_done(cmd)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProposeError::Failed(format!(
+                "no quorum: the write was not committed within {timeout:?}; it may still be applied later"
+            ))),
+        }
+    }
+
+    async fn propose_until_done(&self, cmd: Command) -> Result<Committed, ProposeError> {
+        loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp.data.into()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(e) => return Err(ProposeError::Failed(e.to_string())),
+            };
+            let Some(leader) = leader else {
+                if self.membership_is_empty() {
+                    return Err(ProposeError::ReadOnly);
+                }
+                self.await_leader_change().await;
+                continue;
+            };
+            let req = PeerRequest::Propose(cmd.clone());
+            match self.pool.call(&leader.addr, &req, self.opts.write_timeout).await {
+                Ok(PeerResponse::Propose(Ok(c))) => return Ok(c),
+                Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
+                | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
+                Ok(PeerResponse::Propose(Err(ForwardError::Failed(e)))) => return Err(ProposeError::Failed(e)),
+                Ok(_) => return Err(ProposeError::Failed("unexpected answer from the leader".into())),
+                Err(e) => {
+                    return Err(ProposeError::Failed(format!(
+                        "lost the connection to the leader ({e}); the write may or may not have been applied"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn membership_is_empty(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.nodes().next().is_none()
+    }
+
+    /// Waits (briefly) for this node's view of the leader to change.
+    async fn await_leader_change(&self) {
+        let mut rx = self.raft.metrics();
+        let leader = rx.borrow().current_leader;
+        let changed = rx.wait_for(|m| m.current_leader != leader && m.current_leader.is_some());
+        let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+    }
+
+    /// Serves a peer connection whose magic bytes have been read.
+    pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
+        let mut stream = BufStream::new(stream);
+        let Ok(hello) = read_msg::<_, Hello>(&mut stream).await else { return };
+        let verdict = if hello.cluster != self.opts.cluster {
+            Err(format!(
+                "cluster name mismatch: this cluster is {:?}, the peer is in {:?}",
+                self.opts.cluster, hello.cluster
+            ))
+        } else if !crate::access::same_secret(hello.secret.as_bytes(), &self.opts.secret) {
+            Err("wrong cluster secret (DOOZER_RWSECRET)".to_string())
+        } else {
+            Ok(())
+        };
+        let refused = verdict.is_err();
+        if write_msg(&mut stream, &verdict).await.is_err() || refused {
+            return;
+        }
+        loop {
+            let req: PeerRequest = match read_msg(&mut stream).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "peer connection closed");
+                    return;
+                }
+            };
+            let resp = self.handle(req).await;
+            if write_msg(&mut stream, &resp).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::Append(rpc) => PeerResponse::Append(self.raft.append_entries(rpc).await),
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::Snapshot { vote, meta, image } => match Image::decode(&image) {
+                Ok(image) => {
+                    let snapshot = types::Snapshot { meta, snapshot: Box::new(image) };
+                    PeerResponse::Snapshot(self.raft.install_full_snapshot(vote, snapshot).await)
+                }
+                Err(e) => {
+                    warn!(error = %e, "rejected a snapshot from the leader");
+                    PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked))
+                }
+            },
+            PeerRequest::Propose(cmd) => PeerResponse::Propose(match self.raft.client_write(cmd).await {
+                Ok(resp) => Ok(resp.data.into()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ForwardError::NotLeader),
+                Err(e) => Err(ForwardError::Failed(e.to_string())),
+            }),
+            PeerRequest::Join { id, member } => PeerResponse::Join(self.handle_join(id, member).await),
+        }
+    }
+
+    async fn handle_join(&self, id: NodeId, member: Member) -> Result<u64, String> {
+        let (leader, leader_addr) = {
+            let m = self.raft.metrics().borrow().clone();
+            let addr =
+                m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            (m.current_leader, addr)
+        };
+        if leader == Some(self.id) {
+            info!(node = %member.name, addr = %member.addr, "adding a learner");
+            return match self.raft.add_learner(id, member, false).await {
+                Ok(resp) => Ok(resp.log_id.index),
+                Err(e) => Err(format!("cannot add the node: {e}")),
+            };
+        }
+        let Some(addr) = leader_addr else {
+            return Err("the cluster has no leader right now; try again".into());
+        };
+        match self.pool.call(&addr, &PeerRequest::Join { id, member }, Duration::from_secs(30)).await {
+            Ok(PeerResponse::Join(r)) => r,
+            Ok(_) => Err("unexpected answer from the leader".into()),
+            Err(e) => Err(format!("cannot reach the leader at {addr}: {e}")),
+        }
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let name = |id: &NodeId| membership.get_node(id).map_or_else(|| format!("#{id}"), |n| n.name.clone());
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        Status {
+            id: self.me.name.clone(),
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Candidate => "candidate",
+                ServerState::Follower if voters.contains(&self.id) => "voter",
+                ServerState::Shutdown => "shutdown",
+                _ => "non-voter",
+            },
+            leader: m.current_leader.map(|l| name(&l)),
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            voters: voters.iter().map(name).collect(),
+            learners: membership.learner_ids().map(|id| name(&id)).collect(),
+        }
+    }
+
+    /// Stops this node's Raft.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

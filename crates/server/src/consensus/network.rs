@@ -1,0 +1,204 @@
+//! The client side of peer traffic: Raft's RPCs to each member, forwarded
+//! writes and joins, and a record of when each member last answered (the
+//! leader uses it to find members that have been silent for `-timeout`).
+
+// The error types are openraft's; their size is not ours to choose.
+#![allow(clippy::result_large_err)]
+
+use super::types::*;
+use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC};
+use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+
+/// How long a snapshot may take to travel; it can hold the whole tree.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long to wait for a peer to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When each member last answered an RPC from this node.
+#[derive(Clone, Default)]
+pub struct Liveness(Arc<Mutex<HashMap<NodeId, Instant>>>);
+
+impl Liveness {
+    fn touch(&self, id: NodeId) {
+        self.0.lock().insert(id, Instant::now());
+    }
+
+    pub fn last_answer(&self, id: NodeId) -> Option<Instant> {
+        self.0.lock().get(&id).copied()
+    }
+}
+
+/// How this node introduces itself to peers.
+#[derive(Clone)]
+pub struct Credentials {
+    pub cluster: String,
+    pub secret: String,
+}
+
+/// One open peer connection, past the hello.
+pub struct PeerConn {
+    stream: BufStream<TcpStream>,
+}
+
+/// A connection failure: `sent` says whether the request may have arrived.
+#[derive(Debug)]
+pub struct CallError {
+    pub sent: bool,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl PeerConn {
+    pub async fn connect(addr: &str, creds: &Credentials) -> io::Result<PeerConn> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = BufStream::new(tcp);
+        stream.write_all(&MAGIC).await?;
+        write_msg(&mut stream, &Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone() }).await?;
+        let welcome: Result<(), String> = read_msg(&mut stream).await?;
+        welcome.map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+        Ok(PeerConn { stream })
+    }
+
+    pub async fn call(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
+        write_msg(&mut self.stream, req).await?;
+        read_msg(&mut self.stream).await
+    }
+}
+
+/// Open connections to peers by address, reused across calls.
+#[derive(Clone)]
+pub struct Pool {
+    creds: Credentials,
+    idle: Arc<Mutex<HashMap<String, Vec<PeerConn>>>>,
+}
+
+impl Pool {
+    pub fn new(creds: Credentials) -> Pool {
+        Pool { creds, idle: Arc::default() }
+    }
+
+    /// One request/response with the peer at `addr`, within `ttl`.
+    pub async fn call(&self, addr: &str, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let idle = self.idle.lock().get_mut(addr).and_then(Vec::pop);
+        let mut conn = match idle {
+            Some(c) => c,
+            None => PeerConn::connect(addr, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
+        };
+        let resp = tokio::time::timeout(ttl, conn.call(req))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
+            .and_then(|r| r)
+            .map_err(|error| CallError { sent: true, error })?;
+        self.idle.lock().entry(addr.to_string()).or_default().push(conn);
+        Ok(resp)
+    }
+}
+
+/// Makes one [`PeerClient`] per member for openraft.
+pub struct Network {
+    pub pool: Pool,
+    pub liveness: Liveness,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        PeerClient { target, addr: node.addr.clone(), pool: self.pool.clone(), liveness: self.liveness.clone() }
+    }
+}
+
+/// Raft's RPCs to one member.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    pool: Pool,
+    liveness: Liveness,
+}
+
+type RpcResult<T> = Result<T, RPCError<NodeId, Member, RaftError<NodeId>>>;
+
+impl PeerClient {
+    async fn call(&self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let resp = self.pool.call(&self.addr, &req, ttl).await?;
+        self.liveness.touch(self.target);
+        Ok(resp)
+    }
+
+    fn unexpected<T>(&self) -> RpcResult<T> {
+        let e = io::Error::new(io::ErrorKind::InvalidData, "unexpected answer kind");
+        Err(RPCError::Network(NetworkError::new(&e)))
+    }
+
+    fn remote<T>(&self, r: Result<T, RaftError<NodeId>>) -> RpcResult<T> {
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Append(r)) => self.remote(r),
+            Ok(_) => self.unexpected(),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(r)) => self.remote(r),
+            Ok(_) => self.unexpected(),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
+        let mut image = Vec::new();
+        snapshot.snapshot.encode(&mut image);
+        let req = PeerRequest::Snapshot { vote, meta: snapshot.meta, image };
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = self.call(req, SNAPSHOT_TIMEOUT) => r,
+        };
+        match resp {
+            Ok(PeerResponse::Snapshot(r)) => {
+                r.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => {
+                let e = io::Error::new(io::ErrorKind::InvalidData, "unexpected answer kind");
+                Err(StreamingError::Network(NetworkError::new(&e)))
+            }
+            Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+}

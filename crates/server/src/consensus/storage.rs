@@ -1,0 +1,198 @@
+//! Raft's storage, all in memory as Doozer always was: the log, the vote, and
+//! the state machine, which is the node's store. A process that restarts has
+//! lost all of it and rejoins under a new id.
+
+use super::types::*;
+use crate::node::Node;
+use doozer_store::{Image, Outcome};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
+use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+#[derive(Default)]
+struct Log {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+/// The Raft log and vote. Clones share the same log (one is the log reader).
+#[derive(Clone, Default)]
+pub struct LogStore {
+    log: Arc<Mutex<Log>>,
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self.log.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let log = self.log.lock();
+        let last = log.entries.values().next_back().map(|e| e.log_id).or(log.purged);
+        Ok(LogState { last_purged_log_id: log.purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.log.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.log.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.log.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.log.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        {
+            let mut log = self.log.lock();
+            for e in entries {
+                log.entries.insert(e.log_id.index, e);
+            }
+        }
+        // Memory is the durable medium here: appended is flushed.
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.log.lock().entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut log = self.log.lock();
+        let keep = log.entries.split_off(&(log_id.index + 1));
+        log.entries = keep;
+        log.purged = Some(log_id);
+        Ok(())
+    }
+}
+
+/// The latest snapshot, shared by the state machine and its builders.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Image)>>>;
+
+/// The state machine: applies committed entries to the node's store.
+pub struct StateMachine {
+    node: Arc<Node>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    current: CurrentSnapshot,
+    builders: u64,
+}
+
+impl StateMachine {
+    pub fn new(node: Arc<Node>) -> StateMachine {
+        StateMachine {
+            node,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            current: Arc::default(),
+            builders: 0,
+        }
+    }
+}
+
+fn storage_error(e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::read_snapshot(None, &e).into()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            self.last_applied = Some(entry.log_id);
+            out.push(match entry.payload {
+                EntryPayload::Blank => Outcome::Unchanged,
+                EntryPayload::Normal(cmd) => self.node.apply(&cmd),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome::Unchanged
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// Takes the image now, between applies, so the snapshot is exactly the
+    /// state at `last_applied` even though the builder runs later.
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builders += 1;
+        let id = match self.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.builders),
+            None => format!("none-{}", self.builders),
+        };
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id: id };
+        SnapshotBuilder { meta, image: self.node.image(), current: self.current.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Image>, StorageError> {
+        Ok(Box::new(self.node.image()))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, image: Box<Image>) -> Result<(), StorageError> {
+        self.node.install(&image).map_err(storage_error)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        *self.current.lock() = Some((meta.clone(), *image));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let current = self.current.lock();
+        Ok(current.as_ref().map(|(meta, image)| Snapshot { meta: meta.clone(), snapshot: Box::new(image.clone()) }))
+    }
+}
+
+/// Hands over the image taken by `get_snapshot_builder`.
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    image: Image,
+    current: CurrentSnapshot,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        *self.current.lock() = Some((self.meta.clone(), self.image.clone()));
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(self.image.clone()) })
+    }
+}

@@ -1,0 +1,104 @@
+//! Peer traffic between members, on the same `-l` address as clients.
+//!
+//! A peer connection opens with [`MAGIC`], four bytes that read as a negative
+//! length, which no client frame can have; then a [`Hello`] naming the cluster
+//! and carrying the read-write secret; then request/response pairs, each a
+//! 4-byte big-endian length and a postcard-encoded message.
+
+use super::types::*;
+use doozer_store::{Command, Outcome, Rev, StoreError};
+use openraft::error::{Fatal, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The first four bytes of a peer connection.
+pub const MAGIC: [u8; 4] = [0xFF, b'D', b'Z', b'P'];
+
+/// Largest peer message: a snapshot holds the whole tree.
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// The first message on a peer connection.
+#[derive(Serialize, Deserialize)]
+pub struct Hello {
+    pub cluster: String,
+    pub secret: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// A whole snapshot; the image in its binary format.
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        image: Vec<u8>,
+    },
+    /// A client write forwarded to the leader.
+    Propose(Command),
+    /// A new node asks to be added as a learner.
+    Join {
+        id: NodeId,
+        member: Member,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    Propose(Result<Committed, ForwardError>),
+    /// The log index at which the learner was added.
+    Join(Result<u64, String>),
+}
+
+/// A committed write's result, as small as it can travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Committed {
+    Changed(Rev),
+    Unchanged,
+    Failed(StoreError),
+}
+
+impl From<Outcome> for Committed {
+    fn from(o: Outcome) -> Committed {
+        match o {
+            Outcome::Changed(e) => Committed::Changed(e.rev),
+            Outcome::Unchanged => Committed::Unchanged,
+            Outcome::Failed(e) => Committed::Failed(e),
+        }
+    }
+}
+
+/// Why a forwarded write was not carried out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardError {
+    /// The receiver is not the leader (any more); ask again.
+    NotLeader,
+    Failed(String),
+}
+
+pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let body = postcard::to_allocvec(msg).map_err(io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer message of {len} bytes is too large")));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    postcard::from_bytes(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
