@@ -37,7 +37,7 @@ fn quickstart_and_formats() {
     assert_eq!(id.len(), 16, "self prints the id with no newline");
     let find = ok(&doozer(&u, &["find", "/"], b""));
     let expect = format!(
-        "/\n/ctl\n/ctl/cal\n/ctl/cal/0\n/ctl/cal/1\n/ctl/cal/2\n/ctl/leader\n/ctl/name\n/ctl/node\n/ctl/node/{id}\n/ctl/node/{id}/addr\n/ctl/node/{id}/hostname\n/ctl/node/{id}/version\n/ctl/node/{id}/writable\n/message\n"
+        "/\n/ctl\n/ctl/cal\n/ctl/cal/0\n/ctl/cal/1\n/ctl/cal/2\n/ctl/leader\n/ctl/name\n/ctl/node\n/ctl/node/{id}\n/ctl/node/{id}/addr\n/ctl/node/{id}/hostname\n/ctl/node/{id}/role\n/ctl/node/{id}/version\n/ctl/node/{id}/writable\n/message\n"
     );
     assert_eq!(find, expect);
     assert_eq!(ok(&doozer(&u, &["nop"], b"")), "");

@@ -196,3 +196,115 @@ pub fn doozer(uri: &str, args: &[&str], stdin: &[u8]) -> Output {
         code: out.status.code().unwrap_or(-1),
     }
 }
+
+impl Doozerd {
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal without waiting (e.g. STOP, CONT).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().expect("kill");
+        assert!(ok.success());
+    }
+}
+
+/// Polls an async condition until it holds or the deadline passes.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn client(addr: &str) -> doozer_client::Client {
+    doozer_client::Client::connect(addr).await.expect("connect")
+}
+
+/// Every file (path, revision, body) at `rev`, walked on the node at `addr`.
+pub async fn dump(addr: &str, rev: i64) -> Vec<(String, i64, Bytes)> {
+    let c = client(addr).await;
+    let mut files = Vec::new();
+    loop {
+        match c.walk("/**", files.len() as i32, Some(rev)).await {
+            Ok(e) => files.push((e.path, e.rev, e.body)),
+            Err(e) if e.code() == Some(doozer_proto::ErrCode::Range) => return files,
+            Err(e) => panic!("walk on {addr}: {e}"),
+        }
+    }
+}
+
+/// (id, role) of every registered member, as the node at `addr` sees it.
+pub async fn roles(addr: &str) -> Vec<(String, String)> {
+    let Ok(c) = doozer_client::Client::connect(addr).await else { return Vec::new() };
+    let Ok(names) = c.getdir_all("/ctl/node", None).await else { return Vec::new() };
+    let mut out = Vec::new();
+    for n in names {
+        if let Ok((role, _)) = c.get(&format!("/ctl/node/{n}/role"), None).await {
+            out.push((n, String::from_utf8_lossy(&role).into_owned()));
+        }
+    }
+    out
+}
+
+/// The address of the member `id`, read on the node at `addr`.
+pub async fn addr_of(addr: &str, id: &str) -> String {
+    let (a, _) = client(addr).await.get(&format!("/ctl/node/{id}/addr"), None).await.expect("addr");
+    String::from_utf8_lossy(&a).into_owned()
+}
+
+/// Starts an `n`-voter cluster: a seed with `n` slots and `n - 1` nodes
+/// attached to it; returns once every one of them is a voter.
+pub async fn cluster(n: usize, args: &[&str]) -> Vec<Doozerd> {
+    let slots = n.to_string();
+    let mut seed_args = vec!["--cal-slots", slots.as_str()];
+    seed_args.extend_from_slice(args);
+    let mut nodes = vec![Doozerd::start(&seed_args)];
+    let seed = nodes[0].addr.clone();
+    for _ in 1..n {
+        let mut a = vec!["-a", seed.as_str()];
+        a.extend_from_slice(args);
+        nodes.push(Doozerd::start(&a));
+    }
+    voters_are(&seed, n).await;
+    nodes
+}
+
+/// Waits until the node at `addr` sees exactly `n` members, all voters (one the leader).
+pub async fn voters_are(addr: &str, n: usize) {
+    eventually(&format!("{n} voters"), || async {
+        let r = roles(addr).await;
+        r.len() == n && r.iter().all(|(_, role)| role == "voter" || role == "leader")
+    })
+    .await;
+}
+
+/// The index into `nodes` of the leader named in `/ctl/leader`, once that is
+/// one of the `live` nodes (a dead leader's name lingers until a new one writes).
+pub async fn leader_index(nodes: &[Doozerd], live: &[usize]) -> usize {
+    let start = Instant::now();
+    loop {
+        for &i in live {
+            if let Some(found) = ask_leader(&nodes[i].addr, nodes, live).await {
+                return found;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for a live leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ask_leader(asked: &str, nodes: &[Doozerd], live: &[usize]) -> Option<usize> {
+    let c = doozer_client::Client::connect(asked).await.ok()?;
+    let (id, _) = c.get("/ctl/leader", None).await.ok()?;
+    let id = String::from_utf8_lossy(&id).into_owned();
+    let (addr, _) = c.get(&format!("/ctl/node/{id}/addr"), None).await.ok()?;
+    live.iter().copied().find(|&i| nodes[i].addr.as_bytes() == &addr[..])
+}

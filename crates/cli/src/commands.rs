@@ -44,6 +44,8 @@ pub const COMMANDS: &[Command] = &[
         "Prints the tree rooted at <path>\n\nPrints the path for each file or directory, one per line.\n", find),
     cmd!("get", ["<path>"], "read a file", "Prints the body of the file at <path>.\n", get),
     cmd!("help", ["<command>"], "provide detailed help on a command", "Prints detailed help on <command>.\n", help),
+    cmd!("members", [], "list the cluster's members",
+        "Prints one line per member: its id, address, role (leader, voter or\nnon-voter) and the revision it has applied, asked of the member itself\n(\"unreachable\" if it does not answer within 2s).\n", members),
     cmd!("nop", [], "consensus", "Performs a consensus cycle (a revision that changes nothing).\n", nop),
     cmd!("rev", [], "print the current revision", "Prints the current revision.\n", rev),
     cmd!("self", [], "identify a node", "Prints the node's ID.\n", self_id),
@@ -221,6 +223,45 @@ async fn find(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// One member's line: id, address, role, applied revision.
+async fn member_line(id: &str, addr: &str, role: &str) -> String {
+    let asked = async {
+        let c = Client::connect(addr).await?;
+        c.rev().await
+    };
+    let applied = match tokio::time::timeout(std::time::Duration::from_secs(2), asked).await {
+        Ok(Ok(rev)) => rev.to_string(),
+        _ => "unreachable".to_string(),
+    };
+    format!("{id:<16}  {addr:<21}  {role:<9}  {applied}\n")
+}
+
+async fn members(flags: Flags, _args: Vec<String>) -> Result<(), Failure> {
+    let c = dial(&flags).await?;
+    let rev = c.rev().await?;
+    let text = |path: String| {
+        let c = c.clone();
+        async move { c.get(&path, Some(rev)).await.map(|(b, _)| String::from_utf8_lossy(&b).into_owned()) }
+    };
+    let mut rows = Vec::new();
+    for id in c.getdir_all("/ctl/node", Some(rev)).await? {
+        let addr = text(format!("/ctl/node/{id}/addr")).await?;
+        let role = text(format!("/ctl/node/{id}/role")).await?;
+        let rank = match role.as_str() {
+            "leader" => 0,
+            "voter" => 1,
+            _ => 2,
+        };
+        rows.push((rank, id, addr, role));
+    }
+    rows.sort();
+    let mut out = format!("{:<16}  {:<21}  {:<9}  {}\n", "ID", "ADDR", "ROLE", "APPLIED");
+    for (_, id, addr, role) in &rows {
+        out.push_str(&member_line(id, addr, role).await);
+    }
+    write_out(out.as_bytes())
 }
 
 fn print_event(e: &Event) -> Result<(), Failure> {

@@ -1,7 +1,8 @@
 //! The `/ctl` subtree, laid out as the original does: `/ctl/name`,
 //! `/ctl/node/<id>/{addr,hostname,version,writable}` and the `/ctl/cal/*`
 //! slots whose holders are the voters; plus `/ctl/leader`, the current
-//! leader's id. Node ids are 80 random bits in base32.
+//! leader's id, and `/ctl/node/<id>/role` (`leader`, `voter`, `non-voter`).
+//! Node ids are 80 random bits in base32.
 
 use crate::consensus::{Committed, Consensus};
 use bytes::Bytes;
@@ -64,6 +65,7 @@ pub async fn register_seed(c: &Consensus, cluster: &str, slots: usize) -> Result
     files.push(("/ctl/cal/0".to_string(), id.clone()));
     files.extend((1..slots).map(|i| (format!("/ctl/cal/{i}"), String::new())));
     files.push(("/ctl/leader".to_string(), id.clone()));
+    files.push((format!("/ctl/node/{id}/role"), "leader".to_string()));
     files.push((format!("/ctl/node/{id}/writable"), "true".to_string()));
     write_all(c, files).await
 }
@@ -71,6 +73,7 @@ pub async fn register_seed(c: &Consensus, cluster: &str, slots: usize) -> Result
 /// An attached node's `/ctl/node/<id>` files.
 pub async fn register_node(c: &Consensus) -> Result<(), String> {
     let mut files = node_files(c);
+    files.push((format!("/ctl/node/{}/role", c.name()), "non-voter".to_string()));
     files.push((format!("/ctl/node/{}/writable", c.name()), "true".to_string()));
     write_all(c, files).await
 }

@@ -149,9 +149,9 @@ fn init_logging(level: Option<&str>) {
     let filter = level
         .map(String::from)
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn,doozer_server=info".to_string());
+        .unwrap_or_else(|| "warn,openraft=error,doozer_server=info".to_string());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,doozer_server=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error,doozer_server=info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }

@@ -94,8 +94,42 @@ impl Consensus {
 
     async fn lead(&self, m: &Metrics, since: Instant) {
         self.publish_leader().await;
+        self.publish_roles(m).await;
         self.remove_silent(m, since).await;
         self.match_voters_to_slots(m).await;
+    }
+
+    /// Writes each member's role to `/ctl/node/<id>/role` once the membership
+    /// that gives it is applied: `leader`, `voter` or `non-voter`.
+    async fn publish_roles(&self, m: &Metrics) {
+        let membership_at = m.membership_config.log_id().map(|l| l.index);
+        let applied = m.last_applied.map(|l| l.index);
+        if membership_at > applied {
+            return;
+        }
+        let membership = m.membership_config.membership();
+        let Ok(snap) = self.node.snapshot(None) else { return };
+        for (id, member) in membership.nodes() {
+            let role = if *id == self.id {
+                "leader"
+            } else if membership.voter_ids().any(|v| v == *id) {
+                "voter"
+            } else {
+                "non-voter"
+            };
+            let path = format!("/ctl/node/{}/role", member.name);
+            let current = snap.get(&path).ok().flatten();
+            // Only members that registered (have an addr) get a role file.
+            let registered = snap.get(&format!("/ctl/node/{}/addr", member.name)).ok().flatten().is_some();
+            if registered && current.is_none_or(|f| f.body != role.as_bytes()) {
+                self.write(Command::Set {
+                    path,
+                    rev: doozer_store::CLOBBER,
+                    body: Bytes::from_static(role.as_bytes()),
+                })
+                .await;
+            }
+        }
     }
 
     async fn publish_leader(&self) {

@@ -79,6 +79,14 @@ impl PeerConn {
         Ok(PeerConn { stream })
     }
 
+    /// True if the peer has closed this idle connection (or sent something
+    /// unasked): it must not be used, or a request could look sent when it
+    /// never arrived.
+    fn is_stale(&self) -> bool {
+        let mut byte = [0u8; 1];
+        !matches!(self.stream.get_ref().try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     pub async fn call(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
         write_msg(&mut self.stream, req).await?;
         read_msg(&mut self.stream).await
@@ -99,7 +107,12 @@ impl Pool {
 
     /// One request/response with the peer at `addr`, within `ttl`.
     pub async fn call(&self, addr: &str, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
-        let idle = self.idle.lock().get_mut(addr).and_then(Vec::pop);
+        let idle = {
+            let mut pool = self.idle.lock();
+            let conns = pool.entry(addr.to_string()).or_default();
+            conns.retain(|c| !c.is_stale());
+            conns.pop()
+        };
         let mut conn = match idle {
             Some(c) => c,
             None => PeerConn::connect(addr, &self.creds).await.map_err(|error| CallError { sent: false, error })?,

@@ -1,0 +1,253 @@
+//! Multi-process clusters on 127.0.0.1 with free ports: forming, replication,
+//! leader loss, restarts under new ids, pauses, and watches across failover.
+//! Timings printed here are measurements; the assertions only use generous
+//! deadlines.
+
+mod common;
+
+use common::{addr_of, client, cluster, dump, leader_index, roles, voters_are, Doozerd};
+use doozer_proto::ErrCode;
+use std::time::Instant;
+
+/// Writes through the node at `addr` until one succeeds; returns its revision.
+async fn write_until_ok(addr: &str, path: &str, body: &str) -> i64 {
+    let start = Instant::now();
+    loop {
+        if let Ok(c) = doozer_client::Client::connect(addr).await {
+            if let Ok(rev) = c.set(path, -1, body.to_string()).await {
+                return rev;
+            }
+        }
+        assert!(start.elapsed() < common::DEADLINE, "timed out writing {path} through {addr}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The id of the member that runs at `addr`, as the node at `asked` sees it.
+async fn id_at(asked: &str, addr: &str) -> String {
+    for (id, _) in roles(asked).await {
+        if addr_of(asked, &id).await == addr {
+            return id;
+        }
+    }
+    panic!("no member at {addr}");
+}
+
+/// All `addrs` reach revision `rev` and hold identical trees there.
+async fn identical_at(addrs: &[String], rev: i64) {
+    let first = dump(&addrs[0], rev).await;
+    assert!(!first.is_empty());
+    for a in &addrs[1..] {
+        assert_eq!(dump(a, rev).await, first, "tree at {rev} on {a} differs from {}", addrs[0]);
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_form_replicate_and_agree() {
+    let nodes = cluster(3, &[]).await;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    // A write on any node is readable on every node at its revision.
+    let mut revs = vec![];
+    for (i, a) in addrs.iter().enumerate() {
+        let rev = client(a).await.set(&format!("/repl/{i}"), 0, format!("via {i}")).await.unwrap();
+        revs.push(rev);
+        for b in &addrs {
+            let (body, file_rev) = client(b).await.get(&format!("/repl/{i}"), Some(rev)).await.unwrap();
+            assert_eq!((body.as_ref(), file_rev), (format!("via {i}").as_bytes(), rev));
+        }
+    }
+    // CAS is decided once, cluster-wide: of two racing creates exactly one wins.
+    let (a, b) = (client(&addrs[1]).await, client(&addrs[2]).await);
+    let (ra, rb) = tokio::join!(a.set("/race", 0, "a"), b.set("/race", 0, "b"));
+    assert!(ra.is_ok() != rb.is_ok(), "exactly one create wins: {ra:?} {rb:?}");
+    let loser = if ra.is_ok() { rb } else { ra };
+    assert_eq!(loser.unwrap_err().code(), Some(ErrCode::RevMismatch));
+    // Every node reports the same revision and the same tree.
+    let last = client(&addrs[0]).await.rev().await.unwrap();
+    identical_at(&addrs, last).await;
+    // The members table: a leader, two voters, each at the same applied revision.
+    let out = common::doozer(&format!("doozer:?ca={}", addrs[2]), &["members"], b"");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let table = out.out();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("ID"));
+    assert!(lines[1].contains(" leader "), "{table}");
+    assert!(lines[2].contains(" voter ") && lines[3].contains(" voter "), "{table}");
+}
+
+#[tokio::test]
+async fn leader_killed_writes_resume_on_survivors() {
+    let mut nodes = cluster(3, &[]).await;
+    let before = client(&nodes[0].addr).await.set("/before", 0, "x").await.unwrap();
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let killed_at = Instant::now();
+    nodes[leader].kill();
+    let rev = write_until_ok(&nodes[survivors[0]].addr, "/after", "y").await;
+    println!("writes resumed {:?} after the leader was killed", killed_at.elapsed());
+    assert!(rev > before);
+    let new_leader = leader_index(&nodes, &survivors).await;
+    assert_ne!(new_leader, leader);
+    let addrs: Vec<String> = survivors.iter().map(|&i| nodes[i].addr.clone()).collect();
+    identical_at(&addrs, rev).await;
+    // Both survivors still write and read.
+    for a in &addrs {
+        let r = client(a).await.set("/both", -1, a.clone()).await.unwrap();
+        assert_eq!(client(&addrs[0]).await.get("/both", Some(r)).await.unwrap().0, a.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn restarted_node_rejoins_under_a_new_id_and_replaces_the_dead_member() {
+    let mut nodes = cluster(3, &["-timeout", "3"]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let live = (0..3).find(|&i| i != leader && i != victim).unwrap();
+    let old = roles(&nodes[leader].addr).await;
+    let victim_id = id_at(&nodes[leader].addr, &nodes[victim].addr).await;
+    nodes[victim].kill();
+    // "Restart" it: a new process, attached through a live non-leader member.
+    let restarted = Doozerd::start(&["-timeout", "3", "-a", &nodes[live].addr]);
+    nodes.push(restarted);
+    let seen_from = nodes[leader].addr.clone();
+    voters_are(&seen_from, 3).await;
+    let now = roles(&seen_from).await;
+    let ids: Vec<&str> = now.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(!ids.contains(&victim_id.as_str()), "the dead member {victim_id} is gone: {now:?}");
+    let gone = client(&seen_from).await.stat(&format!("/ctl/node/{victim_id}"), None).await.unwrap();
+    assert_eq!(gone, (0, 0), "the dead member's /ctl/node files are deleted");
+    let new_ids: Vec<&str> = ids.iter().copied().filter(|id| !old.iter().any(|(o, _)| o == id)).collect();
+    assert_eq!(new_ids.len(), 1, "the restarted node joined under a new id: {now:?}");
+    assert_eq!(addr_of(&seen_from, new_ids[0]).await, nodes[3].addr);
+    // Its slot holds the new id, and the dead member's files are deleted.
+    let c = client(&seen_from).await;
+    let slots = c.getdir_all("/ctl/cal", None).await.unwrap();
+    let mut holders = vec![];
+    for s in slots {
+        holders.push(String::from_utf8_lossy(&c.get(&format!("/ctl/cal/{s}"), None).await.unwrap().0).into_owned());
+    }
+    assert!(holders.iter().any(|h| h == new_ids[0]), "{holders:?}");
+    // The new member has the whole tree.
+    let rev = c.set("/check", -1, "c").await.unwrap();
+    identical_at(&[seen_from.clone(), nodes[3].addr.clone(), nodes[live].addr.clone()], rev).await;
+}
+
+#[tokio::test]
+async fn paused_node_catches_up() {
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let paused = (0..3).find(|&i| i != leader).unwrap();
+    nodes[paused].signal("STOP");
+    let c = client(&nodes[leader].addr).await;
+    let mut last = 0;
+    for i in 0..200 {
+        last = c.set(&format!("/p/{}", i % 10), -1, format!("{i}")).await.unwrap();
+    }
+    nodes[paused].signal("CONT");
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    // A read at `last` on the paused node waits until it has caught up.
+    let (body, _) = client(&nodes[paused].addr).await.get("/p/9", Some(last)).await.unwrap();
+    assert_eq!(body, "199".as_bytes());
+    identical_at(&addrs, last).await;
+}
+
+#[tokio::test]
+async fn five_nodes_survive_two_failures() {
+    let mut nodes = cluster(5, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2, 3, 4]).await;
+    let other = (0..5).find(|&i| i != leader).unwrap();
+    nodes[leader].kill();
+    nodes[other].kill();
+    let live: Vec<usize> = (0..5).filter(|&i| i != leader && i != other).collect();
+    let rev = write_until_ok(&nodes[live[0]].addr, "/survived", "yes").await;
+    for &i in &live[1..] {
+        client(&nodes[i].addr).await.set(&format!("/from/{i}"), 0, "ok").await.unwrap();
+    }
+    let last = client(&nodes[live[0]].addr).await.rev().await.unwrap();
+    assert!(last > rev);
+    let addrs: Vec<String> = live.iter().map(|&i| nodes[i].addr.clone()).collect();
+    identical_at(&addrs, last).await;
+}
+
+#[tokio::test]
+async fn no_quorum_writes_fail_with_a_reason_and_reads_go_on() {
+    let mut nodes = cluster(3, &["--write-timeout", "1.5"]).await;
+    let rev = client(&nodes[2].addr).await.set("/k", 0, "v").await.unwrap();
+    nodes[0].kill();
+    nodes[1].kill();
+    let c = client(&nodes[2].addr).await;
+    let err = c.set("/k", -1, "w").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrCode::Other), "{err}");
+    assert!(err.to_string().contains("no quorum"), "{err}");
+    assert_eq!(c.get("/k", None).await.unwrap(), ("v".into(), rev));
+}
+
+#[tokio::test]
+async fn attach_checks_the_cluster_name() {
+    let seed = Doozerd::start(&["-c", "blue"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
+        .args(["-l", "127.0.0.1:0", "-w", "false", "-c", "green", "-a", &seed.addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cluster name mismatch"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_late_joiner_catches_up_by_snapshot_with_history() {
+    let seed = Doozerd::start(&[]);
+    let c = client(&seed.addr).await;
+    // Enough entries that the leader has snapshotted and purged its log.
+    let mut last = 0;
+    for i in 0..3000 {
+        last = c.set(&format!("/bulk/{}", i % 50), -1, format!("{i}")).await.unwrap();
+    }
+    let joiner = Doozerd::start(&["-a", &seed.addr]);
+    let j = client(&joiner.addr).await;
+    assert_eq!(j.get("/bulk/49", Some(last)).await.unwrap().0, "2999".as_bytes());
+    identical_at(&[seed.addr.clone(), joiner.addr.clone()], last).await;
+    // WAIT from a recent revision is answered from the joiner's history.
+    let e = j.wait("/bulk/**", last - 100).await.unwrap();
+    assert_eq!(e.rev, last - 100);
+}
+
+#[tokio::test]
+async fn watch_on_a_follower_sees_every_revision_across_a_leader_change() {
+    let mut nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let (watch_at, write_at) = (nodes[followers[0]].addr.clone(), nodes[followers[1]].addr.clone());
+    let start = client(&watch_at).await.rev().await.unwrap() + 1;
+    let watcher = client(&watch_at).await;
+    let watch = tokio::spawn(async move {
+        let mut next = start;
+        let mut seen = vec![];
+        while seen.last() != Some(&"done".to_string()) {
+            let e = watcher.wait("/w/**", next).await.unwrap();
+            next = e.rev + 1;
+            seen.push(String::from_utf8_lossy(&e.body).into_owned());
+            seen.dedup();
+        }
+        seen
+    });
+    let writer = client(&write_at).await;
+    let mut acked = vec![];
+    for i in 0..50 {
+        acked.push(writer.set("/w/x", -1, format!("{i}")).await.unwrap());
+    }
+    nodes[leader].kill();
+    for i in 50..100 {
+        // Writes during the election may fail with a reason; keep going until each lands.
+        let body = format!("{i}");
+        let rev = write_until_ok(&write_at, "/w/x", &body).await;
+        acked.push(rev);
+    }
+    writer.set("/w/x", -1, "done").await.unwrap();
+    let seen = tokio::time::timeout(common::DEADLINE, watch).await.unwrap().unwrap();
+    // Every acknowledged value, in order, and nothing that was never written.
+    let want: Vec<String> = (0..100).map(|i| i.to_string()).chain(["done".to_string()]).collect();
+    assert_eq!(seen, want);
+    assert!(acked.windows(2).all(|w| w[0] < w[1]));
+}
