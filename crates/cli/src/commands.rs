@@ -292,12 +292,13 @@ async fn wait(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     print_event(&event)
 }
 
+/// Prints every change; with several `ca=` addresses it moves to another node
+/// when its node is lost, resuming from the next revision.
 async fn watch(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     let c = dial(&flags).await?;
-    let mut rev = start_rev(&c, &flags).await?;
+    let rev = start_rev(&c, &flags).await?;
+    let mut watch = doozer_client::Watch::with_client(c, &flags.uri, &args[0], rev)?;
     loop {
-        let event = c.wait(&args[0], rev).await?;
-        print_event(&event)?;
-        rev = event.rev + 1;
+        print_event(&watch.next().await?)?;
     }
 }

@@ -4,13 +4,18 @@
 //! pipelined (many may be outstanding; answers are matched by tag), the
 //! `doozer:?ca=HOST:PORT&sk=SECRET` URI, and typed calls for every verb.
 //!
-//! What it is not: a cache or a retry layer. A call fails with [`Error`] and
-//! the caller decides what to do.
+//! [`Watch`] follows a glob across the loss of a node, moving to another of
+//! the URI's addresses and resuming from the next revision.
+//!
+//! What it is not: a cache or a general retry layer. A call fails with
+//! [`Error`] and the caller decides what to do.
 
 mod uri;
+mod watch;
 
 pub use doozer_proto::ErrCode;
 pub use uri::{parse_uri, Uri};
+pub use watch::Watch;
 
 use bytes::{Bytes, BytesMut};
 use doozer_proto::{encode_frame, read_frame, FrameError, Request, Response, Verb, FLAG_DEL, FLAG_SET, MAX_FRAME};
