@@ -334,3 +334,77 @@ async fn cli_watch_moves_to_another_node_and_misses_nothing() {
     let want: Vec<String> = (0..30).map(|i| i.to_string()).collect();
     assert_eq!(got, want, "every change once, in order, across two moves");
 }
+
+async fn role_of(asked: &str, id: &str) -> String {
+    roles(asked).await.into_iter().find(|(i, _)| i == id).map(|(_, r)| r).unwrap_or_default()
+}
+
+async fn set_slot(addr: &str, slot: &str, holder: &str) {
+    let c = client(addr).await;
+    let (_, rev) = c.get(slot, None).await.unwrap();
+    c.set(slot, rev, holder.to_string()).await.unwrap();
+}
+
+#[tokio::test]
+async fn operators_move_voters_with_slots() {
+    // Three slots, four nodes: the fourth waits as a non-voter.
+    let mut nodes = cluster(3, &[]).await;
+    nodes.push(Doozerd::start(&["-a", &nodes[0].addr]));
+    let at = nodes[0].addr.clone();
+    common::eventually("a non-voter", || async { roles(&at).await.iter().any(|(_, r)| r == "non-voter") }).await;
+    let waiting = roles(&at).await.into_iter().find(|(_, r)| r == "non-voter").unwrap().0;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let demoted_index = (0..3).find(|&i| i != leader).unwrap();
+    let demoted = id_at(&at, &nodes[demoted_index].addr).await;
+    let c = client(&at).await;
+    let mut slot = String::new();
+    for s in c.getdir_all("/ctl/cal", None).await.unwrap() {
+        if c.get(&format!("/ctl/cal/{s}"), None).await.unwrap().0 == demoted.as_bytes() {
+            slot = format!("/ctl/cal/{s}");
+        }
+    }
+    // Emptying its slot demotes the holder; the waiting node takes the slot.
+    set_slot(&at, &slot, "").await;
+    common::eventually("the waiting node promoted", || async { role_of(&at, &waiting).await == "voter" }).await;
+    common::eventually("the holder demoted", || async { role_of(&at, &demoted).await == "non-voter" }).await;
+    assert_eq!(c.get(&slot, None).await.unwrap().0, waiting.as_bytes());
+    // A new slot is claimed by the demoted node (it only gives up the slot it lost).
+    c.set("/ctl/cal/3", 0, "").await.unwrap();
+    common::eventually("four voters", || async {
+        let r = roles(&at).await;
+        r.len() == 4 && r.iter().all(|(_, role)| role == "voter" || role == "leader")
+    })
+    .await;
+    assert_eq!(c.get("/ctl/cal/3", None).await.unwrap().0, demoted.as_bytes());
+    // Writes go on through every node.
+    for n in &nodes {
+        client(&n.addr).await.set("/ok", -1, n.addr.clone()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_node_removed_while_paused_exits_when_it_wakes() {
+    let mut nodes = cluster(3, &["-timeout", "2"]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let id = id_at(&nodes[leader].addr, &nodes[victim].addr).await;
+    nodes[victim].signal("STOP");
+    let at = nodes[leader].addr.clone();
+    common::eventually("the paused node removed", || async { !roles(&at).await.iter().any(|(i, _)| *i == id) }).await;
+    nodes[victim].signal("CONT");
+    let status = nodes[victim].wait_exit();
+    assert_eq!(status.code(), Some(1), "a removed node exits with an error");
+}
+
+#[tokio::test]
+async fn dialing_passes_over_a_hung_node() {
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let hung = (0..3).find(|&i| i != leader).unwrap();
+    client(&nodes[leader].addr).await.set("/d", 0, "here").await.unwrap();
+    nodes[hung].signal("STOP");
+    let uri = format!("doozer:?ca={}&ca={}", nodes[hung].addr, nodes[leader].addr);
+    let out = common::doozer(&uri, &["get", "/d"], b"");
+    nodes[hung].signal("CONT");
+    assert_eq!((out.code, out.out().as_str()), (0, "here"), "{}", out.stderr);
+}

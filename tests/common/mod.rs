@@ -308,3 +308,17 @@ async fn ask_leader(asked: &str, nodes: &[Doozerd], live: &[usize]) -> Option<us
     let (addr, _) = c.get(&format!("/ctl/node/{id}/addr"), None).await.ok()?;
     live.iter().copied().find(|&i| nodes[i].addr.as_bytes() == &addr[..])
 }
+
+impl Doozerd {
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "doozerd did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

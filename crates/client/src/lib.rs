@@ -30,6 +30,9 @@ use tokio::sync::oneshot;
 /// A revision number.
 pub type Rev = i64;
 
+/// How long a node of a multi-address URI has to answer when dialled.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a call failed.
 #[derive(Debug, Clone)]
 pub enum Error {
@@ -125,18 +128,36 @@ impl Client {
     }
 
     /// Connects by URI (`doozer:?ca=A&ca=B&sk=S` or `HOST:PORT`): tries each
-    /// address in turn until one answers, then sends ACCESS if there is a secret.
+    /// address in turn until one answers, then sends ACCESS if there is a
+    /// secret. With several addresses a node must also answer REV within two
+    /// seconds, so a hung node (one that accepts connections but does not
+    /// serve them) is passed over.
     pub async fn dial_uri(uri: &str) -> Result<Client> {
         let uri = parse_uri(uri)?;
+        let probe = uri.addrs.len() > 1;
         let mut last = Error::InvalidUri;
         for addr in &uri.addrs {
-            match Client::connect(addr).await {
-                Ok(c) => {
-                    if let Some(sk) = &uri.secret {
-                        c.access(sk.as_bytes()).await?;
-                    }
-                    return Ok(c);
+            let attempt = async {
+                let c = Client::connect(addr).await?;
+                if let Some(sk) = &uri.secret {
+                    c.access(sk.as_bytes()).await?;
                 }
+                if probe {
+                    c.rev().await?;
+                }
+                Ok::<Client, Error>(c)
+            };
+            let answered = if probe {
+                tokio::time::timeout(PROBE_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+                    Err(Error::Dial(format!("dial tcp {addr}: no answer within {PROBE_TIMEOUT:?}")))
+                })
+            } else {
+                attempt.await
+            };
+            match answered {
+                Ok(c) => return Ok(c),
+                // A wrong secret is wrong everywhere.
+                Err(e @ Error::Server { .. }) => return Err(e),
                 Err(e) => last = e,
             }
         }

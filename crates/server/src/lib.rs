@@ -235,9 +235,17 @@ async fn run(cfg: Config) -> ExitCode {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("{}", quickstart(&addr));
     }
-    shutdown_signal().await;
+    let removed = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = running.node().wait_removed() => true,
+    };
     info!("shutting down");
     running.stop().await;
+    if removed {
+        return fail(
+            "this node was removed from the cluster (silent for longer than -timeout): restart it with -a to rejoin",
+        );
+    }
     ExitCode::SUCCESS
 }
 

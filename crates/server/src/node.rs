@@ -62,7 +62,7 @@ pub struct Node {
     /// True once this node has caught up and may answer clients.
     ready: watch::Sender<bool>,
     /// Set when the cluster removed this node: it no longer takes writes.
-    removed: std::sync::atomic::AtomicBool,
+    removed: watch::Sender<bool>,
 }
 
 impl Node {
@@ -78,7 +78,7 @@ impl Node {
             waiters: Mutex::new(waiters),
             rev_tx,
             ready,
-            removed: Default::default(),
+            removed: watch::channel(false).0,
         })
     }
 
@@ -108,11 +108,17 @@ impl Node {
 
     /// Marks the node as removed from its cluster.
     pub fn set_removed(&self) {
-        self.removed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.removed.send_replace(true);
     }
 
     pub fn is_removed(&self) -> bool {
-        self.removed.load(std::sync::atomic::Ordering::SeqCst)
+        *self.removed.borrow()
+    }
+
+    /// Completes when the cluster has removed this node.
+    pub async fn wait_removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// The store as an image, for a snapshot.

@@ -13,6 +13,7 @@
 //!   restarted (with a new id) to rejoin.
 
 use super::types::{Metrics, NodeId};
+use super::wire::{PeerRequest, PeerResponse};
 use super::{Committed, Consensus};
 use bytes::Bytes;
 use doozer_store::{Command, Rev};
@@ -23,6 +24,18 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 const TICK: Duration = Duration::from_millis(250);
+/// How long without replication before a node asks whether it is still a member.
+const SILENCE: Duration = Duration::from_secs(2);
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The slot this node holds, and the slots it held and lost: an operator who
+/// empties a node's slot means to demote it, so the node does not take that
+/// slot back (another waiting node may; writing its id there restores it).
+#[derive(Default)]
+struct Claims {
+    held: Option<String>,
+    lost: BTreeSet<String>,
+}
 
 /// A `/ctl/cal` slot: its path, the id it holds (empty: vacant) and its revision.
 struct Slot {
@@ -37,6 +50,8 @@ pub fn spawn(c: Arc<Consensus>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading_since: Option<Instant> = None;
         let mut was_member = false;
+        let mut claims = Claims::default();
+        let mut last_check = Instant::now();
         loop {
             tick.tick().await;
             let m = c.raft.metrics().borrow().clone();
@@ -55,13 +70,24 @@ pub fn spawn(c: Arc<Consensus>) {
             if !c.node.is_ready() {
                 continue;
             }
+            c.track_slot(&mut claims);
             if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
                 let since = *leading_since.get_or_insert_with(Instant::now);
                 c.lead(&m, since).await;
             } else {
                 leading_since = None;
                 if member {
-                    c.claim_slot(&m).await;
+                    c.claim_slot(&m, &claims).await;
+                }
+                let due = last_check.elapsed() > CHECK_EVERY;
+                if due {
+                    last_check = Instant::now();
+                }
+                if was_member && due && c.removed_by_leader(&m).await {
+                    error!("this node was removed from the cluster; restart it with -a to rejoin under a new id");
+                    c.node.set_removed();
+                    c.shutdown().await;
+                    return;
                 }
             }
         }
@@ -69,6 +95,29 @@ pub fn spawn(c: Arc<Consensus>) {
 }
 
 impl Consensus {
+    /// True if, after a silence, the leader says this node is no longer a member.
+    async fn removed_by_leader(&self, m: &Metrics) -> bool {
+        if self.heard_from_leader().elapsed() < SILENCE {
+            return false;
+        }
+        let others: Vec<String> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.addr.clone())
+            .collect();
+        for addr in others {
+            let req = PeerRequest::Check { id: self.id };
+            if let Ok(PeerResponse::Check { leader: true, member: false }) =
+                self.pool.call(&addr, &req, Duration::from_secs(1)).await
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     fn slots(&self) -> Vec<Slot> {
         let Ok(snap) = self.node.snapshot(None) else { return Vec::new() };
         let names = snap.getdir("/ctl/cal").unwrap_or_default();
@@ -192,16 +241,23 @@ impl Consensus {
         }
     }
 
-    /// A member that is not a voter takes the first vacant slot, if any.
-    async fn claim_slot(&self, m: &Metrics) {
-        if m.membership_config.membership().voter_ids().any(|v| v == self.id) {
+    /// Notes which slot this node holds, and a slot it lost.
+    fn track_slot(&self, claims: &mut Claims) {
+        let mine = self.slots().into_iter().find(|s| s.holder == self.me.name).map(|s| s.path);
+        if let Some(lost) = claims.held.take().filter(|h| mine.as_ref() != Some(h)) {
+            info!(slot = %lost, "this node's slot was emptied or taken: not claiming it again");
+            claims.lost.insert(lost);
+        }
+        claims.held = mine;
+    }
+
+    /// A member that holds no slot takes the first vacant one it never lost.
+    async fn claim_slot(&self, m: &Metrics, claims: &Claims) {
+        if claims.held.is_some() || m.membership_config.membership().voter_ids().any(|v| v == self.id) {
             return;
         }
         let slots = self.slots();
-        if slots.iter().any(|s| s.holder == self.me.name) {
-            return;
-        }
-        if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty()) {
+        if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty() && !claims.lost.contains(&s.path)) {
             let body = Bytes::from(self.me.name.clone());
             if let Some(Committed::Changed(_)) =
                 self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body }).await

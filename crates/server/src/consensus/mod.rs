@@ -76,6 +76,8 @@ pub struct Consensus {
     opts: Options,
     pool: Pool,
     liveness: Liveness,
+    /// When a leader last replicated to this node.
+    heard: parking_lot::Mutex<Instant>,
 }
 
 /// The Raft node id of a Doozer id: its first 64 bits (the id is 80 random
@@ -117,7 +119,8 @@ impl Consensus {
         let config = Arc::new(raft_config(&opts)?);
         let sm = storage::StateMachine::new(node.clone());
         let raft = Raft::new(id, config, network, storage::LogStore::default(), sm).await.map_err(|e| e.to_string())?;
-        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness });
+        let heard = parking_lot::Mutex::new(Instant::now());
+        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard });
         duties::spawn(consensus.clone());
         Ok(consensus)
     }
@@ -163,6 +166,11 @@ impl Consensus {
             .await
             .map_err(|e| format!("joined but did not catch up: {e}"))?;
         crate::ctl::register_node(self).await
+    }
+
+    /// When a leader last replicated to this node.
+    fn heard_from_leader(&self) -> Instant {
+        *self.heard.lock()
     }
 
     /// The node whose store this consensus drives.
@@ -267,7 +275,10 @@ impl Consensus {
 
     async fn handle(&self, req: PeerRequest) -> PeerResponse {
         match req {
-            PeerRequest::Append(rpc) => PeerResponse::Append(self.raft.append_entries(rpc).await),
+            PeerRequest::Append(rpc) => {
+                *self.heard.lock() = Instant::now();
+                PeerResponse::Append(self.raft.append_entries(rpc).await)
+            }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
             PeerRequest::Snapshot { vote, meta, image } => match Image::decode(&image) {
                 Ok(image) => {
@@ -285,6 +296,12 @@ impl Consensus {
                 Err(e) => Err(ForwardError::Failed(e.to_string())),
             }),
             PeerRequest::Join { id, member } => PeerResponse::Join(self.handle_join(id, member).await),
+            PeerRequest::Check { id } => {
+                let m = self.raft.metrics().borrow().clone();
+                let leader = m.state == ServerState::Leader;
+                let member = m.membership_config.membership().get_node(&id).is_some();
+                PeerResponse::Check { leader, member }
+            }
         }
     }
 

@@ -44,6 +44,10 @@ pub enum PeerRequest {
         id: NodeId,
         member: Member,
     },
+    /// A node that has not heard from a leader asks whether it is still a member.
+    Check {
+        id: NodeId,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -54,6 +58,11 @@ pub enum PeerResponse {
     Propose(Result<Committed, ForwardError>),
     /// The log index at which the learner was added.
     Join(Result<u64, String>),
+    /// Whether the answering node leads, and whether it counts the asker as a member.
+    Check {
+        leader: bool,
+        member: bool,
+    },
 }
 
 /// A committed write's result, as small as it can travel.
