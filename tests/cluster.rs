@@ -107,8 +107,10 @@ async fn restarted_node_rejoins_under_a_new_id_and_replaces_the_dead_member() {
     let old = roles(&nodes[leader].addr).await;
     let victim_id = id_at(&nodes[leader].addr, &nodes[victim].addr).await;
     nodes[victim].kill();
-    // "Restart" it: a new process, attached through a live non-leader member.
-    let restarted = Doozerd::start(&["-timeout", "3", "-a", &nodes[live].addr]);
+    // Restart it at the same address (a new process, so a new id), attached
+    // through a live non-leader member. Peers still send the dead id's traffic
+    // to that address; the new node must refuse it.
+    let restarted = Doozerd::start(&["-l", &nodes[victim].addr.clone(), "-timeout", "3", "-a", &nodes[live].addr]);
     nodes.push(restarted);
     let seen_from = nodes[leader].addr.clone();
     voters_are(&seen_from, 3).await;

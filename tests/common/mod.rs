@@ -42,6 +42,7 @@ impl Doozerd {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doozerd"));
+        // A later "-l" in `args` overrides this one.
         cmd.args(["-l", "127.0.0.1:0", "-w", "false", "--addr-file"])
             .arg(&file)
             .args(args)

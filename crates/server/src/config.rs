@@ -7,12 +7,19 @@ use clap::Parser;
 #[command(
     name = "doozerd",
     about = "Doozer server: a consistent, highly available store for small, critical data",
-    disable_version_flag = true
+    disable_version_flag = true,
+    // As with Go's flag package, a flag given twice takes the last value.
+    args_override_self = true
 )]
 pub struct Config {
     /// Address to listen on for clients (and the node's address in /ctl).
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1:8046")]
     pub listen: String,
+
+    /// The address other members and clients are told to use for this node
+    /// (default: the -l address as bound); for NAT, proxies or -l 0.0.0.0:PORT.
+    #[arg(long = "advertise")]
+    pub advertise: Option<String>,
 
     /// Attach to the cluster member at this address (repeatable).
     #[arg(short = 'a', long = "attach")]
@@ -151,8 +158,9 @@ mod tests {
         assert_eq!((c.hist, c.listen.as_str()), (7, "0.0.0.0:1"));
         assert_eq!((c.tlscert.as_deref(), c.tlskey.as_deref()), (Some("a"), Some("b")));
         assert!(parse(&["doozerd", "-v"]).version);
-        let c = parse(&["doozerd", "-a", "h:1", "-a", "h:2"]);
+        let c = parse(&["doozerd", "-a", "h:1", "-a", "h:2", "-l", "a:1", "-l", "b:2"]);
         assert_eq!(c.attach, ["h:1", "h:2"]);
+        assert_eq!(c.listen, "b:2");
     }
 
     #[test]

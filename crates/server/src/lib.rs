@@ -35,6 +35,8 @@ use tracing::{debug, info, warn};
 pub struct Settings {
     /// Address to listen on; port 0 picks a free one.
     pub listen: String,
+    /// The address members and clients are told (default: the bound address).
+    pub advertise: Option<String>,
     /// Members to attach to; empty: start a new cluster (a seed).
     pub attach: Vec<String>,
     pub limits: Limits,
@@ -48,6 +50,7 @@ impl Settings {
     pub fn local() -> Settings {
         Settings {
             listen: "127.0.0.1:0".into(),
+            advertise: None,
             attach: Vec::new(),
             limits: Limits::default(),
             secrets: Secrets::default(),
@@ -88,9 +91,15 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
         format!("cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)", settings.listen)
     })?;
-    let addr = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?.to_string();
+    let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
+    let addr = bound.to_string();
+    let bind_ip = Some(bound.ip()).filter(|ip| !ip.is_unspecified());
+    if bind_ip.is_none() && settings.advertise.is_none() {
+        return Err(format!("listening on {addr} (all interfaces): give --advertise HOST:PORT, the address other nodes and clients should use"));
+    }
+    let advertised = settings.advertise.clone().unwrap_or_else(|| addr.clone());
     let node = Node::new(ctl::new_id(), settings.limits);
-    let cluster = Consensus::start(node.clone(), addr.clone(), settings.cluster).await?;
+    let cluster = Consensus::start(node.clone(), advertised, bind_ip, settings.cluster).await?;
     let stop = CancellationToken::new();
     let accept = accept_loop(listener, cluster.clone(), Arc::new(settings.secrets), settings.tls, stop.clone());
     tokio::spawn(accept);
@@ -197,6 +206,7 @@ async fn run(cfg: Config) -> ExitCode {
     let rw = std::env::var("DOOZER_RWSECRET").unwrap_or_default();
     let settings = Settings {
         listen: cfg.listen.clone(),
+        advertise: cfg.advertise.clone(),
         attach: cfg.attach.clone(),
         limits: Limits {
             max_pending: cfg.max_pending.max(1),

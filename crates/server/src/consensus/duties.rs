@@ -12,6 +12,7 @@
 //! - A node that finds itself removed stops taking part and says so; it must be
 //!   restarted (with a new id) to rejoin.
 
+use super::network::Target;
 use super::types::{Metrics, NodeId};
 use super::wire::{PeerRequest, PeerResponse};
 use super::{Committed, Consensus};
@@ -100,17 +101,18 @@ impl Consensus {
         if self.heard_from_leader().elapsed() < SILENCE {
             return false;
         }
-        let others: Vec<String> = m
+        let others: Vec<(NodeId, String)> = m
             .membership_config
             .membership()
             .nodes()
             .filter(|(id, _)| **id != self.id)
-            .map(|(_, n)| n.addr.clone())
+            .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
-        for addr in others {
+        for (id, addr) in others {
             let req = PeerRequest::Check { id: self.id };
+            let target = Target { addr: &addr, id: Some(id) };
             if let Ok(PeerResponse::Check { leader: true, member: false }) =
-                self.pool.call(&addr, &req, Duration::from_secs(1)).await
+                self.pool.call(target, &req, Duration::from_secs(1)).await
             {
                 return true;
             }

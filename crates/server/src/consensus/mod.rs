@@ -19,7 +19,7 @@ pub use wire::{Committed, MAGIC as PEER_MAGIC};
 
 use crate::node::Node;
 use doozer_store::{Command, Image};
-use network::{Credentials, Liveness, Network, Pool};
+use network::{Credentials, Liveness, Network, Pool, Target};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, ServerState, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -108,11 +108,18 @@ fn raft_config(opts: &Options) -> Result<Config, String> {
 }
 
 impl Consensus {
-    /// Starts this node's Raft; it takes part once seeded or joined.
-    pub async fn start(node: Arc<Node>, addr: String, opts: Options) -> Result<Arc<Consensus>, String> {
+    /// Starts this node's Raft; it takes part once seeded or joined. `addr` is
+    /// the address members and clients are told; `bind_ip` is where outgoing
+    /// peer connections come from.
+    pub async fn start(
+        node: Arc<Node>,
+        addr: String,
+        bind_ip: Option<std::net::IpAddr>,
+        opts: Options,
+    ) -> Result<Arc<Consensus>, String> {
         let id = raft_id(node.id());
         let me = Member { addr, name: node.id().to_string() };
-        let creds = Credentials { cluster: opts.cluster.clone(), secret: opts.secret.clone() };
+        let creds = Credentials { cluster: opts.cluster.clone(), secret: opts.secret.clone(), bind_ip };
         let pool = Pool::new(creds);
         let liveness = Liveness::default();
         let network = Network { pool: pool.clone(), liveness: liveness.clone() };
@@ -145,7 +152,7 @@ impl Consensus {
         let mut last = String::from("no address to attach to");
         let index = 'found: loop {
             for addr in addrs {
-                match self.pool.call(addr, &req, Duration::from_secs(30)).await {
+                match self.pool.call(Target { addr, id: None }, &req, Duration::from_secs(30)).await {
                     Ok(PeerResponse::Join(Ok(index))) => break 'found index,
                     Ok(PeerResponse::Join(Err(e))) => last = format!("{addr}: {e}"),
                     Ok(_) => last = format!("{addr}: unexpected answer"),
@@ -200,9 +207,9 @@ impl Consensus {
 
     async fn propose_until_done(&self, cmd: Command) -> Result<Committed, ProposeError> {
         loop {
-            let leader = match self.raft.client_write(cmd.clone()).await {
+            let (leader_id, leader) = match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return Ok(resp.data.into()),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
                 Err(e) => return Err(ProposeError::Failed(e.to_string())),
             };
             let Some(leader) = leader else {
@@ -213,7 +220,8 @@ impl Consensus {
                 continue;
             };
             let req = PeerRequest::Propose(cmd.clone());
-            match self.pool.call(&leader.addr, &req, self.opts.write_timeout).await {
+            let target = Target { addr: &leader.addr, id: leader_id };
+            match self.pool.call(target, &req, self.opts.write_timeout).await {
                 Ok(PeerResponse::Propose(Ok(c))) => return Ok(c),
                 Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
                 | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
@@ -251,6 +259,8 @@ impl Consensus {
             ))
         } else if !crate::access::same_secret(hello.secret.as_bytes(), &self.opts.secret) {
             Err("wrong cluster secret (DOOZER_RWSECRET)".to_string())
+        } else if hello.to.is_some_and(|to| to != self.id) {
+            Err(format!("this address now serves node {}, not the node asked for", self.me.name))
         } else {
             Ok(())
         };
@@ -322,7 +332,8 @@ impl Consensus {
         let Some(addr) = leader_addr else {
             return Err("the cluster has no leader right now; try again".into());
         };
-        match self.pool.call(&addr, &PeerRequest::Join { id, member }, Duration::from_secs(30)).await {
+        let target = Target { addr: &addr, id: leader };
+        match self.pool.call(target, &PeerRequest::Join { id, member }, Duration::from_secs(30)).await {
             Ok(PeerResponse::Join(r)) => r,
             Ok(_) => Err("unexpected answer from the leader".into()),
             Err(e) => Err(format!("cannot reach the leader at {addr}: {e}")),

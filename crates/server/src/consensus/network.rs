@@ -43,6 +43,31 @@ impl Liveness {
 pub struct Credentials {
     pub cluster: String,
     pub secret: String,
+    /// The local address outgoing peer connections come from (the listen IP),
+    /// so that a member is recognisable by its source address.
+    pub bind_ip: Option<std::net::IpAddr>,
+}
+
+/// Where a peer request goes: an address and, if known, the node expected there.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub addr: &'a str,
+    pub id: Option<NodeId>,
+}
+
+async fn dial(addr: &str, bind_ip: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} does not resolve"));
+    for remote in tokio::net::lookup_host(addr).await? {
+        let socket = if remote.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if let Some(ip) = bind_ip.filter(|ip| ip.is_ipv4() == remote.is_ipv4()) {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        match socket.connect(remote).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// One open peer connection, past the hello.
@@ -66,14 +91,16 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 impl PeerConn {
-    pub async fn connect(addr: &str, creds: &Credentials) -> io::Result<PeerConn> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    pub async fn connect(target: Target<'_>, creds: &Credentials) -> io::Result<PeerConn> {
+        let addr = target.addr;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, creds.bind_ip))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
         let _ = tcp.set_nodelay(true);
         let mut stream = BufStream::new(tcp);
         stream.write_all(&MAGIC).await?;
-        write_msg(&mut stream, &Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone() }).await?;
+        let hello = Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone(), to: target.id };
+        write_msg(&mut stream, &hello).await?;
         let welcome: Result<(), String> = read_msg(&mut stream).await?;
         welcome.map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
         Ok(PeerConn { stream })
@@ -93,11 +120,11 @@ impl PeerConn {
     }
 }
 
-/// Open connections to peers by address, reused across calls.
+/// Open connections to peers by address and node, reused across calls.
 #[derive(Clone)]
 pub struct Pool {
     creds: Credentials,
-    idle: Arc<Mutex<HashMap<String, Vec<PeerConn>>>>,
+    idle: Arc<Mutex<HashMap<(String, Option<NodeId>), Vec<PeerConn>>>>,
 }
 
 impl Pool {
@@ -105,24 +132,26 @@ impl Pool {
         Pool { creds, idle: Arc::default() }
     }
 
-    /// One request/response with the peer at `addr`, within `ttl`.
-    pub async fn call(&self, addr: &str, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+    /// One request/response with the peer at `target`, within `ttl`.
+    pub async fn call(&self, target: Target<'_>, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        let addr = target.addr;
+        let key = (addr.to_string(), target.id);
         let idle = {
             let mut pool = self.idle.lock();
-            let conns = pool.entry(addr.to_string()).or_default();
+            let conns = pool.entry(key.clone()).or_default();
             conns.retain(|c| !c.is_stale());
             conns.pop()
         };
         let mut conn = match idle {
             Some(c) => c,
-            None => PeerConn::connect(addr, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
+            None => PeerConn::connect(target, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
         };
         let resp = tokio::time::timeout(ttl, conn.call(req))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
             .and_then(|r| r)
             .map_err(|error| CallError { sent: true, error })?;
-        self.idle.lock().entry(addr.to_string()).or_default().push(conn);
+        self.idle.lock().entry(key).or_default().push(conn);
         Ok(resp)
     }
 }
@@ -153,7 +182,7 @@ type RpcResult<T> = Result<T, RPCError<NodeId, Member, RaftError<NodeId>>>;
 
 impl PeerClient {
     async fn call(&self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
-        let resp = self.pool.call(&self.addr, &req, ttl).await?;
+        let resp = self.pool.call(Target { addr: &self.addr, id: Some(self.target) }, &req, ttl).await?;
         self.liveness.touch(self.target);
         Ok(resp)
     }

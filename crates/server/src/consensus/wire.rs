@@ -25,6 +25,9 @@ const MAX_MESSAGE: usize = 1 << 30;
 pub struct Hello {
     pub cluster: String,
     pub secret: String,
+    /// The node this connection is for, if a particular one: a restarted node
+    /// may now listen at a dead member's address, and must not take its traffic.
+    pub to: Option<NodeId>,
 }
 
 #[derive(Serialize, Deserialize)]
