@@ -124,8 +124,11 @@ impl PeerConn {
 #[derive(Clone)]
 pub struct Pool {
     creds: Credentials,
-    idle: Arc<Mutex<HashMap<(String, Option<NodeId>), Vec<PeerConn>>>>,
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<PeerConn>>>>,
 }
+
+/// Connections are pooled per address and the node expected there.
+type PoolKey = (String, Option<NodeId>);
 
 impl Pool {
     pub fn new(creds: Credentials) -> Pool {
