@@ -4,9 +4,15 @@
 //! - [`wgl`]: the Wing–Gong/porcupine linearizability search.
 //! - [`checks`]: every checker, run over a [`history::History`].
 //!
-//! The fault-injection harness that produces histories from real doozerd
-//! processes lives beside them (see the README's "Fault injection").
+//! The harness that produces histories from real doozerd processes:
+//! [`cluster`] (processes, each behind a [`proxy`]), [`workload`] (clients,
+//! watchers, the recorder), [`faults`] (the seeded schedule) and [`run`].
 
 pub mod checks;
+pub mod cluster;
+pub mod faults;
 pub mod history;
+pub mod proxy;
+pub mod run;
 pub mod wgl;
+pub mod workload;

@@ -2,7 +2,8 @@
 //!
 //! - The leader makes the voters exactly the members named in non-empty
 //!   `/ctl/cal/*` slots (emptying a slot demotes its holder; filling one
-//!   promotes). It never shrinks the voters to nothing.
+//!   promotes). It never shrinks the voters to nothing, and never to a set
+//!   whose live members are not a majority of it.
 //! - A member that is not a voter claims a vacant slot with a rev-checked SET,
 //!   so of several waiting nodes exactly one wins each slot.
 //! - The leader removes a member it has not heard from for `-timeout`: it
@@ -147,7 +148,7 @@ impl Consensus {
         self.publish_leader().await;
         self.publish_roles(m).await;
         self.remove_silent(m, since).await;
-        self.match_voters_to_slots(m).await;
+        self.match_voters_to_slots(m, since).await;
     }
 
     /// Writes each member's role to `/ctl/node/<id>/role` once the membership
@@ -225,7 +226,13 @@ impl Consensus {
         }
     }
 
-    async fn match_voters_to_slots(&self, m: &Metrics) {
+    /// True if this leader has heard from `id` within `-timeout` (itself included).
+    fn alive(&self, id: NodeId, since: Instant) -> bool {
+        id == self.id
+            || self.liveness.last_answer(id).map_or(since, |t| t.max(since)).elapsed() <= self.opts.member_timeout
+    }
+
+    async fn match_voters_to_slots(&self, m: &Metrics, since: Instant) {
         let membership = m.membership_config.membership();
         if membership.get_joint_config().len() > 1 {
             return; // a change is under way
@@ -235,6 +242,14 @@ impl Consensus {
         let wanted: BTreeSet<NodeId> = slots.iter().filter_map(|s| by_name.get(s.holder.as_str()).copied()).collect();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if wanted.is_empty() || wanted == voters {
+            return;
+        }
+        // Never make a voter set whose live members are not a majority of it
+        // (say, demoting a live voter while a dead one still holds a slot):
+        // wait until the dead one has been removed.
+        let live = wanted.iter().filter(|id| self.alive(**id, since)).count();
+        if live < wanted.len() / 2 + 1 {
+            debug!(?wanted, live, "postponing a voter change that would leave no live majority");
             return;
         }
         info!(?wanted, ?voters, "changing the voters to match /ctl/cal");

@@ -1,0 +1,244 @@
+//! One fault-injection run: start a cluster, run the workload, inject faults
+//! on the seeded schedule, heal, settle, collect every node's final tree, and
+//! check the history.
+
+use crate::checks::{check, Report};
+use crate::cluster::Cluster;
+use crate::faults::{restart_exited, Fault, Kind, Schedule};
+use crate::history::{History, Record, Rev};
+use crate::workload::{client, follow, Clock, Nodes};
+use doozer_client::{Client, ErrCode};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub nodes: usize,
+    pub duration: Duration,
+    pub seed: u64,
+    pub clients: usize,
+    pub watchers: usize,
+    pub keys: usize,
+    pub kinds: Vec<Kind>,
+    /// The nodes' -timeout, in seconds.
+    pub member_timeout: f64,
+}
+
+/// What a run did and what the checkers found.
+pub struct Outcome {
+    pub report: Report,
+    pub faults: Vec<String>,
+    pub revisions: Rev,
+    pub watch_events: usize,
+    /// Where the nodes' logs are; kept when the run found anomalies.
+    pub dir: Option<PathBuf>,
+}
+
+const SETTLE: Duration = Duration::from_secs(90);
+
+pub async fn run(doozerd: &Path, s: &Scenario) -> Result<Outcome, String> {
+    let dir = tempfile::Builder::new().prefix("doozer-torture-").tempdir().map_err(|e| e.to_string())?;
+    let args: Vec<String> =
+        ["-timeout", &s.member_timeout.to_string(), "--hist", "200000", "-c", "torture", "--write-timeout", "3"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+    let mut cluster = Cluster::start(doozerd, s.nodes, &args, dir.path()).await?;
+    let nodes: Nodes = Arc::new(Mutex::new(cluster.live()));
+    let clock = Clock::new();
+    let records: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let (stop_tx, stop) = watch::channel(false);
+    let (until_tx, until) = watch::channel(None);
+    let recorder = tokio::spawn(follow(nodes.clone(), "/**".into(), 1, until.clone()));
+    let watchers: Vec<_> =
+        (0..s.watchers).map(|_| tokio::spawn(follow(nodes.clone(), "/k/**".into(), 1, until.clone()))).collect();
+    let clients: Vec<_> = (0..s.clients)
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                s.seed ^ (i as u64 + 1),
+                s.keys,
+                nodes.clone(),
+                clock,
+                records.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let faults = inject(&mut cluster, &nodes, s).await?;
+
+    let _ = stop_tx.send(true);
+    for c in clients {
+        let _ = c.await;
+    }
+    cluster.heal();
+    restart_exited(&mut cluster).await?;
+    *nodes.lock() = cluster.live();
+    let final_rev = settle(&mut cluster, &nodes).await?;
+    let _ = until_tx.send(Some(final_rev));
+    let log = recorder.await.map_err(|e| e.to_string())??.events;
+    let mut watches = Vec::new();
+    for w in watchers {
+        watches.push(w.await.map_err(|e| e.to_string())??);
+    }
+    let mut finals = Vec::new();
+    for (_, addr) in cluster.live() {
+        finals.push(dump(&addr, final_rev).await?);
+    }
+    let watch_events = watches.iter().map(|w| w.events.len()).sum();
+    let records = std::mem::take(&mut *records.lock());
+    let history = History {
+        records,
+        log: log.into_iter().take_while(|c| c.rev <= final_rev).collect(),
+        watches,
+        finals,
+        final_rev,
+    };
+    let report = check(&history);
+    let dir = (!report.ok()).then(|| dir.keep());
+    Ok(Outcome { report, faults, revisions: final_rev, watch_events, dir })
+}
+
+/// Faults on the schedule until the run's time is up.
+async fn inject(cluster: &mut Cluster, nodes: &Nodes, s: &Scenario) -> Result<Vec<String>, String> {
+    let started = Instant::now();
+    let mut schedule = Schedule::new(s.seed, s.kinds.clone());
+    let mut done = Vec::new();
+    let mut new_slots = 0;
+    while started.elapsed() < s.duration {
+        tokio::time::sleep(schedule.gap()).await;
+        if s.kinds.is_empty() {
+            continue;
+        }
+        let leader = leader_slot(cluster).await;
+        let fault = schedule.next(s.nodes, leader);
+        done.push(format!("{:>6.1}s {fault:?}", started.elapsed().as_secs_f64()));
+        match fault {
+            Fault::Kill { slot, down } => {
+                cluster.kill(slot);
+                *nodes.lock() = cluster.live();
+                tokio::time::sleep(down).await;
+                cluster.restart(slot).await?;
+            }
+            Fault::Pause { slot, hold } => {
+                cluster.pause(slot);
+                *nodes.lock() = cluster.live();
+                tokio::time::sleep(hold).await;
+                cluster.resume(slot);
+            }
+            Fault::Partition { cuts, hold, .. } => {
+                cluster.cut(&cuts);
+                tokio::time::sleep(hold).await;
+                cluster.heal();
+            }
+            Fault::Membership { pick, hold } => {
+                if let Some(slot) = demote_one(cluster, pick).await {
+                    tokio::time::sleep(hold).await;
+                    new_slots += 1;
+                    let path = format!("/ctl/cal/m{new_slots}");
+                    let added = add_slot(cluster, &path).await;
+                    if let Some(last) = done.last_mut() {
+                        last.push_str(&format!(": emptied {slot}, added {path}: {added}"));
+                    }
+                }
+            }
+        }
+        restart_exited(cluster).await?;
+        *nodes.lock() = cluster.live();
+    }
+    Ok(done)
+}
+
+async fn any_client(cluster: &mut Cluster) -> Option<Client> {
+    for (_, addr) in cluster.live() {
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await {
+            return Some(c);
+        }
+    }
+    None
+}
+
+async fn text(c: &Client, path: &str) -> Option<String> {
+    let got = tokio::time::timeout(Duration::from_secs(2), c.get(path, None)).await.ok()?.ok()?;
+    Some(String::from_utf8_lossy(&got.0).into_owned())
+}
+
+/// The slot of the leader named in /ctl/leader, if it can be found.
+async fn leader_slot(cluster: &mut Cluster) -> Option<usize> {
+    let c = any_client(cluster).await?;
+    let id = text(&c, "/ctl/leader").await?;
+    let addr = text(&c, &format!("/ctl/node/{id}/addr")).await?;
+    cluster.slot_of(&addr)
+}
+
+/// Empties the slot of a voter that is not the leader (the `pick`-th of them).
+async fn demote_one(cluster: &mut Cluster, pick: usize) -> Option<String> {
+    let c = any_client(cluster).await?;
+    let leader = text(&c, "/ctl/leader").await?;
+    let mut held = Vec::new();
+    for s in c.getdir_all("/ctl/cal", None).await.ok()? {
+        let path = format!("/ctl/cal/{s}");
+        let (body, rev) = c.get(&path, None).await.ok()?;
+        if !body.is_empty() && body != leader.as_bytes() {
+            held.push((path, rev));
+        }
+    }
+    let (path, rev) = held.get(pick % held.len().max(1))?.clone();
+    c.set(&path, rev, "").await.ok()?;
+    Some(path)
+}
+
+async fn add_slot(cluster: &mut Cluster, path: &str) -> bool {
+    match any_client(cluster).await {
+        Some(c) => c.set(path, 0, "").await.is_ok(),
+        None => false,
+    }
+}
+
+/// Waits until the healed cluster takes a write and every node has applied
+/// it; returns that write's revision.
+async fn settle(cluster: &mut Cluster, nodes: &Nodes) -> Result<Rev, String> {
+    let start = Instant::now();
+    let final_rev = loop {
+        if start.elapsed() > SETTLE {
+            return Err("the cluster did not take a write within 90s of healing".into());
+        }
+        restart_exited(cluster).await?;
+        *nodes.lock() = cluster.live();
+        if let Some(c) = any_client(cluster).await {
+            if let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(5), c.set("/final", -1, "x")).await {
+                break rev;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (slot, addr) in cluster.live() {
+        let c = Client::connect(&addr).await.map_err(|e| format!("node {slot}: {e}"))?;
+        tokio::time::timeout(SETTLE, c.get("/final", Some(final_rev)))
+            .await
+            .map_err(|_| format!("node {slot} did not reach revision {final_rev}"))?
+            .map_err(|e| format!("node {slot}: {e}"))?;
+    }
+    Ok(final_rev)
+}
+
+async fn dump(addr: &str, rev: Rev) -> Result<BTreeMap<String, (Rev, String)>, String> {
+    let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut tree = BTreeMap::new();
+    loop {
+        match c.walk("/**", tree.len() as i32, Some(rev)).await {
+            Ok(e) => {
+                tree.insert(e.path, (e.rev, String::from_utf8_lossy(&e.body).into_owned()));
+            }
+            Err(e) if e.code() == Some(ErrCode::Range) => return Ok(tree),
+            Err(e) => return Err(format!("walk on {addr}: {e}")),
+        }
+    }
+}
