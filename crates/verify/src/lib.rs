@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod cluster;
 pub mod faults;
+pub mod fuzz;
 pub mod history;
 pub mod proxy;
 pub mod run;

@@ -1,0 +1,70 @@
+//! The CI variant of the fault-injection runs: three short scenarios against
+//! real clusters, each checked for linearizability, lost writes, watch
+//! completeness and identical final trees. The seed is printed; set
+//! DOOZER_TORTURE_SEED to replay one. Longer soaks: `doozer-torture --duration N`.
+
+use doozer_verify::faults::Kind;
+use doozer_verify::run::{run, Scenario};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One scenario at a time: they share two cores with everything else.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn seed() -> u64 {
+    std::env::var("DOOZER_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random)
+}
+
+async fn scenario(name: &str, nodes: usize, secs: u64, kinds: &[Kind]) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = Scenario {
+        name: name.into(),
+        nodes,
+        duration: Duration::from_secs(secs),
+        seed: seed(),
+        clients: 6,
+        watchers: 2,
+        keys: 5,
+        kinds: kinds.to_vec(),
+        member_timeout: 3.0,
+    };
+    println!("scenario {name}: seed={} nodes={nodes} duration={secs}s", s.seed);
+    let outcome = run(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), &s)
+        .await
+        .unwrap_or_else(|e| panic!("scenario {name} (seed {}) did not complete: {e}", s.seed));
+    for f in &outcome.faults {
+        println!("  fault {f}");
+    }
+    let r = &outcome.report;
+    println!(
+        "  ops={} keys={} revisions={} watch_events={} anomalies={}",
+        r.ops,
+        r.keys,
+        outcome.revisions,
+        outcome.watch_events,
+        r.anomalies.len()
+    );
+    assert!(r.ops > 1000, "the workload ran ({} ops)", r.ops);
+    assert!(
+        r.ok(),
+        "scenario {name} (seed {}) found anomalies (node logs in {:?}):\n{}",
+        s.seed,
+        outcome.dir,
+        r.anomalies.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_pauses_on_three_nodes() {
+    scenario("kills-and-pauses", 3, 15, &[Kind::Kill, Kind::Pause]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_and_membership_on_three_nodes() {
+    scenario("partitions-and-membership", 3, 15, &[Kind::Partition, Kind::Membership]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_on_five_nodes() {
+    scenario("everything", 5, 20, &[Kind::Kill, Kind::Pause, Kind::Partition, Kind::Membership]).await;
+}

@@ -1,0 +1,107 @@
+//! Load and resource limits on one node: 10,000 client connections holding
+//! 100,000 WAITs. The test asserts behaviour (every connection served, every
+//! WAIT held and answerable, the node still serving); the memory it measures
+//! is printed for docs/reliability.md, not asserted.
+
+mod common;
+
+use common::{path, req, set, Doozerd};
+use doozer_proto::{encode_frame, read_frame, Request, Response, Verb, MAX_FRAME};
+use prost::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const CONNECTIONS: usize = 10_000;
+const WAITS_PER_CONNECTION: usize = 10;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
+}
+
+async fn recv(s: &mut TcpStream) -> Response {
+    let f = tokio::time::timeout(common::DEADLINE, read_frame(s, MAX_FRAME))
+        .await
+        .expect("answer in time")
+        .unwrap()
+        .unwrap();
+    Response::decode(f).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_connections_holding_a_hundred_thousand_waits() {
+    // This process holds one end of every connection, doozerd the other.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let conns = CONNECTIONS.min((limit as usize).saturating_sub(500));
+    if conns < CONNECTIONS {
+        println!("open-files limit {limit}: testing {conns} connections instead of {CONNECTIONS}");
+    }
+    let d = Doozerd::start(&[]);
+    let pid = d.pid();
+    let base = rss_kib(pid);
+    let mut c = common::Raw::connect(&d.addr).await;
+    let from = c.call(req(Verb::Rev, 1)).await.rev.unwrap() + 1;
+
+    let mut streams = Vec::with_capacity(conns);
+    for chunk in 0..conns.div_ceil(500) {
+        let n = 500.min(conns - chunk * 500);
+        let opened = futures_join(n, &d.addr).await;
+        streams.extend(opened);
+    }
+    let with_conns = rss_kib(pid);
+
+    // Ten WAITs per connection on paths nobody writes, then a REV: the REV's
+    // answer proves the server has read (and so holds) the WAITs before it.
+    for (i, s) in streams.iter_mut().enumerate() {
+        let mut buf = bytes::BytesMut::new();
+        for j in 0..WAITS_PER_CONNECTION {
+            let w = Request { rev: Some(from), ..path(Verb::Wait, j as i32, &format!("/load/{i}/{j}")) };
+            encode_frame(&w, &mut buf);
+        }
+        encode_frame(&req(Verb::Rev, 1000), &mut buf);
+        s.write_all(&buf).await.unwrap();
+    }
+    for s in streams.iter_mut() {
+        assert_eq!(recv(s).await.tag, Some(1000), "only the REV is answered; the WAITs are held");
+    }
+    let with_waits = rss_kib(pid);
+    let waits = conns * WAITS_PER_CONNECTION;
+
+    // One write answers exactly the WAIT it matches, on its connection.
+    let r = c.call(set(2, "/load/7/3", -1, b"hit")).await.rev.unwrap();
+    let got = recv(&mut streams[7]).await;
+    assert_eq!((got.tag, got.rev, got.value.as_deref()), (Some(3), Some(r), Some(&b"hit"[..])));
+    // The node goes on serving everyone else.
+    assert_eq!(c.call(req(Verb::Rev, 3)).await.rev, Some(r));
+    let s = &mut streams[conns - 1];
+    let mut buf = bytes::BytesMut::new();
+    encode_frame(&req(Verb::Rev, 77), &mut buf);
+    s.write_all(&buf).await.unwrap();
+    assert_eq!(recv(s).await.tag, Some(77));
+
+    drop(streams);
+    println!("base rss {base} KiB");
+    println!(
+        "{conns} connections: +{} KiB ({} bytes each)",
+        with_conns.saturating_sub(base),
+        with_conns.saturating_sub(base) * 1024 / conns as u64
+    );
+    println!(
+        "{waits} held WAITs: +{} KiB ({} bytes each)",
+        with_waits.saturating_sub(with_conns),
+        with_waits.saturating_sub(with_conns) * 1024 / waits as u64
+    );
+}
+
+async fn futures_join(n: usize, addr: &str) -> Vec<TcpStream> {
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(TcpStream::connect(addr.to_string()))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap().expect("connect"));
+    }
+    out
+}
