@@ -5,18 +5,17 @@
 
 use doozer_verify::faults::Kind;
 use doozer_verify::run::{run, Scenario};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// One scenario at a time: they share two cores with everything else.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn seed() -> u64 {
     std::env::var("DOOZER_TORTURE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random)
 }
 
 async fn scenario(name: &str, nodes: usize, secs: u64, kinds: &[Kind]) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let s = Scenario {
         name: name.into(),
         nodes,
