@@ -4,9 +4,7 @@
 mod common;
 
 use common::{doozer, wait_until, Doozerd};
-use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 fn ok(out: &common::Output) -> String {
     assert_eq!((out.code, out.stderr.as_str()), (0, ""), "stdout {:?}", out.out());
@@ -159,25 +157,7 @@ fn wait_and_watch_records() {
 
     // watch prints every change in order from -r: set, del, and an empty body.
     let m0 = rev_of(&doozer(&u, &["set", "/m0", "0"], b"zero"));
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_doozer"))
-        .args(["-r", &m0.to_string(), "watch", "/m*"])
-        .env("DOOZER_URI", &u)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = watch.stdout.take().unwrap();
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let watch = common::WatchProcess::start(&u, &["-r", &m0.to_string(), "watch", "/m*"]);
     let a = rev_of(&doozer(&u, &["set", "/m1", "0"], b"one"));
     let b = rev_of(&doozer(&u, &["set", "/m2", "0"], b"two\n"));
     let c = rev_of(&doozer(&u, &["set", "/m1", "-1"], b"three"));
@@ -187,15 +167,12 @@ fn wait_and_watch_records() {
         "/m0 {m0} set 4\nzero\n/m1 {a} set 3\none\n/m2 {b} set 4\ntwo\n\n/m1 {c} set 5\nthree\n/m1 {} del 0\n\n/mempty {e} set 0\n\n",
         c + 1
     );
-    wait_until("all watch records", || seen.lock().unwrap().len() >= expect.len());
-    assert_eq!(String::from_utf8(seen.lock().unwrap().clone()).unwrap(), expect);
+    wait_until("all watch records", || watch.output().len() >= expect.len());
+    assert_eq!(String::from_utf8(watch.output()).unwrap(), expect);
 
     // When the server dies, watch says EOF and exits 2.
     drop(d);
-    let status = watch.wait().unwrap();
-    reader.join().unwrap();
-    let mut stderr = String::new();
-    watch.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let (status, stderr) = watch.finish();
     assert_eq!((status.code(), stderr.as_str()), (Some(2), "Error: EOF\n"));
 }
 

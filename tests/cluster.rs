@@ -272,8 +272,6 @@ fn bodies(out: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn cli_watch_moves_to_another_node_and_misses_nothing() {
-    use std::io::Read;
-    use std::sync::{Arc, Mutex};
     let mut nodes = cluster(3, &[]).await;
     let leader = leader_index(&nodes, &[0, 1, 2]).await;
     let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -283,28 +281,11 @@ async fn cli_watch_moves_to_another_node_and_misses_nothing() {
     let uri =
         format!("doozer:?{}", order.iter().map(|&i| format!("ca={}", nodes[i].addr)).collect::<Vec<_>>().join("&"));
     let from = client(&nodes[writer_at].addr).await.rev().await.unwrap() + 1;
-    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_doozer"))
-        .args(["-a", &uri, "-r", &from.to_string(), "watch", "/f/**"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut stdout = watch.stdout.take().unwrap();
-    let sink = seen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let watch = common::WatchProcess::start(&uri, &["-r", &from.to_string(), "watch", "/f/**"]);
     let saw = |n: usize| {
-        let seen = seen.clone();
+        let watch = &watch;
         move || {
-            let mut b = bodies(&seen.lock().unwrap());
+            let mut b = bodies(&watch.output());
             b.dedup();
             b.len() >= n
         }
@@ -327,10 +308,8 @@ async fn cli_watch_moves_to_another_node_and_misses_nothing() {
         write_until_ok(&nodes[writer_at].addr, "/f/x", &i.to_string()).await;
     }
     common::wait_until("30 records after a kill", saw(30));
-    let _ = watch.kill();
-    let _ = watch.wait();
-    reader.join().unwrap();
-    let mut got = bodies(&seen.lock().unwrap());
+    let mut got = bodies(&watch.output());
+    drop(watch);
     // A write retried after an unknown outcome may have landed twice in a row.
     got.dedup();
     let want: Vec<String> = (0..30).map(|i| i.to_string()).collect();

@@ -68,16 +68,8 @@ impl Doozerd {
 
     /// Sends `sig` and waits for the process to exit; returns its status.
     pub fn signal_and_wait(&mut self, sig: &str) -> std::process::ExitStatus {
-        let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().expect("kill");
-        assert!(ok.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(start.elapsed() < DEADLINE, "doozerd did not exit after {sig}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.signal(sig);
+        self.wait_exit()
     }
 }
 
@@ -321,5 +313,65 @@ impl Doozerd {
             assert!(start.elapsed() < DEADLINE, "doozerd did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A running `doozer watch` whose stdout is collected as it arrives.
+pub struct WatchProcess {
+    pub child: Child,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WatchProcess {
+    /// Runs `doozer <args>` against `uri`.
+    pub fn start(uri: &str, args: &[&str]) -> WatchProcess {
+        use std::io::Read;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_doozer"))
+            .args(args)
+            .env("DOOZER_URI", uri)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn doozer watch");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().expect("stdout");
+        let sink = seen.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&buf[..n]);
+            }
+        });
+        WatchProcess { child, seen, reader: Some(reader) }
+    }
+
+    /// What it has printed so far.
+    pub fn output(&self) -> Vec<u8> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits for it to exit by itself (after its stdout closes); returns status and stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let status = self.child.wait().expect("wait");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for WatchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
