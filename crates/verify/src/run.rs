@@ -203,30 +203,44 @@ async fn add_slot(cluster: &mut Cluster, path: &str) -> bool {
 }
 
 /// Waits until the healed cluster takes a write and every node has applied
-/// it; returns that write's revision.
+/// it; returns that write's revision. A node the cluster removed during the
+/// run exits when it notices; it is restarted and checked again.
 async fn settle(cluster: &mut Cluster, nodes: &Nodes) -> Result<Rev, String> {
     let start = Instant::now();
-    let final_rev = loop {
+    let mut final_rev = None;
+    loop {
         if start.elapsed() > SETTLE {
-            return Err("the cluster did not take a write within 90s of healing".into());
+            return Err(format!("the cluster did not settle within {SETTLE:?} of healing"));
         }
         restart_exited(cluster).await?;
         *nodes.lock() = cluster.live();
-        if let Some(c) = any_client(cluster).await {
-            if let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(5), c.set("/final", -1, "x")).await {
-                break rev;
+        if final_rev.is_none() {
+            if let Some(c) = any_client(cluster).await {
+                if let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(5), c.set("/final", -1, "x")).await {
+                    final_rev = Some(rev);
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    for (slot, addr) in cluster.live() {
-        let c = Client::connect(&addr).await.map_err(|e| format!("node {slot}: {e}"))?;
-        tokio::time::timeout(SETTLE, c.get("/final", Some(final_rev)))
-            .await
-            .map_err(|_| format!("node {slot} did not reach revision {final_rev}"))?
-            .map_err(|e| format!("node {slot}: {e}"))?;
+        if let Some(rev) = final_rev {
+            let mut all = true;
+            for (_, addr) in cluster.live() {
+                all &= reached(&addr, rev).await;
+            }
+            if all {
+                return Ok(rev);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Ok(final_rev)
+}
+
+/// True if the node at `addr` has applied `rev` (waiting up to 10s for it).
+async fn reached(addr: &str, rev: Rev) -> bool {
+    let check = async {
+        let c = Client::connect(addr).await.ok()?;
+        c.get("/final", Some(rev)).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(10), check).await, Ok(Some(_)))
 }
 
 async fn dump(addr: &str, rev: Rev) -> Result<BTreeMap<String, (Rev, String)>, String> {
