@@ -38,12 +38,16 @@ macro_rules! cmd {
 pub const COMMANDS: &[Command] = &[
     cmd!("add", ["<path>"], "add a key only if it isn't already set",
         "Sets the body of the file at <path> only if it does not exist yet.\n\nEquivalent to\n\n  set <path> 0\n\nThe body is read from stdin.\n\nPrints the new revision on stdout, or an error message on stderr.\n", add),
+    cmd!("backup", ["<file>"], "save a consistent snapshot",
+        "Writes every file, with its revision, as of the current revision (or -r)\nto <file> (\"-\" for stdout), in a checksummed format. Prints the revision.\nRestore with: doozerd --restore <file>\n", backup),
     cmd!("del", ["<path>", "<rev>"], "delete a file",
         "Deletes the file at <path>.\n\nIf <rev> is not greater than or equal to the revision of the file,\nno change will be made.\n", del),
     cmd!("find", ["<path>"], "list files",
         "Prints the tree rooted at <path>\n\nPrints the path for each file or directory, one per line.\n", find),
     cmd!("get", ["<path>"], "read a file", "Prints the body of the file at <path>.\n", get),
     cmd!("help", ["<command>"], "provide detailed help on a command", "Prints detailed help on <command>.\n", help),
+    cmd!("journal", ["<file>"], "record every change",
+        "Appends every change to <file>, starting with a snapshot, until stopped.\nRestarted, it resumes after the last whole entry. If the cluster's history\nno longer holds the next revision, it appends a fresh snapshot instead of\nleaving a gap. Entries reach the disk (fsync) within 50 ms.\nRestore with: doozerd --restore <backup> --journal <file>, or --journal <file> alone\n", journal),
     cmd!("members", [], "list the cluster's members",
         "Prints one line per member: its id, address, role (leader, voter or\nnon-voter) and the revision it has applied, asked of the member itself\n(\"unreachable\" if it does not answer within 2s).\n", members),
     cmd!("nop", [], "consensus", "Performs a consensus cycle (a revision that changes nothing).\n", nop),
@@ -96,12 +100,12 @@ fn read_rev(flags: &Flags) -> Option<i64> {
     (flags.rev != -1).then_some(flags.rev)
 }
 
-async fn dial(flags: &Flags) -> Result<Client, Failure> {
+pub(crate) async fn dial(flags: &Flags) -> Result<Client, Failure> {
     Ok(Client::dial_uri(&flags.uri).await?)
 }
 
 /// `-r`, or the node's current revision if `-r` was not given.
-async fn start_rev(c: &Client, flags: &Flags) -> Result<i64, Failure> {
+pub(crate) async fn start_rev(c: &Client, flags: &Flags) -> Result<i64, Failure> {
     match read_rev(flags) {
         Some(r) => Ok(r),
         None => Ok(c.rev().await?),
@@ -117,6 +121,14 @@ fn read_stdin() -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body).map_err(|e| Failure::Message(format!("read stdin: {e}")))?;
     Ok(body)
+}
+
+async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
+    crate::backup::backup(flags, args).await
+}
+
+async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
+    crate::backup::journal(flags, args).await
 }
 
 async fn set_with(flags: Flags, path: &str, rev: i64) -> Result<(), Failure> {

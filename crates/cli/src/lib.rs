@@ -6,6 +6,7 @@
 //! one fixes it: a rev mismatch exits 1 as documented, and `get` and `stat`
 //! honour `-r`.
 
+mod backup;
 mod commands;
 mod flags;
 

@@ -29,9 +29,17 @@ pub struct Config {
     #[arg(short = 'b', long = "boot", env = "DOOZER_BOOT_URI", hide_env_values = true)]
     pub boot: Option<String>,
 
-    /// Cluster name.
-    #[arg(short = 'c', long = "cluster", default_value = "local")]
-    pub cluster: String,
+    /// Cluster name (default: local, or the name in --restore's backup).
+    #[arg(short = 'c', long = "cluster")]
+    pub cluster: Option<String>,
+
+    /// Start a new cluster from this backup (`doozer backup`): same files, same revisions.
+    #[arg(long = "restore")]
+    pub restore: Option<String>,
+
+    /// With --restore (or alone): also replay this journal (`doozer journal`), up to its last whole entry.
+    #[arg(long = "journal")]
+    pub journal: Option<String>,
 
     /// Web view address (default: host of -l, port 8080); "false" turns it off.
     #[arg(short = 'w', long = "web")]
@@ -153,7 +161,7 @@ mod tests {
     #[test]
     fn single_and_double_dash_forms() {
         let c = parse(&["doozerd", "-hist", "100", "-l", "127.0.0.1:9", "-timeout=5", "-c", "x"]);
-        assert_eq!((c.hist, c.listen.as_str(), c.timeout, c.cluster.as_str()), (100, "127.0.0.1:9", 5.0, "x"));
+        assert_eq!((c.hist, c.listen.as_str(), c.timeout, c.cluster.as_deref()), (100, "127.0.0.1:9", 5.0, Some("x")));
         let c = parse(&["doozerd", "--hist", "7", "--listen", "0.0.0.0:1", "--tlscert=a", "-tlskey", "b"]);
         assert_eq!((c.hist, c.listen.as_str()), (7, "0.0.0.0:1"));
         assert_eq!((c.tlscert.as_deref(), c.tlskey.as_deref()), (Some("a"), Some("b")));

@@ -70,6 +70,29 @@ pub async fn register_seed(c: &Consensus, cluster: &str, slots: usize) -> Result
     write_all(c, files).await
 }
 
+/// After a restore: the backed-up cluster's members are not this cluster's.
+/// Their `/ctl/node` files go and their slots become vacant, so the nodes that
+/// attach to the new cluster claim them.
+pub async fn forget_members(c: &Consensus) -> Result<(), String> {
+    let snap = c.node().snapshot(None).map_err(|e| format!("{e:?}"))?;
+    let mut cmds = Vec::new();
+    for id in snap.getdir("/ctl/node").unwrap_or_default() {
+        for f in snap.getdir(&format!("/ctl/node/{id}")).unwrap_or_default() {
+            cmds.push(Command::Del { path: format!("/ctl/node/{id}/{f}"), rev: CLOBBER });
+        }
+    }
+    for slot in snap.getdir("/ctl/cal").unwrap_or_default() {
+        let path = format!("/ctl/cal/{slot}");
+        if snap.get(&path).ok().flatten().is_some_and(|f| !f.body.is_empty()) {
+            cmds.push(Command::Set { path, rev: CLOBBER, body: Bytes::new() });
+        }
+    }
+    for cmd in cmds {
+        c.propose(cmd.clone()).await.map_err(|e| format!("cannot rebuild /ctl ({cmd:?}): {e:?}"))?;
+    }
+    Ok(())
+}
+
 /// An attached node's `/ctl/node/<id>` files.
 pub async fn register_node(c: &Consensus) -> Result<(), String> {
     let mut files = node_files(c);

@@ -43,6 +43,8 @@ pub struct Settings {
     pub secrets: Secrets,
     pub tls: Option<TlsAcceptor>,
     pub cluster: consensus::Options,
+    /// A new cluster starts from this store image (`--restore`).
+    pub restore: Option<bytes::Bytes>,
 }
 
 impl Settings {
@@ -62,6 +64,7 @@ impl Settings {
                 member_timeout: Duration::from_secs(60),
                 cal_slots: 3,
             },
+            restore: None,
         }
     }
 }
@@ -103,7 +106,11 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     let stop = CancellationToken::new();
     let accept = accept_loop(listener, cluster.clone(), Arc::new(settings.secrets), settings.tls, stop.clone());
     tokio::spawn(accept);
-    let joined = if settings.attach.is_empty() { cluster.seed().await } else { cluster.join(&settings.attach).await };
+    let joined = if settings.attach.is_empty() {
+        cluster.seed(settings.restore).await
+    } else {
+        cluster.join(&settings.attach).await
+    };
     if let Err(e) = joined {
         stop.cancel();
         cluster.shutdown().await;
@@ -212,6 +219,15 @@ async fn run(cfg: Config) -> ExitCode {
     if tls.is_some() && !cfg.attach.is_empty() {
         return fail("a TLS listener cannot be part of a multi-node cluster yet: peers speak plain TCP");
     }
+    let restored = match load_restore(&cfg) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let cluster_name = cfg
+        .cluster
+        .clone()
+        .or_else(|| restored.as_ref().map(|(name, _)| name.clone()))
+        .unwrap_or_else(|| "local".to_string());
     let rw = std::env::var("DOOZER_RWSECRET").unwrap_or_default();
     let settings = Settings {
         listen: cfg.listen.clone(),
@@ -226,12 +242,13 @@ async fn run(cfg: Config) -> ExitCode {
         secrets: Secrets { rw: rw.clone(), ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default() },
         tls,
         cluster: consensus::Options {
-            cluster: cfg.cluster.clone(),
+            cluster: cluster_name.clone(),
             secret: rw,
             write_timeout: Duration::from_secs_f64(cfg.write_timeout.max(0.1)),
             member_timeout: Duration::from_secs_f64(cfg.timeout.max(0.1)),
             cal_slots: cfg.cal_slots.max(1),
         },
+        restore: restored.map(|(_, image)| image),
     };
     let running = tokio::select! {
         r = start(settings) => r,
@@ -250,7 +267,7 @@ async fn run(cfg: Config) -> ExitCode {
             return fail(format!("cannot write --addr-file {path}: {e}"));
         }
     }
-    info!(id = running.node().id(), %addr, cluster = %cfg.cluster, "doozerd {} serving", ctl::VERSION);
+    info!(id = running.node().id(), %addr, cluster = %cluster_name, "doozerd {} serving", ctl::VERSION);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("{}", quickstart(&addr));
     }
@@ -266,6 +283,40 @@ async fn run(cfg: Config) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// Reads and checks --restore and --journal completely before anything
+/// starts: a damaged file stops doozerd with the problem and its byte offset,
+/// and nothing is half-restored. Returns the cluster name and the image.
+fn load_restore(cfg: &Config) -> Result<Option<(String, bytes::Bytes)>, String> {
+    if cfg.restore.is_none() && cfg.journal.is_none() {
+        return Ok(None);
+    }
+    if !cfg.attach.is_empty() {
+        return Err("--restore starts a new cluster: it cannot be combined with -a".into());
+    }
+    let read = |p: &str| std::fs::read(p).map_err(|e| format!("cannot read {p}: {e}"));
+    let backup = match &cfg.restore {
+        Some(p) => Some(doozer_store::read_backup(&read(p)?[..]).map_err(|e| format!("{p}: {e}"))?),
+        None => None,
+    };
+    let journal = match &cfg.journal {
+        Some(p) => {
+            let j = doozer_store::read_journal(&read(p)?).map_err(|e| format!("{p}: {e}"))?;
+            if let Some(torn) = &j.torn {
+                warn!("{p}: ignoring an incomplete last entry ({torn})");
+            }
+            Some(j)
+        }
+        None => None,
+    };
+    let limits = HistoryLimits { revs: cfg.hist.max(1), bytes: cfg.hist_bytes };
+    let store = doozer_store::restore(backup.as_ref(), journal.as_ref(), limits).map_err(|e| e.to_string())?;
+    let name = backup.map(|b| b.cluster).or(journal.map(|j| j.cluster)).unwrap_or_default();
+    let mut image = Vec::new();
+    store.image().encode(&mut image);
+    info!(rev = store.rev(), "restoring");
+    Ok(Some((name, bytes::Bytes::from(image))))
 }
 
 /// What a person who just started doozerd by hand can do next.

@@ -148,7 +148,10 @@ impl Node {
         let outcome = store.apply(cmd);
         if let Outcome::Changed(event) = &outcome {
             self.waiters.lock().dispatch(event);
-            self.rev_tx.send_replace(event.rev);
+        }
+        // A Load moves the revision without an event of its own.
+        if store.rev() != *self.rev_tx.borrow() {
+            self.rev_tx.send_replace(store.rev());
         }
         outcome
     }

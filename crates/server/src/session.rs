@@ -92,6 +92,7 @@ fn store_error(tag: Option<i32>, e: StoreError) -> Response {
         StoreError::IsDir => ErrCode::IsDir,
         StoreError::NotDir => ErrCode::NotDir,
         StoreError::NoEnt => ErrCode::NoEnt,
+        StoreError::BadLoad => ErrCode::Other,
     };
     error(tag, code)
 }

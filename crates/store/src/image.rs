@@ -39,7 +39,7 @@ pub struct ImageError {
 
 impl std::fmt::Display for ImageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "bad store image at byte {}: {}", self.offset, self.what)
+        write!(f, "at byte {}: {}", self.offset, self.what)
     }
 }
 

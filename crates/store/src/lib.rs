@@ -8,12 +8,17 @@
 //! What it is not: it does no I/O, has no clock and knows nothing of the network or
 //! of consensus. The server feeds it commands in commit order and holds the waiters.
 
+mod backup;
 mod glob;
 mod image;
 mod path;
 mod store;
 mod tree;
 
+pub use backup::{
+    journal_change, journal_header, journal_snapshot, read_backup, read_journal, restore, Backup, BackupWriter,
+    Journal, Record,
+};
 pub use glob::{Glob, GlobError};
 pub use image::{Image, ImageError};
 pub use path::{is_valid_path, MAX_PATH};

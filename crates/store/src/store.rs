@@ -20,6 +20,9 @@ pub enum Command {
     Del { path: String, rev: Rev },
     /// Consume a revision and change nothing (the protocol's NOP).
     Nop,
+    /// Become the store in this encoded [`Image`](crate::Image): how a restored
+    /// cluster starts. Only an empty store (revision 0) can be loaded.
+    Load { image: Bytes },
 }
 
 /// What a change did to a path.
@@ -52,6 +55,8 @@ pub enum StoreError {
     IsDir,
     NotDir,
     NoEnt,
+    /// A Load into a store that is not empty, or of an image that does not decode.
+    BadLoad,
 }
 
 /// The result of applying one command.
@@ -166,6 +171,7 @@ impl Store {
             Command::Set { path, rev, body } => self.set(path, *rev, body),
             Command::Del { path, rev } => self.del(path, *rev),
             Command::Nop => Ok(Some((self.root.clone(), Arc::from("/"), Bytes::new(), EventKind::Nop))),
+            Command::Load { image } => return self.load(image),
         };
         match result {
             Err(e) => Outcome::Failed(e),
@@ -177,6 +183,22 @@ impl Store {
                 self.record(root, event.clone());
                 Outcome::Changed(event)
             }
+        }
+    }
+
+    /// Replaces an empty store with an image; revisions come with it, so there
+    /// is no event of its own.
+    fn load(&mut self, image: &Bytes) -> Outcome {
+        if self.rev != 0 {
+            return Outcome::Failed(StoreError::BadLoad);
+        }
+        let loaded = crate::Image::decode(image).and_then(|i| Store::from_image(&i, self.limits));
+        match loaded {
+            Ok(store) => {
+                *self = store;
+                Outcome::Unchanged
+            }
+            Err(_) => Outcome::Failed(StoreError::BadLoad),
         }
     }
 

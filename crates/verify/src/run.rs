@@ -44,12 +44,20 @@ const SETTLE: Duration = Duration::from_secs(90);
 
 pub async fn run(doozerd: &Path, s: &Scenario) -> Result<Outcome, String> {
     let dir = tempfile::Builder::new().prefix("doozer-torture-").tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().to_path_buf();
+    // On an error the node logs are kept for a look.
+    run_in(doozerd, s, dir).await.map_err(|e| format!("{e} (node logs in {})", path.display()))
+}
+
+async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<Outcome, String> {
+    let keep_on_error = KeepOnError(Some(dir));
+    let dir = keep_on_error.0.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
     let args: Vec<String> =
         ["-timeout", &s.member_timeout.to_string(), "--hist", "200000", "-c", "torture", "--write-timeout", "3"]
             .iter()
             .map(|a| a.to_string())
             .collect();
-    let mut cluster = Cluster::start(doozerd, s.nodes, &args, dir.path()).await?;
+    let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir).await?;
     let nodes: Nodes = Arc::new(Mutex::new(cluster.live()));
     let clock = Clock::new();
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
@@ -102,8 +110,27 @@ pub async fn run(doozerd: &Path, s: &Scenario) -> Result<Outcome, String> {
         final_rev,
     };
     let report = check(&history);
-    let dir = (!report.ok()).then(|| dir.keep());
+    let dir = keep_on_error.finish(!report.ok());
     Ok(Outcome { report, faults, revisions: final_rev, watch_events, dir })
+}
+
+/// Keeps the run's directory if the run ends early with an error.
+struct KeepOnError(Option<tempfile::TempDir>);
+
+impl KeepOnError {
+    /// The run completed: keep the directory only if asked to.
+    fn finish(mut self, keep: bool) -> Option<PathBuf> {
+        let dir = self.0.take()?;
+        keep.then(|| dir.keep())
+    }
+}
+
+impl Drop for KeepOnError {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = d.keep();
+        }
+    }
 }
 
 /// Faults on the schedule until the run's time is up.
@@ -117,6 +144,12 @@ async fn inject(cluster: &mut Cluster, nodes: &Nodes, s: &Scenario) -> Result<Ve
         if s.kinds.is_empty() {
             continue;
         }
+        // The next fault waits until the last one is repaired: a dead member
+        // stays a voter until -timeout removes it, and a second loss before
+        // then is a lost quorum, which Raft rightly does not heal by itself.
+        await_healthy(cluster, nodes, s.nodes)
+            .await
+            .map_err(|e| format!("{e}; faults so far:\n{}", done.join("\n")))?;
         let leader = leader_slot(cluster).await;
         let fault = schedule.next(s.nodes, leader);
         done.push(format!("{:>6.1}s {fault:?}", started.elapsed().as_secs_f64()));
@@ -154,6 +187,49 @@ async fn inject(cluster: &mut Cluster, nodes: &Nodes, s: &Scenario) -> Result<Ve
         *nodes.lock() = cluster.live();
     }
     Ok(done)
+}
+
+/// How long the cluster may take to repair a fault.
+const RECOVER: Duration = Duration::from_secs(60);
+
+/// Waits until every slot's process is a voter (one of them the leader) and
+/// no other member is left.
+async fn await_healthy(cluster: &mut Cluster, nodes: &Nodes, n: usize) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        restart_exited(cluster).await?;
+        *nodes.lock() = cluster.live();
+        if healthy(cluster, n).await {
+            return Ok(());
+        }
+        if start.elapsed() > RECOVER {
+            return Err(format!("the cluster did not recover within {RECOVER:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn healthy(cluster: &mut Cluster, n: usize) -> bool {
+    let live: Vec<String> = cluster.live().iter().map(|(i, _)| cluster.slots[*i].proxy.addr.to_string()).collect();
+    if live.len() != n {
+        return false;
+    }
+    let Some(c) = any_client(cluster).await else { return false };
+    let Ok(Ok(members)) = tokio::time::timeout(Duration::from_secs(2), c.getdir_all("/ctl/node", None)).await else {
+        return false;
+    };
+    if members.len() != n {
+        return false;
+    }
+    for id in members {
+        let role = text(&c, &format!("/ctl/node/{id}/role")).await;
+        let addr = text(&c, &format!("/ctl/node/{id}/addr")).await;
+        let voter = matches!(role.as_deref(), Some("leader" | "voter"));
+        if !voter || !addr.is_some_and(|a| live.contains(&a)) {
+            return false;
+        }
+    }
+    true
 }
 
 async fn any_client(cluster: &mut Cluster) -> Option<Client> {

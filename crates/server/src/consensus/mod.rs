@@ -132,8 +132,9 @@ impl Consensus {
         Ok(consensus)
     }
 
-    /// Makes this node a new cluster's first voter and writes its `/ctl` files.
-    pub async fn seed(&self) -> Result<(), String> {
+    /// Makes this node a new cluster's first voter and writes its `/ctl` files;
+    /// with `restore`, the cluster's first entry loads that store image.
+    pub async fn seed(&self, restore: Option<bytes::Bytes>) -> Result<(), String> {
         let members = BTreeMap::from([(self.id, self.me.clone())]);
         self.raft.initialize(members).await.map_err(|e| format!("cannot start the cluster: {e}"))?;
         self.raft
@@ -141,6 +142,13 @@ impl Consensus {
             .metrics(|m| m.current_leader == Some(self.id), "the seed leads")
             .await
             .map_err(|e| format!("the seed did not become leader: {e}"))?;
+        if let Some(image) = restore {
+            match self.propose(Command::Load { image }).await {
+                Ok(Committed::Unchanged) => {}
+                other => return Err(format!("cannot load the restored store: {other:?}")),
+            }
+            crate::ctl::forget_members(self).await?;
+        }
         crate::ctl::register_seed(self, &self.opts.cluster, self.opts.cal_slots).await
     }
 

@@ -1,0 +1,189 @@
+//! Backup, journal and restore through the real binaries: revisions survive,
+//! a journal survives being killed, damaged files are refused, and a backup
+//! taken from a follower under load is one consistent revision.
+
+mod common;
+
+use common::{client, cluster, dump, leader_index, Doozerd};
+use std::process::Command;
+
+/// A tree without /ctl (which a restored cluster rebuilds for its own members).
+async fn data(addr: &str, rev: i64) -> Vec<(String, i64, bytes::Bytes)> {
+    dump(addr, rev).await.into_iter().filter(|(p, _, _)| !p.starts_with("/ctl/")).collect()
+}
+
+fn run_doozer(uri: &str, args: &[&str]) -> common::Output {
+    common::doozer(uri, args, b"")
+}
+
+/// Writes a mix of files, binary and empty bodies, deletes; returns the last revision.
+async fn fill(addr: &str, n: usize) -> i64 {
+    let c = client(addr).await;
+    let mut last = 0;
+    for i in 0..n {
+        let path = format!("/data/d{}/f{}", i % 13, i % 101);
+        last = if i % 9 == 4 {
+            c.del(&path, -1).await.unwrap();
+            c.rev().await.unwrap()
+        } else {
+            let body: Vec<u8> = (0..(i % 50)).map(|b| (b * 37 + i) as u8).collect();
+            c.set(&path, -1, body).await.unwrap()
+        };
+    }
+    last
+}
+
+#[tokio::test]
+async fn backup_then_restore_keeps_files_and_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    let d = Doozerd::start(&["-c", "prod"]);
+    let last = fill(&d.addr, 500).await;
+    let out = run_doozer(&d.uri(), &["backup", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rev: i64 = out.out().trim().parse().unwrap();
+    assert!(rev >= last);
+    let restored = Doozerd::start(&["--restore", file.to_str().unwrap()]);
+    let c = client(&restored.addr).await;
+    // Since the load only /ctl has changed, so the data now is the data at `rev`.
+    let now = c.rev().await.unwrap();
+    assert_eq!(data(&restored.addr, now).await, data(&d.addr, rev).await);
+    // The cluster name comes from the backup; /ctl names only the new member.
+    assert_eq!(c.get("/ctl/name", None).await.unwrap().0, "prod".as_bytes());
+    let members = c.getdir_all("/ctl/node", None).await.unwrap();
+    assert_eq!(members, vec![String::from_utf8(c.self_id().await.unwrap().to_vec()).unwrap()]);
+    // The store was loaded at exactly `rev`: the next change is rev + 1.
+    let next = c.wait("/**", rev + 1).await.unwrap();
+    assert_eq!(next.rev, rev + 1);
+    assert!(next.path.starts_with("/ctl/"), "{next:?}");
+    // And it takes writes, and other nodes attach as usual.
+    c.set("/after", 0, "x").await.unwrap();
+    let joiner = Doozerd::start(&["-c", "prod", "-a", &restored.addr]);
+    let now = c.rev().await.unwrap();
+    assert_eq!(data(&joiner.addr, now).await, data(&restored.addr, now).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_journal_restores_exactly_the_last_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let d = Doozerd::start(&["-hist", "20000"]);
+    fill(&d.addr, 50).await;
+    let start_journal = || {
+        Command::new(env!("CARGO_BIN_EXE_doozer"))
+            .args(["-a", &d.uri(), "journal", journal.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut j = start_journal();
+    common::wait_until("the journal's snapshot", || journal.exists());
+    // 10,000 changes from 8 concurrent writers; the journal is killed halfway.
+    let mut last = 0;
+    for half in 0..2 {
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let addr = d.addr.clone();
+                tokio::spawn(async move {
+                    let c = client(&addr).await;
+                    let mut last = 0;
+                    for i in 0..625 {
+                        let path = format!("/j/{w}/{}", i % 17);
+                        last = last.max(if i % 10 == 9 {
+                            c.del(&path, -1).await.unwrap();
+                            0
+                        } else {
+                            c.set(&path, -1, format!("{half}-{w}-{i}")).await.unwrap()
+                        });
+                    }
+                    last
+                })
+            })
+            .collect();
+        for w in writers {
+            last = last.max(w.await.unwrap());
+        }
+        if half == 0 {
+            j.kill().unwrap();
+            j.wait().unwrap();
+            j = start_journal();
+        }
+    }
+    last = last.max(client(&d.addr).await.rev().await.unwrap());
+    common::wait_until("the journal to reach the last revision", || {
+        std::fs::read(&journal)
+            .ok()
+            .and_then(|b| doozer_store::read_journal(&b).ok())
+            .and_then(|j| j.records.last().map(|r| r.rev()))
+            .is_some_and(|r| r >= last)
+    });
+    j.kill().unwrap();
+    j.wait().unwrap();
+    let restored = Doozerd::start(&["-hist", "20000", "--journal", journal.to_str().unwrap()]);
+    assert_eq!(data(&restored.addr, last).await, data(&d.addr, last).await);
+    let first_new = client(&restored.addr).await.wait("/**", last + 1).await.unwrap();
+    assert_eq!(first_new.rev, last + 1);
+    assert!(first_new.path.starts_with("/ctl/"));
+}
+
+#[tokio::test]
+async fn damaged_backups_are_refused_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    let d = Doozerd::start(&[]);
+    fill(&d.addr, 100).await;
+    assert_eq!(run_doozer(&d.uri(), &["backup", file.to_str().unwrap()]).code, 0);
+    let good = std::fs::read(&file).unwrap();
+    let truncated = dir.path().join("truncated");
+    std::fs::write(&truncated, &good[..good.len() - 100]).unwrap();
+    let flipped = dir.path().join("flipped");
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x20;
+    std::fs::write(&flipped, &bad).unwrap();
+    for (f, why) in [(&truncated, "truncated"), (&flipped, "")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_doozerd"))
+            .args(["-l", "127.0.0.1:0", "-w", "false", "--restore", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("at byte ") && stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("serving"), "nothing started: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_from_a_follower_under_load_is_one_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    let nodes = cluster(3, &["-hist", "20000"]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    fill(&nodes[leader].addr, 2000).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (addr, stop) = (nodes[leader].addr.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = client(&addr).await;
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                c.set(&format!("/data/d{}/f{}", i % 13, i % 101), -1, format!("load {i}")).await.unwrap();
+                i += 1;
+            }
+            i
+        })
+    };
+    let uri = format!("doozer:?ca={}", nodes[follower].addr);
+    let out = tokio::task::spawn_blocking(move || run_doozer(&uri, &["backup", file.to_str().unwrap()])).await.unwrap();
+    let after = client(&nodes[leader].addr).await.rev().await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let b = doozer_store::read_backup(&std::fs::read(dir.path().join("backup")).unwrap()[..]).unwrap();
+    let rev = b.tree.rev();
+    assert!(after > rev, "writes went on while the backup ran (backup at {rev}, cluster at {after})");
+    let in_backup: Vec<(String, i64, bytes::Bytes)> =
+        b.tree.files().into_iter().map(|(p, f)| (p, f.rev, f.body)).collect();
+    assert_eq!(in_backup, dump(&nodes[leader].addr, rev).await, "the backup is the tree at revision {rev}");
+}
