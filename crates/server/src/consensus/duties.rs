@@ -12,6 +12,12 @@
 //!   majority cannot remove anyone, and no removal can cost the quorum it needs.
 //! - A node that finds itself removed stops taking part and says so; it must be
 //!   restarted (with a new id) to rejoin.
+//! - The leader's own decisions (removals, tidying) are written by it as
+//!   leader and never forwarded, so a deposed leader that has not noticed yet
+//!   cannot get the new leader to carry them out.
+//! - Left-overs of an interrupted removal are repaired: slots held by
+//!   non-members are emptied, their `/ctl/node` files deleted, and a member
+//!   whose files are missing writes them again.
 
 use super::network::Target;
 use super::types::{Metrics, NodeId};
@@ -79,6 +85,7 @@ pub fn spawn(c: Arc<Consensus>) {
             } else {
                 leading_since = None;
                 if member {
+                    c.reregister().await;
                     c.claim_slot(&m, &claims).await;
                 }
                 let due = last_check.elapsed() > CHECK_EVERY;
@@ -134,11 +141,12 @@ impl Consensus {
             .collect()
     }
 
+    /// A leader's write: committed by this node as leader or not at all.
     async fn write(&self, cmd: Command) -> Option<Committed> {
-        match self.propose(cmd).await {
+        match self.propose_as_leader(cmd).await {
             Ok(c) => Some(c),
             Err(e) => {
-                debug!(error = ?e, "membership write failed");
+                debug!(error = ?e, "leader write failed");
                 None
             }
         }
@@ -148,7 +156,33 @@ impl Consensus {
         self.publish_leader().await;
         self.publish_roles(m).await;
         self.remove_silent(m, since).await;
+        self.tidy(m).await;
         self.match_voters_to_slots(m, since).await;
+    }
+
+    /// Slots held by ids that are not members are emptied, and `/ctl/node`
+    /// entries of ids that are not members are deleted: what a removal
+    /// interrupted by a leader change can leave behind.
+    async fn tidy(&self, m: &Metrics) {
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return;
+        }
+        let members: BTreeSet<&str> = membership.nodes().map(|(_, n)| n.name.as_str()).collect();
+        for slot in self.slots().into_iter().filter(|s| !s.holder.is_empty() && !members.contains(s.holder.as_str())) {
+            info!(slot = %slot.path, holder = %slot.holder, "emptying a slot held by a non-member");
+            self.write(Command::Set { path: slot.path, rev: slot.rev, body: Bytes::new() }).await;
+        }
+        let Ok(snap) = self.node.snapshot(None) else { return };
+        for id in snap.getdir("/ctl/node").unwrap_or_default() {
+            if members.contains(&*id) {
+                continue;
+            }
+            info!(node = %id, "deleting /ctl/node files of a non-member");
+            for f in snap.getdir(&format!("/ctl/node/{id}")).unwrap_or_default() {
+                self.write(Command::Del { path: format!("/ctl/node/{id}/{f}"), rev: doozer_store::CLOBBER }).await;
+            }
+        }
     }
 
     /// Writes each member's role to `/ctl/node/<id>/role` once the membership
@@ -258,6 +292,19 @@ impl Consensus {
         }
     }
 
+    /// A member whose `/ctl/node` files have gone (a removal that did not
+    /// finish) writes them again.
+    async fn reregister(&self) {
+        let path = format!("/ctl/node/{}/addr", self.me.name);
+        let present = self.node.snapshot(None).ok().and_then(|s| s.get(&path).ok().flatten()).is_some();
+        if !present {
+            info!("this member's /ctl/node files are missing; writing them again");
+            if let Err(e) = crate::ctl::register_node(self).await {
+                debug!(error = %e, "could not register again yet");
+            }
+        }
+    }
+
     /// Notes which slot this node holds, and a slot it lost.
     fn track_slot(&self, claims: &mut Claims) {
         let mine = self.slots().into_iter().find(|s| s.holder == self.me.name).map(|s| s.path);
@@ -276,9 +323,10 @@ impl Consensus {
         let slots = self.slots();
         if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty() && !claims.lost.contains(&s.path)) {
             let body = Bytes::from(self.me.name.clone());
-            if let Some(Committed::Changed(_)) =
-                self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body }).await
-            {
+            // A member's own request, forwarded to the leader; the revision check
+            // makes one claimant win.
+            let claim = Command::Set { path: slot.path.clone(), rev: slot.rev, body };
+            if let Ok(Committed::Changed(_)) = self.propose(claim).await {
                 info!(slot = %slot.path, "claimed a vacant slot");
             }
         }

@@ -213,6 +213,18 @@ impl Consensus {
         }
     }
 
+    /// Commits `cmd` only if this node is the leader, never forwarding it: for
+    /// decisions a leader makes from what it alone sees (who is silent), which a
+    /// deposed leader must not get another node to carry out.
+    pub(crate) async fn propose_as_leader(&self, cmd: Command) -> Result<Committed, ProposeError> {
+        let write = self.raft.client_write(cmd);
+        match tokio::time::timeout(self.opts.write_timeout, write).await {
+            Ok(Ok(resp)) => Ok(resp.data.into()),
+            Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
+            Err(_) => Err(ProposeError::Failed("not committed in time".into())),
+        }
+    }
+
     async fn propose_until_done(&self, cmd: Command) -> Result<Committed, ProposeError> {
         loop {
             let (leader_id, leader) = match self.raft.client_write(cmd.clone()).await {
