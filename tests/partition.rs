@@ -27,7 +27,7 @@ async fn a_deposed_leader_removes_nobody_from_the_majority() {
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<String> =
         ["-timeout", "2", "--write-timeout", "2", "-c", "p"].iter().map(|s| s.to_string()).collect();
-    let mut cluster =
+    let cluster =
         Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path()).await.unwrap();
     let seed = cluster.slots[0].addr.clone();
     common::eventually("3 voters", || async {
