@@ -25,7 +25,7 @@
 
 use crate::image::ImageError;
 use crate::path::is_valid_path;
-use crate::store::{Command, Event, EventKind, HistoryLimits, Outcome, Snapshot, Store};
+use crate::store::{Event, EventKind, HistoryLimits, Snapshot, Store};
 use crate::tree::{self, Dir, File};
 use crate::Rev;
 use bytes::Bytes;
@@ -412,21 +412,7 @@ pub fn restore(backup: Option<&Backup>, journal: Option<&Journal>, limits: Histo
                 let what = format!("the journal has no revisions {}..{} after the backup", store.rev() + 1, e.rev - 1);
                 return Err(ImageError { offset: 0, what });
             }
-            Record::Change(e) => {
-                let cmd = match e.kind {
-                    EventKind::Set => {
-                        Command::Set { path: e.path.to_string(), rev: crate::CLOBBER, body: e.body.clone() }
-                    }
-                    EventKind::Del => Command::Del { path: e.path.to_string(), rev: crate::CLOBBER },
-                    EventKind::Nop => Command::Nop,
-                };
-                if !matches!(store.apply(&cmd), Outcome::Changed(got) if got.rev == e.rev) {
-                    return Err(ImageError {
-                        offset: 0,
-                        what: format!("the change at revision {} does not apply", e.rev),
-                    });
-                }
-            }
+            Record::Change(e) => store.replay(e)?,
         }
     }
     Ok(store)
@@ -435,6 +421,7 @@ pub fn restore(backup: Option<&Backup>, journal: Option<&Journal>, limits: Histo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Command;
     use crate::Glob;
 
     fn sample(n: usize) -> Store {

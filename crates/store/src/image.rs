@@ -16,7 +16,7 @@
 //! ```
 
 use crate::path::is_valid_path;
-use crate::store::{Command, Event, EventKind, HistoryLimits, Outcome, Snapshot, Store};
+use crate::store::{Event, EventKind, HistoryLimits, Snapshot, Store};
 use crate::tree::{self, Dir, File};
 use crate::Rev;
 use bytes::Bytes;
@@ -190,20 +190,7 @@ impl Store {
     pub fn from_image(image: &Image, limits: HistoryLimits) -> Result<Store, ImageError> {
         let mut store = Store::at(image.base.clone(), limits);
         for e in &image.events {
-            let cmd = match e.kind {
-                EventKind::Set => Command::Set { path: e.path.to_string(), rev: crate::CLOBBER, body: e.body.clone() },
-                EventKind::Del => Command::Del { path: e.path.to_string(), rev: crate::CLOBBER },
-                EventKind::Nop => Command::Nop,
-            };
-            match store.apply(&cmd) {
-                Outcome::Changed(got) if got.rev == e.rev => {}
-                other => {
-                    return Err(ImageError {
-                        offset: 0,
-                        what: format!("event at revision {} does not replay: {other:?}", e.rev),
-                    })
-                }
-            }
+            store.replay(e)?;
         }
         Ok(store)
     }
@@ -212,6 +199,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Command;
 
     fn sample() -> Store {
         let mut s = Store::new(HistoryLimits { revs: 5, bytes: usize::MAX });

@@ -186,6 +186,23 @@ impl Store {
         }
     }
 
+    /// Applies a recorded event as the change that made it; it must land at
+    /// exactly the event's revision.
+    pub(crate) fn replay(&mut self, e: &Event) -> Result<(), crate::ImageError> {
+        let cmd = match e.kind {
+            EventKind::Set => Command::Set { path: e.path.to_string(), rev: CLOBBER, body: e.body.clone() },
+            EventKind::Del => Command::Del { path: e.path.to_string(), rev: CLOBBER },
+            EventKind::Nop => Command::Nop,
+        };
+        match self.apply(&cmd) {
+            Outcome::Changed(got) if got.rev == e.rev => Ok(()),
+            other => Err(crate::ImageError {
+                offset: 0,
+                what: format!("the change at revision {} does not replay: {other:?}", e.rev),
+            }),
+        }
+    }
+
     /// Replaces an empty store with an image; revisions come with it, so there
     /// is no event of its own.
     fn load(&mut self, image: &Bytes) -> Outcome {

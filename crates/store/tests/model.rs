@@ -104,6 +104,10 @@ impl Model {
 }
 
 fn model_stat(files: &Files, path: &str) -> Stat {
+    if path == "/" {
+        // The root always exists, even in an empty store.
+        return Stat::Dir { entries: model_dir(files, path).len() };
+    }
     if let Some((b, r)) = files.get(path) {
         return Stat::File { rev: *r, len: b.len() };
     }
