@@ -29,7 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Liveness(Arc<Mutex<HashMap<NodeId, Instant>>>);
 
 impl Liveness {
-    fn touch(&self, id: NodeId) {
+    pub fn touch(&self, id: NodeId) {
         self.0.lock().insert(id, Instant::now());
     }
 
