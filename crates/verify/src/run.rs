@@ -52,11 +52,25 @@ pub async fn run(doozerd: &Path, s: &Scenario) -> Result<Outcome, String> {
 async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<Outcome, String> {
     let keep_on_error = KeepOnError(Some(dir));
     let dir = keep_on_error.0.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default();
-    let args: Vec<String> =
-        ["-timeout", &s.member_timeout.to_string(), "--hist", "200000", "-c", "torture", "--write-timeout", "3"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+    // A WAIT loop costs a round trip per revision, so the recorder can fall
+    // behind a busy cluster; a deep history lets it catch up while the cluster
+    // settles (about 2 KB a revision: a few hundred MB per node for a soak).
+    let timeout = s.member_timeout.to_string();
+    let args: Vec<String> = [
+        "-timeout",
+        &timeout,
+        "--hist",
+        "2000000",
+        "--hist-bytes",
+        "4294967296",
+        "-c",
+        "torture",
+        "--write-timeout",
+        "3",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir).await?;
     let nodes: Nodes = Arc::new(Mutex::new(cluster.live()));
     let clock = Clock::new();
