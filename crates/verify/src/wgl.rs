@@ -124,14 +124,29 @@ impl Events {
     }
 }
 
+/// SplitMix64: fixed pseudo-random values for the Zobrist hash.
+fn splitmix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// True if the operations can be ordered, each at a point between its call
 /// and its return, so that the model accepts them in that order.
 pub fn linearizable<M: Model>(model: &M, ops: &[Timed<M::Op>]) -> bool {
     let n = ops.len();
     let mut list = Events::new(ops);
     let mut state: Vec<M::State> = vec![model.init()];
-    let mut linearized = vec![0u64; n.div_ceil(64)];
-    let mut seen: HashSet<(Vec<u64>, Vec<M::State>)> = HashSet::new();
+    // The set of linearized operations, as a Zobrist hash: a random 128-bit
+    // value per operation, XORed in and out. Memo entries stay 16 bytes
+    // however long the history (a full bitset per entry does not scale to a
+    // soak's 10^5 operations per key); a collision could only prune a branch,
+    // so it could raise a false alarm but never hide a violation.
+    let zobrist: Vec<u128> =
+        (0..n as u64).map(|i| (u128::from(splitmix(2 * i)) << 64) | u128::from(splitmix(2 * i + 1))).collect();
+    let mut linearized = 0u128;
+    let mut seen: HashSet<(u128, Vec<M::State>)> = HashSet::new();
     let mut stack: Vec<(usize, Vec<M::State>)> = Vec::new();
     let mut entry = list.first();
     while list.first() != NIL {
@@ -141,9 +156,8 @@ pub fn linearizable<M: Model>(model: &M, ops: &[Timed<M::Op>]) -> bool {
             after.sort();
             after.dedup();
             if !after.is_empty() {
-                let mut lin = linearized.clone();
-                lin[e.op / 64] |= 1 << (e.op % 64);
-                if seen.insert((lin.clone(), after.clone())) {
+                let lin = linearized ^ zobrist[e.op];
+                if seen.insert((lin, after.clone())) {
                     stack.push((entry, std::mem::replace(&mut state, after)));
                     linearized = lin;
                     list.lift(entry);
@@ -157,7 +171,7 @@ pub fn linearizable<M: Model>(model: &M, ops: &[Timed<M::Op>]) -> bool {
         // A return whose call is not linearized (or the end): backtrack.
         let Some((call, old)) = stack.pop() else { return false };
         let op = list.events[call].op;
-        linearized[op / 64] &= !(1 << (op % 64));
+        linearized ^= zobrist[op];
         state = old;
         list.unlift(call);
         entry = list.next[call];
