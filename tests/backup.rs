@@ -187,3 +187,37 @@ async fn a_backup_from_a_follower_under_load_is_one_revision() {
         b.tree.files().into_iter().map(|(p, f)| (p, f.rev, f.body)).collect();
     assert_eq!(in_backup, dump(&nodes[leader].addr, rev).await, "the backup is the tree at revision {rev}");
 }
+
+#[tokio::test]
+async fn a_journal_that_fell_out_of_the_history_takes_a_fresh_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let d = Doozerd::start(&["-hist", "50"]);
+    let c = client(&d.addr).await;
+    c.set("/a", 0, "1").await.unwrap();
+    let run = |secs: &str| {
+        Command::new("timeout")
+            .args([secs, env!("CARGO_BIN_EXE_doozer"), "-a", &d.uri(), "journal", journal.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A first run records a snapshot and stops (timeout ends it).
+    let first = run("1");
+    assert!(String::from_utf8_lossy(&first.stderr).contains("snapshot at revision"));
+    // 200 changes while it is stopped: far more than the 50 revisions of history.
+    let mut last = 0;
+    for i in 0..200 {
+        last = c.set(&format!("/b/{}", i % 7), -1, format!("{i}")).await.unwrap();
+    }
+    let second = run("2");
+    let said = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(said.contains("no longer holds revision"), "{said}");
+    assert!(said.contains("appending a fresh snapshot"), "{said}");
+    // The journal restores to the current state: no silent gap.
+    let j = doozer_store::read_journal(&std::fs::read(&journal).unwrap()).unwrap();
+    let store = doozer_store::restore(None, Some(&j), doozer_store::HistoryLimits::default()).unwrap();
+    assert_eq!(store.rev(), last);
+    let restored: Vec<(String, i64, bytes::Bytes)> =
+        store.current().files().into_iter().map(|(p, f)| (p, f.rev, f.body)).collect();
+    assert_eq!(restored, dump(&d.addr, last).await);
+}
