@@ -1,0 +1,436 @@
+//! `doozer-bench`: drives any Doozer cluster with the same workloads every
+//! time and prints a table line and a JSON line per run.
+//!
+//! Workloads: `put-seq` (one client, sequential SETs of distinct keys),
+//! `put-conc` (C clients, each its own connection, distinct keys), `get-conc`
+//! (C readers over K preloaded keys), `watch-fanout` (W watchers in WAIT loops
+//! on one glob, one writer; latency from the write's send and from its
+//! acknowledgement to each watcher's receipt, and missing events), `mem`
+//! (load N keys, report each local server's RSS growth). Runs are bounded in
+//! time; the warm-up is not measured.
+
+use bytes::Bytes;
+use clap::Parser;
+use doozer_client::{Client, Uri};
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone, Debug)]
+#[command(name = "doozer-bench", about = "Benchmark a Doozer cluster with fixed workloads")]
+pub struct Args {
+    /// The cluster: doozer:?ca=HOST:PORT&ca=... or HOST:PORT (default: DOOZER_URI, else 127.0.0.1:8046).
+    #[arg(short = 'a', long)]
+    pub uri: Option<String>,
+    /// put-seq, put-conc, get-conc, watch-fanout, mem, or all (comma-separated).
+    #[arg(long, default_value = "all")]
+    pub workload: String,
+    /// Concurrent clients for put-conc, get-conc and mem.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Watchers for watch-fanout.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// Seconds measured per workload.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Keys preloaded for get-conc.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: usize,
+    /// Keys loaded by mem.
+    #[arg(long, default_value_t = 100_000)]
+    pub mem_keys: usize,
+}
+
+/// One workload's result.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub workload: String,
+    pub ops: u64,
+    pub seconds: f64,
+    /// Latencies in microseconds: (name, p50, p99, p999).
+    pub latencies: Vec<(String, u64, u64, u64)>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn ops_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ops as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn table_line(&self) -> String {
+        let mut line = format!("{:<13} {:>10.0} ops/s", self.workload, self.ops_per_sec());
+        for (name, p50, p99, p999) in &self.latencies {
+            line.push_str(&format!("  {name} p50 {p50}us p99 {p99}us p999 {p999}us"));
+        }
+        for (k, v) in &self.extra {
+            line.push_str(&format!("  {k} {v}"));
+        }
+        line
+    }
+
+    fn json_line(&self) -> String {
+        let mut fields = vec![
+            format!("\"workload\":\"{}\"", self.workload),
+            format!("\"ops\":{}", self.ops),
+            format!("\"seconds\":{:.3}", self.seconds),
+            format!("\"ops_per_sec\":{:.1}", self.ops_per_sec()),
+        ];
+        for (name, p50, p99, p999) in &self.latencies {
+            fields.push(format!("\"{name}_p50_us\":{p50},\"{name}_p99_us\":{p99},\"{name}_p999_us\":{p999}"));
+        }
+        for (k, v) in &self.extra {
+            let quoted = v.parse::<f64>().map(|_| v.clone()).unwrap_or_else(|_| format!("\"{v}\""));
+            fields.push(format!("\"{k}\":{quoted}"));
+        }
+        format!("{{{}}}", fields.join(","))
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn percentiles(name: &str, h: &Histogram<u64>) -> (String, u64, u64, u64) {
+    (name.to_string(), h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.value_at_quantile(0.999))
+}
+
+/// Shared state of a timed run: when measuring starts and stops.
+#[derive(Clone)]
+struct Clock {
+    start: Instant,
+    warmup: Duration,
+    end: Duration,
+    ops: Arc<AtomicU64>,
+}
+
+impl Clock {
+    fn new(args: &Args) -> Clock {
+        let warmup = Duration::from_secs_f64(args.warmup);
+        Clock {
+            start: Instant::now(),
+            warmup,
+            end: warmup + Duration::from_secs_f64(args.duration),
+            ops: Arc::default(),
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.start.elapsed() < self.end
+    }
+
+    fn measuring(&self) -> bool {
+        self.start.elapsed() >= self.warmup
+    }
+
+    fn seconds(&self) -> f64 {
+        (self.end - self.warmup).as_secs_f64()
+    }
+}
+
+/// Prints a progress line once a second while a workload runs (on a terminal).
+fn progress(name: &str, clock: &Clock) -> tokio::task::JoinHandle<()> {
+    let (name, clock) = (name.to_string(), clock.clone());
+    tokio::spawn(async move {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return;
+        }
+        while clock.running() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let phase = if clock.measuring() { "measuring" } else { "warming up" };
+            eprint!(
+                "\r{name}: {:.0}s {phase}, {} ops   ",
+                clock.start.elapsed().as_secs_f64(),
+                clock.ops.load(Ordering::Relaxed)
+            );
+        }
+        eprint!("\r{:60}\r", "");
+    })
+}
+
+async fn connect(uri: &Uri, i: usize) -> Result<Client, String> {
+    let addr = &uri.addrs[i % uri.addrs.len()];
+    let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
+    if let Some(sk) = &uri.secret {
+        c.access(sk.as_bytes()).await.map_err(|e| e.to_string())?;
+    }
+    Ok(c)
+}
+
+/// `clients` connections, each running `op(client, worker, n)` in a loop until time is up.
+async fn timed<F, Fut>(name: &str, args: &Args, uri: &Uri, clients: usize, op: F) -> Result<Report, String>
+where
+    F: Fn(Client, usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let clock = Clock::new(args);
+    let shown = progress(name, &clock);
+    let mut tasks = Vec::new();
+    for w in 0..clients {
+        let c = connect(uri, w).await?;
+        let (clock, op) = (clock.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut n = 0u64;
+            while clock.running() {
+                let t = Instant::now();
+                op(c.clone(), w, n).await?;
+                n += 1;
+                if clock.measuring() && clock.running() {
+                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                    clock.ops.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok::<_, String>(h)
+        }));
+    }
+    let mut all = histogram();
+    for t in tasks {
+        let h = t.await.map_err(|e| e.to_string())??;
+        let _ = all.add(&h);
+    }
+    shown.abort();
+    Ok(Report {
+        workload: name.into(),
+        ops: clock.ops.load(Ordering::Relaxed),
+        seconds: clock.seconds(),
+        latencies: vec![percentiles("latency", &all)],
+        extra: vec![("clients".into(), clients.to_string())],
+    })
+}
+
+async fn put(name: &str, args: &Args, uri: &Uri, clients: usize) -> Result<Report, String> {
+    let body = Bytes::from(vec![b'x'; args.size]);
+    let prefix = format!("/bench/{name}/{}", std::process::id());
+    timed(name, args, uri, clients, move |c, w, n| {
+        let (body, path) = (body.clone(), format!("{prefix}/{w}/{n}"));
+        async move { c.set(&path, -1, body).await.map(drop).map_err(|e| e.to_string()) }
+    })
+    .await
+}
+
+async fn get_conc(args: &Args, uri: &Uri) -> Result<Report, String> {
+    let body = Bytes::from(vec![b'g'; args.size]);
+    let c = connect(uri, 0).await?;
+    let mut loads = Vec::new();
+    for k in 0..args.keys {
+        let (c, body) = (c.clone(), body.clone());
+        loads.push(tokio::spawn(async move { c.set(&format!("/bench/get/{k}"), -1, body).await }));
+    }
+    for l in loads {
+        l.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    let keys = args.keys.max(1) as u64;
+    timed("get-conc", args, uri, args.clients, move |c, w, n| async move {
+        let k = (n.wrapping_mul(2_654_435_761).wrapping_add(w as u64)) % keys;
+        c.get(&format!("/bench/get/{k}"), None).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Watchers in WAIT loops on one glob; one writer whose bodies carry their send time.
+async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
+    let clock = Clock::new(args);
+    let shown = progress("watch-fanout", &clock);
+    let writer = connect(uri, 0).await?;
+    let from = writer.rev().await.map_err(|e| e.to_string())? + 1;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for w in 0..args.watchers {
+        let c = connect(uri, w + 1).await?;
+        let (stop, start) = (stop.clone(), clock.start);
+        watchers.push(tokio::spawn(async move {
+            let mut seen: Vec<(i64, u64, u64)> = Vec::new(); // (rev, sent ns, received ns)
+            let mut next = from;
+            while !stop.load(Ordering::Relaxed) {
+                let got = tokio::time::timeout(Duration::from_millis(200), c.wait("/bench/fan/**", next)).await;
+                let Ok(Ok(e)) = got else { continue };
+                let received = start.elapsed().as_nanos() as u64;
+                let sent = std::str::from_utf8(&e.body).ok().and_then(|s| s.parse().ok()).unwrap_or(received);
+                seen.push((e.rev, sent, received));
+                next = e.rev + 1;
+            }
+            seen
+        }));
+    }
+    let acks: Arc<Mutex<HashMap<i64, u64>>> = Arc::default();
+    let mut written = 0u64;
+    let mut n = 0u64;
+    while clock.running() {
+        let sent = clock.start.elapsed().as_nanos() as u64;
+        let rev =
+            writer.set(&format!("/bench/fan/{}", n % 100), -1, sent.to_string()).await.map_err(|e| e.to_string())?;
+        n += 1;
+        if clock.measuring() && clock.running() {
+            acks.lock().map_err(|e| e.to_string())?.insert(rev, clock.start.elapsed().as_nanos() as u64);
+            written += 1;
+            clock.ops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // Let the last events arrive before the watchers stop.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acks = acks.lock().map_err(|e| e.to_string())?.clone();
+    let (mut from_send, mut from_ack) = (histogram(), histogram());
+    let mut missing = 0u64;
+    for w in watchers {
+        let seen = w.await.map_err(|e| e.to_string())?;
+        let revs: std::collections::HashSet<i64> = seen.iter().map(|s| s.0).collect();
+        missing += acks.keys().filter(|r| !revs.contains(r)).count() as u64;
+        for (rev, sent, received) in seen {
+            if let Some(ack) = acks.get(&rev) {
+                let _ = from_send.record((received.saturating_sub(sent) / 1000).max(1));
+                let _ = from_ack.record((received.saturating_sub(*ack) / 1000).max(1));
+            }
+        }
+    }
+    shown.abort();
+    Ok(Report {
+        workload: "watch-fanout".into(),
+        ops: written,
+        seconds: clock.seconds(),
+        latencies: vec![percentiles("from_send", &from_send), percentiles("from_ack", &from_ack)],
+        extra: vec![("watchers".into(), args.watchers.to_string()), ("missing_events".into(), missing.to_string())],
+    })
+}
+
+/// The pid of the local process listening on `port`, from /proc (Linux).
+fn listener_pid(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let listening = f.get(3) == Some(&"0A");
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if listening && local_port == Some(port) {
+                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.to_string_lossy() == *i) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches(" kB").parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Loads `mem_keys` keys and reports each local server's RSS growth per key.
+async fn mem(args: &Args, uri: &Uri) -> Result<Report, String> {
+    let pids: Vec<(String, Option<u32>)> = uri
+        .addrs
+        .iter()
+        .map(|a| (a.clone(), a.rsplit(':').next().and_then(|p| p.parse().ok()).and_then(listener_pid)))
+        .collect();
+    let before: Vec<Option<u64>> = pids.iter().map(|(_, p)| p.and_then(rss_bytes)).collect();
+    let started = Instant::now();
+    let body = Bytes::from(vec![b'm'; args.size]);
+    let per = args.mem_keys.div_ceil(args.clients.max(1));
+    let mut loads = Vec::new();
+    for w in 0..args.clients.max(1) {
+        let (c, body) = (connect(uri, w).await?, body.clone());
+        let range = (w * per)..((w + 1) * per).min(args.mem_keys);
+        loads.push(tokio::spawn(async move {
+            for k in range {
+                c.set(&format!("/bench/mem/{}/{}", k / 1000, k % 1000), -1, body.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for l in loads {
+        l.await.map_err(|e| e.to_string())??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Let every node apply the load before measuring it.
+    let last = connect(uri, 0).await?.rev().await.map_err(|e| e.to_string())?;
+    let mut extra = vec![("keys".to_string(), args.mem_keys.to_string())];
+    for (i, (addr, pid)) in pids.iter().enumerate() {
+        let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
+        c.get("/bench", Some(last)).await.ok();
+        let growth = match (before[i], pid.and_then(rss_bytes)) {
+            (Some(b), Some(a)) => format!("{}", a.saturating_sub(b) / args.mem_keys.max(1) as u64),
+            _ => "n/a".to_string(),
+        };
+        extra.push((format!("rss_bytes_per_key[{addr}]"), growth));
+    }
+    Ok(Report { workload: "mem".into(), ops: args.mem_keys as u64, seconds, latencies: vec![], extra })
+}
+
+/// Runs the chosen workloads and prints their reports.
+pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
+    let uri_text = args
+        .uri
+        .clone()
+        .or_else(|| std::env::var("DOOZER_URI").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "127.0.0.1:8046".to_string());
+    let uri = doozer_client::parse_uri(&uri_text).map_err(|e| format!("{e}: {uri_text}"))?;
+    let all = ["put-seq", "put-conc", "get-conc", "watch-fanout", "mem"];
+    let chosen: Vec<&str> = if args.workload == "all" { all.to_vec() } else { args.workload.split(',').collect() };
+    let mut reports = Vec::new();
+    for w in chosen {
+        let r = match w {
+            "put-seq" => put("put-seq", args, &uri, 1).await?,
+            "put-conc" => put("put-conc", args, &uri, args.clients).await?,
+            "get-conc" => get_conc(args, &uri).await?,
+            "watch-fanout" => watch_fanout(args, &uri).await?,
+            "mem" => mem(args, &uri).await?,
+            other => {
+                return Err(format!(
+                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem or all"
+                ))
+            }
+        };
+        println!("{}", r.table_line());
+        println!("{}", r.json_line());
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("doozer-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("doozer-bench: {e} (is doozerd running? choose the cluster with -a)");
+            ExitCode::from(2)
+        }
+    }
+}
