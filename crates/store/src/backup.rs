@@ -23,39 +23,16 @@
 //! and started again from a fresh snapshot. A torn last record (a crash while
 //! appending) is reported and dropped on resume; damage anywhere else is an error.
 
+use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, Fnv, Input, MAX_RECORD};
 use crate::image::ImageError;
-use crate::path::is_valid_path;
-use crate::store::{Event, EventKind, HistoryLimits, Snapshot, Store};
-use crate::tree::{self, Dir, File};
+use crate::store::{Event, HistoryLimits, Snapshot, Store};
+use crate::tree::Dir;
 use crate::Rev;
 use bytes::Bytes;
 use std::io::{self, Read, Write};
 
 pub const BACKUP_MAGIC: &[u8; 8] = b"DZBACKU1";
 pub const JOURNAL_MAGIC: &[u8; 8] = b"DZJOURN1";
-
-/// Largest single record a reader accepts (a journal snapshot holds a whole tree).
-const MAX_RECORD: usize = 1 << 31;
-
-#[derive(Clone, Copy)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
-}
 
 /// Writes a backup a file at a time.
 pub struct BackupWriter<W: Write> {
@@ -107,93 +84,9 @@ pub struct Backup {
     pub tree: Snapshot,
 }
 
-/// Reads a stream, tracking the offset and a running checksum.
-struct Input<R> {
-    r: R,
-    at: usize,
-    hash: Fnv,
-}
-
-impl<R: Read> Input<R> {
-    fn err(&self, what: impl Into<String>) -> ImageError {
-        ImageError { offset: self.at, what: what.into() }
-    }
-
-    fn take(&mut self, n: usize) -> Result<Vec<u8>, ImageError> {
-        let mut buf = Vec::new();
-        let got =
-            (&mut self.r).take(n as u64).read_to_end(&mut buf).map_err(|e| self.err(format!("read failed: {e}")))?;
-        if got < n {
-            self.at += got;
-            return Err(self.err(format!("truncated: {n} bytes needed, {got} left")));
-        }
-        self.hash.update(&buf);
-        self.at += n;
-        Ok(buf)
-    }
-
-    fn u8(&mut self) -> Result<u8, ImageError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u64(&mut self) -> Result<u64, ImageError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
-    }
-
-    fn i64(&mut self) -> Result<i64, ImageError> {
-        Ok(self.u64()? as i64)
-    }
-
-    fn chunk(&mut self) -> Result<Vec<u8>, ImageError> {
-        let n = u32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default()) as usize;
-        if n > MAX_RECORD {
-            return Err(self.err(format!("a length of {n} bytes is not plausible")));
-        }
-        self.take(n)
-    }
-
-    fn string(&mut self, what: &str) -> Result<String, ImageError> {
-        let at = self.at;
-        String::from_utf8(self.chunk()?).map_err(|_| ImageError { offset: at, what: format!("{what} is not UTF-8") })
-    }
-
-    fn path(&mut self) -> Result<String, ImageError> {
-        let at = self.at;
-        let p = self.string("a path")?;
-        if !is_valid_path(&p) {
-            return Err(ImageError { offset: at, what: format!("bad path {p:?}") });
-        }
-        Ok(p)
-    }
-
-    /// Reads a stored checksum and compares it with what was read before it.
-    fn check_sum(&mut self) -> Result<(), ImageError> {
-        let want = self.hash.0;
-        let at = self.at;
-        let got = self.u64()?;
-        if got != want {
-            return Err(ImageError { offset: at, what: "checksum mismatch: the file is corrupt".into() });
-        }
-        Ok(())
-    }
-}
-
-/// Adds a file to a tree being rebuilt, checking it fits.
-fn add_file(root: &Dir, path: &str, rev: Rev, body: Vec<u8>, max_rev: Rev, at: usize) -> Result<Dir, ImageError> {
-    if rev < 1 || rev > max_rev {
-        return Err(ImageError { offset: at, what: format!("file {path} has revision {rev} outside 1..={max_rev}") });
-    }
-    let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    if let tree::Lookup::Found(_) = tree::lookup(root, &names) {
-        return Err(ImageError { offset: at, what: format!("file {path} appears twice") });
-    }
-    tree::set(root, &names, File { body: Bytes::from(body), rev })
-        .map_err(|_| ImageError { offset: at, what: format!("file {path} lies below another file") })
-}
-
 /// Reads and checks a whole backup.
 pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
-    let mut input = Input { r, at: 0, hash: Fnv::new() };
+    let mut input = Input::new(r);
     if input.take(8)? != BACKUP_MAGIC {
         return Err(ImageError { offset: 0, what: "not a Doozer backup (or an unknown version)".into() });
     }
@@ -268,11 +161,7 @@ fn record(kind: u8, payload: &[u8]) -> Vec<u8> {
 /// A change record's bytes.
 pub fn journal_change(e: &Event) -> Vec<u8> {
     let mut p = e.rev.to_be_bytes().to_vec();
-    p.push(match e.kind {
-        EventKind::Set => 1,
-        EventKind::Del => 2,
-        EventKind::Nop => 3,
-    });
+    p.push(kind_byte(e.kind));
     put_bytes(&mut p, e.path.as_bytes());
     put_bytes(&mut p, &e.body);
     record(1, &p)
@@ -302,7 +191,7 @@ pub struct Journal {
 /// Reads a journal. A damaged or incomplete final record is reported in
 /// `torn`; damage followed by more records is an error.
 pub fn read_journal(bytes: &[u8]) -> Result<Journal, ImageError> {
-    let mut input = Input { r: bytes, at: 0, hash: Fnv::new() };
+    let mut input = Input::new(bytes);
     if input.take(8)? != JOURNAL_MAGIC {
         return Err(ImageError { offset: 0, what: "not a Doozer journal (or an unknown version)".into() });
     }
@@ -358,12 +247,7 @@ fn read_record(input: &mut Input<&[u8]>) -> Result<Record, ImageError> {
         1 => {
             let rev = input.i64()?;
             let at = input.at;
-            let ev = match input.u8()? {
-                1 => EventKind::Set,
-                2 => EventKind::Del,
-                3 => EventKind::Nop,
-                k => return Err(ImageError { offset: at, what: format!("unknown event kind {k}") }),
-            };
+            let ev = kind_from_byte(input.u8()?, at)?;
             let path = input.string("a path")?;
             let body = input.chunk()?;
             Record::Change(Event { rev, path: path.into(), body: Bytes::from(body), kind: ev })
@@ -421,7 +305,8 @@ pub fn restore(backup: Option<&Backup>, journal: Option<&Journal>, limits: Histo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Command;
+    use crate::store::{Command, EventKind};
+    use crate::tree::File;
     use crate::Glob;
 
     fn sample(n: usize) -> Store {

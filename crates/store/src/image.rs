@@ -15,9 +15,9 @@
 //! checksum                        u64, FNV-1a over every byte before it
 //! ```
 
-use crate::path::is_valid_path;
-use crate::store::{Event, EventKind, HistoryLimits, Snapshot, Store};
-use crate::tree::{self, Dir, File};
+use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, Fnv, Input};
+use crate::store::{Event, HistoryLimits, Snapshot, Store};
+use crate::tree::Dir;
 use crate::Rev;
 use bytes::Bytes;
 
@@ -45,10 +45,6 @@ impl std::fmt::Display for ImageError {
 
 impl std::error::Error for ImageError {}
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl Image {
     /// The revision the image brings a store to.
     pub fn rev(&self) -> Rev {
@@ -69,111 +65,44 @@ impl Image {
         }
         out.extend_from_slice(&(self.events.len() as u64).to_be_bytes());
         for e in &self.events {
-            out.push(match e.kind {
-                EventKind::Set => 1,
-                EventKind::Del => 2,
-                EventKind::Nop => 3,
-            });
+            out.push(kind_byte(e.kind));
             put_bytes(out, e.path.as_bytes());
             put_bytes(out, &e.body);
         }
-        let sum = fnv1a(&out[start..]);
-        out.extend_from_slice(&sum.to_be_bytes());
+        let mut sum = Fnv::new();
+        sum.update(&out[start..]);
+        out.extend_from_slice(&sum.0.to_be_bytes());
     }
 
     /// Reads an image, checking every length against the bytes there are, every
     /// path, the revisions and the checksum.
     pub fn decode(bytes: &[u8]) -> Result<Image, ImageError> {
-        if bytes.len() < MAGIC.len() + 8 {
-            return Err(ImageError { offset: bytes.len(), what: "truncated: too short for an image".into() });
-        }
-        let body_len = bytes.len() - 8;
-        let mut r = Reader { bytes: &bytes[..body_len], at: 0 };
-        if r.take(8)? != MAGIC {
+        let mut input = Input::new(bytes);
+        if input.take(8)? != MAGIC {
             return Err(ImageError { offset: 0, what: "not a store image (or an unknown version)".into() });
         }
-        let sum = u64::from_be_bytes(bytes[body_len..].try_into().unwrap_or_default());
-        if fnv1a(&bytes[..body_len]) != sum {
-            return Err(ImageError { offset: body_len, what: "checksum mismatch: the image is corrupt".into() });
-        }
-        let base_rev = r.i64()?;
+        let base_rev = input.i64()?;
         let mut root = Dir::new();
-        for _ in 0..r.u64()? {
-            let at = r.at;
-            let path = r.path()?;
-            let rev = r.i64()?;
-            let body = Bytes::copy_from_slice(r.chunk()?);
-            if rev < 1 || rev > base_rev {
-                return Err(ImageError {
-                    offset: at,
-                    what: format!("file {path} has revision {rev} outside 1..={base_rev}"),
-                });
-            }
-            let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-            root = tree::set(&root, &names, File { body, rev })
-                .map_err(|_| ImageError { offset: at, what: format!("file {path} lies below another file") })?;
+        for _ in 0..input.u64()? {
+            let at = input.at;
+            let path = input.path()?;
+            let rev = input.i64()?;
+            let body = input.chunk()?;
+            root = add_file(&root, &path, rev, body, base_rev, at)?;
         }
         let mut events = Vec::new();
-        for i in 0..r.u64()? {
-            let at = r.at;
-            let kind = match r.take(1)?[0] {
-                1 => EventKind::Set,
-                2 => EventKind::Del,
-                3 => EventKind::Nop,
-                k => return Err(ImageError { offset: at, what: format!("unknown event kind {k}") }),
-            };
-            let path = r.path()?;
-            let body = Bytes::copy_from_slice(r.chunk()?);
+        for i in 0..input.u64()? {
+            let at = input.at;
+            let kind = kind_from_byte(input.u8()?, at)?;
+            let path = input.path()?;
+            let body = Bytes::from(input.chunk()?);
             events.push(Event { rev: base_rev + 1 + i as Rev, path: path.into(), body, kind });
         }
-        if r.at != body_len {
-            return Err(ImageError { offset: r.at, what: "trailing bytes after the events".into() });
+        input.check_sum()?;
+        if input.at != bytes.len() {
+            return Err(input.err("trailing bytes after the image"));
         }
         Ok(Image { base: Snapshot::new(base_rev, root), events })
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ImageError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| ImageError {
-            offset: self.at,
-            what: format!("truncated: {n} bytes needed, {} left", self.bytes.len() - self.at),
-        })?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u64(&mut self) -> Result<u64, ImageError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
-    }
-
-    fn i64(&mut self) -> Result<i64, ImageError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap_or_default()))
-    }
-
-    fn chunk(&mut self) -> Result<&'a [u8], ImageError> {
-        let n = u32::from_be_bytes(self.take(4)?.try_into().unwrap_or_default());
-        self.take(n as usize)
-    }
-
-    fn path(&mut self) -> Result<String, ImageError> {
-        let at = self.at;
-        let raw = self.chunk()?;
-        match std::str::from_utf8(raw) {
-            Ok(p) if is_valid_path(p) => Ok(p.to_string()),
-            _ => Err(ImageError { offset: at, what: format!("bad path {:?}", String::from_utf8_lossy(raw)) }),
-        }
     }
 }
 
@@ -199,7 +128,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Command;
+    use crate::store::{Command, EventKind};
+    use crate::tree::File;
 
     fn sample() -> Store {
         let mut s = Store::new(HistoryLimits { revs: 5, bytes: usize::MAX });

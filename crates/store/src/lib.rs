@@ -9,6 +9,7 @@
 //! of consensus. The server feeds it commands in commit order and holds the waiters.
 
 mod backup;
+mod codec;
 mod glob;
 mod image;
 mod path;
