@@ -23,7 +23,7 @@
 //! and started again from a fresh snapshot. A torn last record (a crash while
 //! appending) is reported and dropped on resume; damage anywhere else is an error.
 
-use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, Fnv, Input, MAX_RECORD};
+use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, read_tree, Fnv, Input, MAX_RECORD};
 use crate::image::ImageError;
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
 use crate::tree::Dir;
@@ -254,14 +254,7 @@ fn read_record(input: &mut Input<&[u8]>) -> Result<Record, ImageError> {
         }
         2 => {
             let rev = input.i64()?;
-            let mut root = Dir::new();
-            for _ in 0..input.u64()? {
-                let at = input.at;
-                let path = input.path()?;
-                let file_rev = input.i64()?;
-                let body = input.chunk()?;
-                root = add_file(&root, &path, file_rev, body, rev, at)?;
-            }
+            let root = read_tree(input, rev)?;
             Record::Snapshot(Snapshot::new(rev, root))
         }
         k => return Err(ImageError { offset: body_start, what: format!("unknown record kind {k}") }),

@@ -145,3 +145,17 @@ pub(crate) fn kind_from_byte(b: u8, at: usize) -> Result<EventKind, ImageError> 
         k => Err(ImageError { offset: at, what: format!("unknown event kind {k}") }),
     }
 }
+
+/// Reads a file count and that many files (path, revision, body) into a tree
+/// whose files are all at or below `max_rev`.
+pub(crate) fn read_tree<R: Read>(input: &mut Input<R>, max_rev: Rev) -> Result<Dir, ImageError> {
+    let mut root = Dir::new();
+    for _ in 0..input.u64()? {
+        let at = input.at;
+        let path = input.path()?;
+        let rev = input.i64()?;
+        let body = input.chunk()?;
+        root = add_file(&root, &path, rev, body, max_rev, at)?;
+    }
+    Ok(root)
+}

@@ -15,9 +15,8 @@
 //! checksum                        u64, FNV-1a over every byte before it
 //! ```
 
-use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, Fnv, Input};
+use crate::codec::{kind_byte, kind_from_byte, put_bytes, read_tree, Fnv, Input};
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
-use crate::tree::Dir;
 use crate::Rev;
 use bytes::Bytes;
 
@@ -82,14 +81,7 @@ impl Image {
             return Err(ImageError { offset: 0, what: "not a store image (or an unknown version)".into() });
         }
         let base_rev = input.i64()?;
-        let mut root = Dir::new();
-        for _ in 0..input.u64()? {
-            let at = input.at;
-            let path = input.path()?;
-            let rev = input.i64()?;
-            let body = input.chunk()?;
-            root = add_file(&root, &path, rev, body, base_rev, at)?;
-        }
+        let root = read_tree(&mut input, base_rev)?;
         let mut events = Vec::new();
         for i in 0..input.u64()? {
             let at = input.at;
