@@ -52,6 +52,15 @@ impl Drop for WaitGuard {
     }
 }
 
+/// Tells the waiters of every event in an outcome (a batch has several).
+fn dispatch(waiters: &mut Waiters, outcome: &Outcome) {
+    match outcome {
+        Outcome::Changed(event) => waiters.dispatch(event),
+        Outcome::Batch(outs) => outs.iter().for_each(|o| dispatch(waiters, o)),
+        Outcome::Unchanged | Outcome::Failed(_) => {}
+    }
+}
+
 /// A node: identity, store and waiters.
 pub struct Node {
     id: String,
@@ -146,9 +155,7 @@ impl Node {
     pub fn apply(&self, cmd: &Command) -> Outcome {
         let mut store = self.store.write();
         let outcome = store.apply(cmd);
-        if let Outcome::Changed(event) = &outcome {
-            self.waiters.lock().dispatch(event);
-        }
+        dispatch(&mut self.waiters.lock(), &outcome);
         // A Load moves the revision without an event of its own.
         if store.rev() != *self.rev_tx.borrow() {
             self.rev_tx.send_replace(store.rev());

@@ -324,7 +324,7 @@ impl Session {
         }
         self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
             Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
-            Committed::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),
             Committed::Failed(e) => Err(e),
         });
         Ok(None)
@@ -335,7 +335,9 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         self.propose(tag, Command::Del { path, rev }, move |o| match o {
-            Committed::Changed(_) | Committed::Unchanged => Ok(Response { tag, ..Response::default() }),
+            Committed::Changed(_) | Committed::Unchanged | Committed::Batch(_) => {
+                Ok(Response { tag, ..Response::default() })
+            }
             Committed::Failed(e) => Err(e),
         });
         Ok(None)

@@ -23,6 +23,9 @@ pub enum Command {
     /// Become the store in this encoded [`Image`](crate::Image): how a restored
     /// cluster starts. Only an empty store (revision 0) can be loaded.
     Load { image: Bytes },
+    /// Several commands applied in order, each as if alone (its own revision
+    /// and event): how concurrent writes share one consensus round.
+    Batch(Vec<Command>),
 }
 
 /// What a change did to a path.
@@ -70,6 +73,8 @@ pub enum Outcome {
     Unchanged,
     /// The command was refused; nothing changed and no revision was consumed.
     Failed(StoreError),
+    /// A batch's outcomes, one per command, in order.
+    Batch(Vec<Outcome>),
 }
 
 /// Why a read at a revision cannot be answered now.
@@ -172,6 +177,7 @@ impl Store {
             Command::Del { path, rev } => self.del(path, *rev),
             Command::Nop => Ok(Some((self.root.clone(), Arc::from("/"), Bytes::new(), EventKind::Nop))),
             Command::Load { image } => return self.load(image),
+            Command::Batch(cmds) => return Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
         };
         match result {
             Err(e) => Outcome::Failed(e),

@@ -76,7 +76,7 @@ impl Model {
 
     fn apply(&mut self, cmd: &Command) -> Outcome {
         match cmd {
-            Command::Load { .. } => unreachable!("the generator makes no Load"),
+            Command::Load { .. } | Command::Batch(_) => unreachable!("the generator makes neither"),
             Command::Nop => {
                 let files = self.files().clone();
                 self.commit(files, "/", Bytes::new(), EventKind::Nop)

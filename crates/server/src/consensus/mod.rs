@@ -46,7 +46,7 @@ pub struct Options {
 }
 
 /// Why a write was not carried out.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ProposeError {
     /// This node is not a member of a cluster (yet).
     ReadOnly,
@@ -78,7 +78,16 @@ pub struct Consensus {
     liveness: Liveness,
     /// When a leader last replicated to this node.
     heard: parking_lot::Mutex<Instant>,
+    /// Writes waiting to be proposed, gathered into batches.
+    batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
 }
+
+/// A write waiting for its batch, and where its result goes.
+type Pending = (Command, tokio::sync::oneshot::Sender<Result<Committed, ProposeError>>);
+
+/// Most writes in one batch (one Raft entry), and most batches in flight.
+const MAX_BATCH: usize = 256;
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The Raft node id of a Doozer id: its first 64 bits (the id is 80 random
 /// bits in base32, so the first 13 characters carry them).
@@ -99,7 +108,8 @@ fn raft_config(opts: &Options) -> Result<Config, String> {
         election_timeout_min: 500,
         election_timeout_max: 1000,
         install_snapshot_timeout: 10_000,
-        max_payload_entries: 64,
+        // An entry may be a batch of up to MAX_BATCH writes.
+        max_payload_entries: 16,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
         max_in_snapshot_log_to_keep: 500,
         ..Config::default()
@@ -127,7 +137,9 @@ impl Consensus {
         let sm = storage::StateMachine::new(node.clone());
         let raft = Raft::new(id, config, network, storage::LogStore::default(), sm).await.map_err(|e| e.to_string())?;
         let heard = parking_lot::Mutex::new(Instant::now());
-        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard });
+        let (batcher, pending) = tokio::sync::mpsc::unbounded_channel();
+        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher });
+        tokio::spawn(consensus.clone().batch_loop(pending));
         duties::spawn(consensus.clone());
         Ok(consensus)
     }
@@ -202,8 +214,64 @@ impl Consensus {
         &self.me.addr
     }
 
-    /// Commits `cmd` through the leader and returns its outcome here.
+    /// Commits `cmd` through the leader and returns its outcome here. Writes
+    /// that arrive while others are being committed share the next entry.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stopped = || ProposeError::Failed("this node is shutting down".into());
+        self.batcher.send((cmd, tx)).map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Takes writes as they come and proposes them in batches: whatever has
+    /// queued while earlier batches were in flight goes in the next one.
+    async fn batch_loop(self: Arc<Self>, mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+        while let Some(first) = pending.recv().await {
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match pending.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.commit_batch(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn commit_batch(&self, mut batch: Vec<Pending>) {
+        if batch.len() == 1 {
+            if let Some((cmd, tx)) = batch.pop() {
+                let _ = tx.send(self.propose_one(cmd).await);
+            }
+            return;
+        }
+        let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+        match self.propose_one(Command::Batch(cmds)).await {
+            Ok(Committed::Batch(outs)) if outs.len() == txs.len() => {
+                for (tx, out) in txs.into_iter().zip(outs) {
+                    let _ = tx.send(Ok(out));
+                }
+            }
+            other => {
+                let err = match other {
+                    Err(e) => e,
+                    Ok(o) => ProposeError::Failed(format!("unexpected outcome of a batch: {o:?}")),
+                };
+                for tx in txs {
+                    let _ = tx.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// One command (maybe a batch) through the leader, within the write timeout.
+    async fn propose_one(&self, cmd: Command) -> Result<Committed, ProposeError> {
         let timeout = self.opts.write_timeout;
         match tokio::time::timeout(timeout, self.propose_until_done(cmd)).await {
             Ok(r) => r,

@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 
 /// How long a snapshot may take to travel; it can hold the whole tree.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The least time an AppendEntries may take before it is given up.
+const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
 /// How long to wait for a peer to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -206,7 +208,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self.call(PeerRequest::Append(rpc), option.hard_ttl()).await {
+        // openraft allows one heartbeat interval (100 ms); a follower busy
+        // applying a large append may take longer, and a timeout would count
+        // as silence and get it removed. Slow is not dead: wait longer.
+        let ttl = option.hard_ttl().max(MIN_APPEND_TTL);
+        match self.call(PeerRequest::Append(rpc), ttl).await {
             Ok(PeerResponse::Append(r)) => self.remote(r),
             Ok(_) => self.unexpected(),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),

@@ -69,11 +69,13 @@ pub enum PeerResponse {
 }
 
 /// A committed write's result, as small as it can travel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Committed {
     Changed(Rev),
     Unchanged,
     Failed(StoreError),
+    /// A batch's results, one per command.
+    Batch(Vec<Committed>),
 }
 
 impl From<Outcome> for Committed {
@@ -82,6 +84,7 @@ impl From<Outcome> for Committed {
             Outcome::Changed(e) => Committed::Changed(e.rev),
             Outcome::Unchanged => Committed::Unchanged,
             Outcome::Failed(e) => Committed::Failed(e),
+            Outcome::Batch(outs) => Committed::Batch(outs.into_iter().map(Committed::from).collect()),
         }
     }
 }
