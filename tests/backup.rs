@@ -195,24 +195,37 @@ async fn a_journal_that_fell_out_of_the_history_takes_a_fresh_snapshot() {
     let d = Doozerd::start(&["-hist", "50"]);
     let c = client(&d.addr).await;
     c.set("/a", 0, "1").await.unwrap();
-    let run = |secs: &str| {
-        Command::new("timeout")
-            .args([secs, env!("CARGO_BIN_EXE_doozer"), "-a", &d.uri(), "journal", journal.to_str().unwrap()])
-            .output()
-            .unwrap()
+    // Runs the journal until `done(what it said on stderr)` holds, then stops it.
+    let run_until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let log = dir.path().join("journal.err");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_doozer"))
+            .args(["-a", &d.uri(), "journal", journal.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        common::wait_until(what, || done(&std::fs::read_to_string(&log).unwrap_or_default()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::read_to_string(&log).unwrap()
     };
-    // A first run records a snapshot and stops (timeout ends it).
-    let first = run("1");
-    assert!(String::from_utf8_lossy(&first.stderr).contains("snapshot at revision"));
+    let journal_reaches = |rev: i64| {
+        std::fs::read(&journal)
+            .ok()
+            .and_then(|b| doozer_store::read_journal(&b).ok())
+            .is_some_and(|j| j.torn.is_none() && j.records.last().is_some_and(|r| r.rev() >= rev))
+    };
+    // A first run records a snapshot.
+    let start = c.rev().await.unwrap();
+    run_until("the first snapshot", &|_| journal_reaches(start));
     // 200 changes while it is stopped: far more than the 50 revisions of history.
     let mut last = 0;
     for i in 0..200 {
         last = c.set(&format!("/b/{}", i % 7), -1, format!("{i}")).await.unwrap();
     }
-    let second = run("2");
-    let said = String::from_utf8_lossy(&second.stderr).into_owned();
+    let said =
+        run_until("a fresh snapshot", &|said| said.contains("appending a fresh snapshot") && journal_reaches(last));
     assert!(said.contains("no longer holds revision"), "{said}");
-    assert!(said.contains("appending a fresh snapshot"), "{said}");
     // The journal restores to the current state: no silent gap.
     let j = doozer_store::read_journal(&std::fs::read(&journal).unwrap()).unwrap();
     let store = doozer_store::restore(None, Some(&j), doozer_store::HistoryLimits::default()).unwrap();
