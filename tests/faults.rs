@@ -35,14 +35,7 @@ async fn scenario(name: &str, nodes: usize, secs: u64, kinds: &[Kind]) {
         println!("  fault {f}");
     }
     let r = &outcome.report;
-    println!(
-        "  ops={} keys={} revisions={} watch_events={} anomalies={}",
-        r.ops,
-        r.keys,
-        outcome.revisions,
-        outcome.watch_events,
-        r.anomalies.len()
-    );
+    println!("  {}", outcome.summary());
     assert!(r.ops > 1000, "the workload ran ({} ops)", r.ops);
     assert!(
         r.ok(),

@@ -77,15 +77,7 @@ fn main() -> ExitCode {
                 println!("fault {f}");
             }
             let r = &outcome.report;
-            println!(
-                "ops={} keys={} revisions={} watch_events={} faults={} anomalies={}",
-                r.ops,
-                r.keys,
-                outcome.revisions,
-                outcome.watch_events,
-                outcome.faults.len(),
-                r.anomalies.len()
-            );
+            println!("{}", outcome.summary());
             for a in &r.anomalies {
                 println!("ANOMALY {a}");
             }

@@ -40,6 +40,22 @@ pub struct Outcome {
     pub dir: Option<PathBuf>,
 }
 
+impl Outcome {
+    /// One line of figures: operations, keys, revisions, watch events, faults, anomalies.
+    pub fn summary(&self) -> String {
+        let r = &self.report;
+        format!(
+            "ops={} keys={} revisions={} watch_events={} faults={} anomalies={}",
+            r.ops,
+            r.keys,
+            self.revisions,
+            self.watch_events,
+            self.faults.len(),
+            r.anomalies.len()
+        )
+    }
+}
+
 const SETTLE: Duration = Duration::from_secs(90);
 
 pub async fn run(doozerd: &Path, s: &Scenario) -> Result<Outcome, String> {

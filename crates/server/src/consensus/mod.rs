@@ -339,7 +339,7 @@ impl Consensus {
     /// Serves a peer connection whose magic bytes have been read.
     pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
         let mut stream = BufStream::new(stream);
-        let Ok(hello) = read_msg::<_, Hello>(&mut stream).await else { return };
+        let Ok(hello) = read_msg::<_, Hello>(&mut stream, wire::MAX_HELLO).await else { return };
         let verdict = if hello.cluster != self.opts.cluster {
             Err(format!(
                 "cluster name mismatch: this cluster is {:?}, the peer is in {:?}",
@@ -357,7 +357,7 @@ impl Consensus {
             return;
         }
         loop {
-            let req: PeerRequest = match read_msg(&mut stream).await {
+            let req: PeerRequest = match read_msg(&mut stream, wire::MAX_MESSAGE).await {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(error = %e, "peer connection closed");

@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::types::*;
-use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC};
+use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE};
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -103,7 +103,7 @@ impl PeerConn {
         stream.write_all(&MAGIC).await?;
         let hello = Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone(), to: target.id };
         write_msg(&mut stream, &hello).await?;
-        let welcome: Result<(), String> = read_msg(&mut stream).await?;
+        let welcome: Result<(), String> = read_msg(&mut stream, MAX_HELLO).await?;
         welcome.map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
         Ok(PeerConn { stream })
     }
@@ -118,7 +118,7 @@ impl PeerConn {
 
     pub async fn call(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
         write_msg(&mut self.stream, req).await?;
-        read_msg(&mut self.stream).await
+        read_msg(&mut self.stream, MAX_MESSAGE).await
     }
 }
 

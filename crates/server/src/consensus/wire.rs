@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAGIC: [u8; 4] = [0xFF, b'D', b'Z', b'P'];
 
 /// Largest peer message: a snapshot holds the whole tree.
-const MAX_MESSAGE: usize = 1 << 30;
+pub const MAX_MESSAGE: usize = 1 << 30;
+/// Largest hello (and its answer): read before the sender is known.
+pub const MAX_HELLO: usize = 64 * 1024;
 
 /// The first message on a peer connection.
 #[derive(Serialize, Deserialize)]
@@ -106,14 +108,19 @@ pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) 
     w.flush().await
 }
 
-pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> io::Result<T> {
+/// Reads one message of at most `max` bytes. The buffer grows as bytes
+/// arrive, so a length prefix alone reserves no memory.
+pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max: usize) -> io::Result<T> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE {
+    if len > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer message of {len} bytes is too large")));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    let got = r.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer message cut short"));
+    }
     postcard::from_bytes(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
