@@ -30,6 +30,8 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct Doozerd {
     child: Child,
     pub addr: String,
+    /// The HTTP address, when started with `-w HOST:PORT`.
+    pub web: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,8 +56,8 @@ impl Doozerd {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn doozerd");
-        let addr = read_addr(&mut child, &file);
-        Doozerd { child, addr, _dir: dir }
+        let (addr, web) = read_addr(&mut child, &file);
+        Doozerd { child, addr, web, _dir: dir }
     }
 
     pub fn uri(&self) -> String {
@@ -73,12 +75,15 @@ impl Doozerd {
     }
 }
 
-fn read_addr(child: &mut Child, file: &Path) -> String {
+/// The client address (first line) and web address (second, if any) that
+/// doozerd writes to its --addr-file once it serves.
+fn read_addr(child: &mut Child, file: &Path) -> (String, Option<String>) {
     let start = Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(file) {
-            if let Some(addr) = s.strip_suffix('\n') {
-                return addr.to_string();
+            if s.ends_with('\n') {
+                let mut lines = s.lines().map(String::from);
+                return (lines.next().unwrap_or_default(), lines.next());
             }
         }
         if let Some(status) = child.try_wait().expect("try_wait") {

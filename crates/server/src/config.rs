@@ -138,15 +138,18 @@ pub fn normalize<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
         .collect()
 }
 
+fn listen_host(listen: &str) -> &str {
+    listen.rsplit_once(':').map_or(listen, |(h, _)| h)
+}
+
 /// What `-w` asks for: off, or an address.
 pub fn web_addr(web: Option<&str>, listen: &str) -> Option<String> {
     match web {
         Some("1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False") => None,
+        // ":PORT" means the host of -l, as the default does.
+        Some(port) if port.starts_with(':') => Some(format!("{}{port}", listen_host(listen))),
         Some(addr) => Some(addr.to_string()),
-        None => {
-            let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
-            Some(format!("{host}:8080"))
-        }
+        None => Some(format!("{}:8080", listen_host(listen))),
     }
 }
 
@@ -176,6 +179,6 @@ mod tests {
         assert_eq!(web_addr(None, "127.0.0.1:8046").as_deref(), Some("127.0.0.1:8080"));
         assert_eq!(web_addr(Some("false"), "x:1"), None);
         assert_eq!(web_addr(Some("0"), "x:1"), None);
-        assert_eq!(web_addr(Some(":9000"), "x:1").as_deref(), Some(":9000"));
+        assert_eq!(web_addr(Some(":9000"), "x:1").as_deref(), Some("x:9000"));
     }
 }

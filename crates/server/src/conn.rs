@@ -46,6 +46,7 @@ where
     }
     cluster.node().wait_ready().await;
     let node = cluster.node().clone();
+    let _counted = node.metrics().connection();
     let (mut rd, wr) = tokio::io::split(stream);
     let mut first = Some(first);
     let (tx, rx) = mpsc::unbounded_channel();

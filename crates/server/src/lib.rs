@@ -12,10 +12,12 @@ pub mod config;
 pub mod conn;
 pub mod consensus;
 pub mod ctl;
+pub mod metrics;
 pub mod node;
 pub mod session;
 pub mod tls;
 pub mod waiters;
+pub mod web;
 
 use access::Secrets;
 use clap::Parser;
@@ -45,6 +47,8 @@ pub struct Settings {
     pub cluster: consensus::Options,
     /// A new cluster starts from this store image (`--restore`).
     pub restore: Option<bytes::Bytes>,
+    /// Where to serve HTTP (the web view, API, metrics); `None`: nowhere.
+    pub web: Option<String>,
 }
 
 impl Settings {
@@ -65,6 +69,7 @@ impl Settings {
                 cal_slots: 3,
             },
             restore: None,
+            web: None,
         }
     }
 }
@@ -72,6 +77,8 @@ impl Settings {
 /// A started node: it accepts connections until [`Running::stop`].
 pub struct Running {
     pub addr: String,
+    /// The bound HTTP address, if the web side is on.
+    pub web: Option<String>,
     pub cluster: Arc<Consensus>,
     stop: CancellationToken,
 }
@@ -104,7 +111,8 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     let node = Node::new(ctl::new_id(), settings.limits);
     let cluster = Consensus::start(node.clone(), advertised, bind_ip, settings.cluster).await?;
     let stop = CancellationToken::new();
-    let accept = accept_loop(listener, cluster.clone(), Arc::new(settings.secrets), settings.tls, stop.clone());
+    let secrets = Arc::new(settings.secrets);
+    let accept = accept_loop(listener, cluster.clone(), secrets.clone(), settings.tls, stop.clone());
     tokio::spawn(accept);
     let joined = if settings.attach.is_empty() {
         cluster.seed(settings.restore).await
@@ -117,7 +125,18 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         return Err(e);
     }
     node.set_ready();
-    Ok(Running { addr, cluster, stop })
+    let web = match &settings.web {
+        None => None,
+        // The web view is a convenience: a busy port must not keep the node from serving.
+        Some(w) => match web::serve(w, cluster.clone(), secrets, stop.clone()).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                warn!("{e}; the web view is off");
+                None
+            }
+        },
+    };
+    Ok(Running { addr, web, cluster, stop })
 }
 
 async fn accept_loop(
@@ -249,6 +268,7 @@ async fn run(cfg: Config) -> ExitCode {
             cal_slots: cfg.cal_slots.max(1),
         },
         restore: restored.map(|(_, image)| image),
+        web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
     };
     let running = tokio::select! {
         r = start(settings) => r,
@@ -259,17 +279,16 @@ async fn run(cfg: Config) -> ExitCode {
         Err(e) => return fail(e),
     };
     let addr = running.addr.clone();
-    if let Some(web) = config::web_addr(cfg.web.as_deref(), &addr) {
-        debug!(%web, "the web view is not part of this build yet");
-    }
     if let Some(path) = &cfg.addr_file {
-        if let Err(e) = write_atomically(path, &format!("{addr}\n")) {
+        // The client address on the first line; the web address, if any, on the second.
+        let web_line = running.web.as_ref().map(|w| format!("{w}\n")).unwrap_or_default();
+        if let Err(e) = write_atomically(path, &format!("{addr}\n{web_line}")) {
             return fail(format!("cannot write --addr-file {path}: {e}"));
         }
     }
     info!(id = running.node().id(), %addr, cluster = %cluster_name, "doozerd {} serving", ctl::VERSION);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("{}", quickstart(&addr));
+        eprintln!("{}", quickstart(&addr, running.web.as_deref()));
     }
     let removed = tokio::select! {
         _ = shutdown_signal() => false,
@@ -320,12 +339,14 @@ fn load_restore(cfg: &Config) -> Result<Option<(String, bytes::Bytes)>, String> 
 }
 
 /// What a person who just started doozerd by hand can do next.
-fn quickstart(addr: &str) -> String {
+fn quickstart(addr: &str, web: Option<&str>) -> String {
     let uri = if addr == "127.0.0.1:8046" { String::new() } else { format!("DOOZER_URI=doozer:?ca={addr} ") };
+    let view = web.map(|w| format!("Then open http://{w}/ to see the message.\n")).unwrap_or_default();
     format!(
         "doozerd is ready at {addr}. Try, in another terminal:\n  \
          echo \"hello, world\" | {uri}doozer set /message 0\n  \
          {uri}doozer get /message\n\
+         {view}\
          Stop it with Ctrl-C."
     )
 }

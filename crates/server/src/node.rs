@@ -4,6 +4,7 @@
 //! entry, [`Node::install`] for a snapshot. Those are the only places where
 //! the store changes, so held WAITs and revision watchers never miss an event.
 
+use crate::metrics::Metrics;
 use crate::waiters::{WaiterId, Waiters};
 use doozer_store::{Command, Event, Glob, HistoryLimits, Image, ImageError, Outcome, ReadError, Rev, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
@@ -72,6 +73,7 @@ pub struct Node {
     ready: watch::Sender<bool>,
     /// Set when the cluster removed this node: it no longer takes writes.
     removed: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl Node {
@@ -88,6 +90,7 @@ impl Node {
             rev_tx,
             ready,
             removed: watch::channel(false).0,
+            metrics: Metrics::default(),
         })
     }
 
@@ -98,6 +101,10 @@ impl Node {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Lets clients in: this node has caught up with the cluster.
@@ -196,6 +203,22 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Up to `max` events from `from` on matching `glob`, and the revision the
+    /// scan got through (see [`Store::events_from`]).
+    pub fn events_from(&self, from: Rev, glob: &Glob, max: usize) -> Result<(Vec<Event>, Rev), ReadError> {
+        self.store.read().events_from(from, glob, max)
+    }
+
+    /// The fingerprint of the event that made revision `rev`, if still in history.
+    pub fn fingerprint(&self, rev: Rev) -> Option<u64> {
+        self.store.read().event_at(rev).map(Event::fingerprint)
+    }
+
+    /// Revisions in the history window and their estimated bytes.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.store.read().history_size()
     }
 
     /// Number of WAITs held on this node.

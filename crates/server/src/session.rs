@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +32,21 @@ impl Outbox {
     pub fn send(&self, r: Response) {
         // Fails only when the connection is gone, and then nobody wants the answer.
         let _ = self.0.send(r);
+    }
+}
+
+/// Sends one request's answer and counts it in the node's metrics.
+struct Reply {
+    out: Outbox,
+    node: Arc<Node>,
+    verb: Option<Verb>,
+    received: Instant,
+}
+
+impl Reply {
+    fn send(&self, r: Response) {
+        self.node.metrics().request(self.verb, r.err_code, self.received.elapsed());
+        self.out.send(r);
     }
 }
 
@@ -79,22 +95,28 @@ pub struct Session {
     cancel: CancellationToken,
     walks: Arc<ListCache<(String, File)>>,
     dirs: Arc<ListCache<Arc<str>>>,
+    /// The request being handled: its verb and when it arrived.
+    current: (Option<Verb>, Instant),
 }
 
 fn error(tag: Option<i32>, code: ErrCode) -> Response {
     Response::error(tag, code, "")
 }
 
-fn store_error(tag: Option<i32>, e: StoreError) -> Response {
-    let code = match e {
+/// The protocol's error code for a store error.
+pub fn error_code(e: StoreError) -> ErrCode {
+    match e {
         StoreError::BadPath => ErrCode::BadPath,
         StoreError::RevMismatch => ErrCode::RevMismatch,
         StoreError::IsDir => ErrCode::IsDir,
         StoreError::NotDir => ErrCode::NotDir,
         StoreError::NoEnt => ErrCode::NoEnt,
         StoreError::BadLoad => ErrCode::Other,
-    };
-    error(tag, code)
+    }
+}
+
+fn store_error(tag: Option<i32>, e: StoreError) -> Response {
+    error(tag, error_code(e))
 }
 
 fn need<T>(field: Option<T>, tag: Option<i32>) -> Result<T, Response> {
@@ -129,7 +151,17 @@ impl Session {
     pub fn new(cluster: Arc<Consensus>, secrets: Arc<Secrets>, out: Outbox, cancel: CancellationToken) -> Session {
         let rights = secrets.anonymous();
         let node = cluster.node().clone();
-        Session { node, cluster, secrets, rights, out, cancel, walks: ListCache::new(), dirs: ListCache::new() }
+        Session {
+            node,
+            cluster,
+            secrets,
+            rights,
+            out,
+            cancel,
+            walks: ListCache::new(),
+            dirs: ListCache::new(),
+            current: (None, Instant::now()),
+        }
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -139,14 +171,21 @@ impl Session {
     /// Handles one request; its answer is sent now or by a task.
     pub fn handle(&mut self, req: Request) {
         let tag = req.tag;
-        let handled = match req.verb.and_then(Verb::from_i32) {
+        let verb = req.verb.and_then(Verb::from_i32);
+        self.current = (verb, Instant::now());
+        let handled = match verb {
             None => Err(error(tag, ErrCode::UnknownVerb)),
             Some(verb) => self.check_rights(verb, tag).and_then(|()| self.dispatch(verb, req)),
         };
         match handled {
-            Ok(Some(r)) | Err(r) => self.out.send(r),
+            Ok(Some(r)) | Err(r) => self.reply().send(r),
             Ok(None) => {}
         }
+    }
+
+    /// Where the current request's answer goes.
+    fn reply(&self) -> Reply {
+        Reply { out: self.out.clone(), node: self.node.clone(), verb: self.current.0, received: self.current.1 }
     }
 
     fn check_rights(&self, verb: Verb, tag: Option<i32>) -> Result<(), Response> {
@@ -196,7 +235,7 @@ impl Session {
 
     /// Sends the answer of `fut` when it completes, unless the connection closes first.
     fn spawn_cancellable(&self, fut: impl Future<Output = Response> + Send + 'static) {
-        let out = self.out.clone();
+        let out = self.reply();
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -349,11 +388,11 @@ impl Session {
     where
         F: FnOnce(Committed) -> Result<Response, StoreError> + Send + 'static,
     {
+        let out = self.reply();
         if self.node.is_removed() {
-            return self.out.send(error(tag, ErrCode::Readonly));
+            return out.send(error(tag, ErrCode::Readonly));
         }
         let cluster = self.cluster.clone();
-        let out = self.out.clone();
         tokio::spawn(async move {
             let r = match cluster.propose(cmd).await {
                 Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),

@@ -49,6 +49,20 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+impl Event {
+    /// A short digest of the event (FNV-1a 64 of revision, kind, path and
+    /// body): equal on every node of a cluster, so a client that saw revision
+    /// R can check that a node's history is the one it followed.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = crate::codec::Fnv::new();
+        h.update(&self.rev.to_be_bytes());
+        h.update(&[crate::codec::kind_byte(self.kind)]);
+        h.update(self.path.as_bytes());
+        h.update(&self.body);
+        h.0
+    }
+}
+
 /// Why a command failed or a read was refused; a failed command changes nothing.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,6 +338,35 @@ impl Store {
         }
         let skip = (from - self.oldest()) as usize;
         Ok(self.history.iter().skip(skip).map(|e| &e.event).find(|e| glob.matches(&e.path)).cloned())
+    }
+
+    /// Up to `max` events at or after `from` matching `glob`, oldest first, and
+    /// the revision the scan got through: every matching event up to it is in
+    /// the list, so a follower of the stream goes on from the next one.
+    pub fn events_from(&self, from: Rev, glob: &Glob, max: usize) -> Result<(Vec<Event>, Rev), ReadError> {
+        let from = from.max(1);
+        if from > self.rev {
+            return Ok((Vec::new(), from - 1));
+        }
+        if from < self.oldest() {
+            return Err(ReadError::TooLate);
+        }
+        let skip = (from - self.oldest()) as usize;
+        let mut out = Vec::new();
+        for e in self.history.iter().skip(skip).map(|e| &e.event) {
+            if out.len() == max {
+                return Ok((out, e.rev - 1));
+            }
+            if glob.matches(&e.path) {
+                out.push(e.clone());
+            }
+        }
+        Ok((out, self.rev))
+    }
+
+    /// The event that made revision `rev`, while it is in the history.
+    pub fn event_at(&self, rev: Rev) -> Option<&Event> {
+        self.entry(rev).map(|e| &e.event)
     }
 }
 

@@ -214,6 +214,19 @@ proptest! {
                 prop_assert_eq!(walked, model_walk(files, &glob));
                 let first = model.events[(want_rev - 1) as usize..].iter().find(|e| glob.matches(&e.path)).cloned();
                 prop_assert_eq!(store.first_event(*at, &glob), Ok(first));
+                // A stream read in pages of 3 sees exactly the matching events, in order.
+                let want: Vec<Event> = model.events[(want_rev - 1) as usize..].iter().filter(|e| glob.matches(&e.path)).cloned().collect();
+                let (mut got, mut next) = (Vec::new(), *at);
+                loop {
+                    let (page, through) = store.events_from(next, &glob, 3).unwrap();
+                    prop_assert!(page.len() <= 3 && through >= next.max(1) - 1);
+                    prop_assert!(page.iter().all(|e| e.rev <= through));
+                    got.extend(page);
+                    if through == model.rev { break; }
+                    next = through + 1;
+                }
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(store.event_at(want_rev).map(|e| e.rev), Some(want_rev));
             }
         }
     }

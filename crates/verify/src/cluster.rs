@@ -74,7 +74,7 @@ impl Cluster {
         let start = Instant::now();
         loop {
             if let Ok(s) = std::fs::read_to_string(&addr_file) {
-                if let Some(a) = s.strip_suffix('\n') {
+                if let Some(a) = s.strip_suffix('\n').and_then(|s| s.lines().next()) {
                     slot.addr = a.to_string();
                     break;
                 }

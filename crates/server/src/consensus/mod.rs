@@ -454,6 +454,36 @@ impl Consensus {
         }
     }
 
+    /// `Ok` when this node has caught up and is part of a working quorum: a
+    /// leader that a majority acknowledged within the last second, or a member
+    /// that heard from its leader within two. `Err` says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.node.is_ready() {
+            return Err("catching up with the cluster".into());
+        }
+        if self.node.is_removed() {
+            return Err("removed from the cluster".into());
+        }
+        let m = self.raft.metrics().borrow().clone();
+        match m.state {
+            ServerState::Leader => match m.millis_since_quorum_ack {
+                Some(ms) if ms < 1000 => Ok(()),
+                Some(ms) => Err(format!("leader without a quorum: last acknowledged {ms} ms ago")),
+                None => Err("leader without a quorum yet".into()),
+            },
+            ServerState::Follower | ServerState::Learner => {
+                let silent = self.heard_from_leader().elapsed();
+                if m.current_leader.is_some() && silent < Duration::from_secs(2) {
+                    Ok(())
+                } else {
+                    Err(format!("no word from a leader for {} ms", silent.as_millis()))
+                }
+            }
+            ServerState::Candidate => Err("no leader: an election is under way".into()),
+            ServerState::Shutdown => Err("consensus has stopped".into()),
+        }
+    }
+
     /// Stops this node's Raft.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
