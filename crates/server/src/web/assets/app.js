@@ -283,7 +283,10 @@ function renderFile(li, path, f) {
   row.append(name, meta, actions);
   const body = document.createElement("pre");
   body.className = "body";
-  if (f.body !== undefined) {
+  if (f.len === 0) {
+    body.classList.add("blank");
+    body.textContent = "(empty)";
+  } else if (f.body !== undefined) {
     body.textContent = f.body + (f.truncated ? "\n… (" + size(f.len) + " in all)" : "");
   } else {
     body.classList.add("binary");
