@@ -153,7 +153,9 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
     let m = file("/message");
     assert_eq!(text_of(&b, &format!("{m} pre.body")).await.trim_end(), "hello, world");
     assert_eq!(text_of(&b, &format!("{m} .file-rev")).await, r1.to_string());
-    assert!(text_of(&b, &format!("{} pre.body", file("/config/blob"))).await.starts_with("binary, 8 bytes: 00 9f 92 96 ff"));
+    assert!(text_of(&b, &format!("{} pre.body", file("/config/blob")))
+        .await
+        .starts_with("binary, 8 bytes: 00 9f 92 96 ff"));
     text_becomes(&b, "#status", |t| t == "live").await;
     text_becomes(&b, "#members tbody", |t| t.contains(&d.addr) && t.contains("leader")).await;
 
@@ -200,6 +202,14 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
     assert_eq!(c.get("/message", None).await.unwrap().0, "changed elsewhere");
     find(&b, "#editor-cancel").await.click().await.unwrap();
 
+    // A long body shows a preview, and all of it on demand.
+    let long: String = (0..400).map(|i| format!("line {i}\n")).collect();
+    c.set("/long", 0, long.clone()).await.unwrap();
+    let l = file("/long");
+    assert!(text_of(&b, &format!("{l} pre.body")).await.contains("in all)"));
+    find(&b, &format!("{l} button.show-all")).await.click().await.unwrap();
+    text_becomes(&b, &format!("{l} pre.body"), |t| t.trim_end() == long.trim_end()).await;
+
     // Delete from the page.
     find(&b, &format!("{} button.delete", file("/config/db/replicas"))).await.click().await.unwrap();
     confirm(&b).await;
@@ -228,5 +238,54 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
     gone(&b, &m).await;
     let r3 = c2.set("/after/more", 0, "live again").await.unwrap();
     assert_eq!(text_of(&b, &format!("{} .file-rev", file("/after/more"))).await, r3.to_string());
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_secrets_the_page_asks_for_one_and_grants_what_it_grants() {
+    let d =
+        Doozerd::start_env(&["-w", "127.0.0.1:0"], &[("DOOZER_RWSECRET", "wsecret"), ("DOOZER_ROSECRET", "rsecret")]);
+    let web = d.web.clone().unwrap();
+    let c = client(&d.addr).await;
+    c.access(b"wsecret").await.unwrap();
+    c.set("/message", 0, "secret stuff").await.unwrap();
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let b = browser(&driver, profile.path()).await;
+    b.goto(&format!("http://{web}/")).await.unwrap();
+    text_becomes(&b, "#status", |t| t == "needs a secret").await;
+    assert!(b.find(Locator::Css(&file("/message"))).await.is_err(), "nothing shown without a secret");
+
+    // The read-only secret shows the tree but no editing.
+    find(&b, "#secret").await.send_keys("rsecret").await.unwrap();
+    find(&b, "#auth button").await.click().await.unwrap();
+    let m = file("/message");
+    assert_eq!(text_of(&b, &format!("{m} pre.body")).await, "secret stuff");
+    assert!(!find(&b, &format!("{m} button.edit")).await.is_displayed().await.unwrap());
+
+    // A wrong one is refused; the read-write one allows editing.
+    b.refresh().await.unwrap();
+    b.execute("sessionStorage.clear()", vec![]).await.unwrap();
+    b.refresh().await.unwrap();
+    find(&b, "#secret").await.send_keys("nope").await.unwrap();
+    find(&b, "#auth button").await.click().await.unwrap();
+    text_becomes(&b, "#auth-error", |t| t.contains("wrong secret")).await;
+    let input = find(&b, "#secret").await;
+    input.clear().await.unwrap();
+    input.send_keys("wsecret").await.unwrap();
+    find(&b, "#auth button").await.click().await.unwrap();
+    let edit = find(&b, &format!("{m} button.edit")).await;
+    text_becomes(&b, "#status", |t| t == "live").await;
+    assert!(edit.is_displayed().await.unwrap());
+    edit.click().await.unwrap();
+    let body = find(&b, "#editor-body").await;
+    body.clear().await.unwrap();
+    body.send_keys("changed with the secret").await.unwrap();
+    find(&b, "#editor-save").await.click().await.unwrap();
+    confirm(&b).await;
+    eventually("the edit to be stored", || async {
+        c.get("/message", None).await.unwrap().0 == "changed with the secret"
+    })
+    .await;
     b.close().await.unwrap();
 }
