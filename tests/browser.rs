@@ -168,6 +168,8 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
     shown.unwrap();
     eprintln!("a write showed on the page {took:?} after it was sent");
     assert_eq!(text_of(&b, &format!("{} .file-rev", file("/live/new"))).await, r2.to_string());
+    let class = find(&b, &file("/live/new")).await.attr("class").await.unwrap().unwrap_or_default();
+    assert!(class.split(' ').any(|c| c == "changed"), "a new file is highlighted: {class}");
     assert_eq!(text_of(&b, "#rev").await, c.rev().await.unwrap().to_string());
     assert_eq!(b.execute("return window.sameLoad === true", vec![]).await.unwrap(), json!(true));
 
@@ -238,6 +240,12 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
     gone(&b, &m).await;
     let r3 = c2.set("/after/more", 0, "live again").await.unwrap();
     assert_eq!(text_of(&b, &format!("{} .file-rev", file("/after/more"))).await, r3.to_string());
+
+    // A subtree's page shows that subtree only.
+    b.goto(&format!("http://{web}/after/")).await.unwrap();
+    find(&b, &file("/after/more")).await;
+    assert!(b.find(Locator::Css("li.dir[data-path=\"/ctl\"]")).await.is_err());
+    assert_eq!(text_of(&b, "#where").await, "/after/");
     b.close().await.unwrap();
 }
 

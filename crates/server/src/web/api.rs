@@ -247,6 +247,7 @@ async fn walk(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> A
 
 /// A watch stream's state between chunks.
 struct Follow {
+    _counted: super::Following,
     web: Web,
     glob: Arc<Glob>,
     next: Rev,
@@ -271,7 +272,7 @@ async fn watch(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> 
     }
     let left = int_param(&q, "limit")?.map_or(u64::MAX, |n| u64::try_from(n).unwrap_or(0));
     let base64 = q.get("encoding").is_some_and(|e| e == "base64");
-    let follow = Follow { web, glob, next, left, sse, base64, done: false };
+    let follow = Follow { _counted: web.follow()?, web, glob, next, left, sse, base64, done: false };
     let stream = futures_util::stream::unfold(follow, step);
     let kind = if sse { "text/event-stream" } else { "application/x-ndjson" };
     Ok((

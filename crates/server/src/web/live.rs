@@ -15,7 +15,7 @@ use super::stream::{event_json, mark, next_batch, put_body, StreamError};
 use super::Web;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use doozer_store::{Glob, Rev};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -33,7 +33,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE: Duration = Duration::from_secs(5);
 
 pub async fn upgrade(State(web): State<Web>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_HELLO).on_upgrade(move |socket| follow(web, socket))
+    match web.follow() {
+        Ok(counted) => ws.max_message_size(MAX_HELLO).on_upgrade(move |socket| async move {
+            follow(web, socket).await;
+            drop(counted);
+        }),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// What the client asks for in its first message.

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use doozer_proto::ErrCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,20 @@ use tokio_util::sync::CancellationToken;
 pub struct Web {
     cluster: Arc<Consensus>,
     secrets: Arc<Secrets>,
+    /// Open watch streams and page sockets.
+    followers: Arc<AtomicUsize>,
+}
+
+/// Most watch streams and page sockets open at once on a node.
+pub const MAX_FOLLOWERS: usize = 4096;
+
+/// Counts an open follower until dropped.
+pub struct Following(Arc<AtomicUsize>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Binds `addr` and serves until `stop`; returns the bound address.
@@ -49,7 +64,7 @@ pub async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {addr} for the web view: {e} (give -w HOST:PORT, or -w false)"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let app = router(Web { cluster, secrets });
+    let app = router(Web { cluster, secrets, followers: Arc::default() });
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = served {
@@ -134,6 +149,19 @@ impl IntoResponse for ApiError {
 impl Web {
     fn node(&self) -> &Arc<crate::node::Node> {
         self.cluster.node()
+    }
+
+    /// Admits one more watch stream or page socket, if there is room.
+    fn follow(&self) -> Result<Following, ApiError> {
+        if self.followers.fetch_add(1, Ordering::SeqCst) >= MAX_FOLLOWERS {
+            self.followers.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrCode::Other,
+                format!("too many watch streams and page connections on this node (limit {MAX_FOLLOWERS})"),
+            ));
+        }
+        Ok(Following(self.followers.clone()))
     }
 
     /// The rights a request has: the anonymous ones, plus what the secret in
