@@ -102,7 +102,7 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
                 let path = input.path()?;
                 let file_rev = input.i64()?;
                 let body = input.chunk()?;
-                root = add_file(&root, &path, file_rev, body, rev, at)?;
+                add_file(&mut root, &path, file_rev, body, rev, at)?;
                 count += 1;
             }
             k => return Err(ImageError { offset: at, what: format!("unknown record kind {k}") }),

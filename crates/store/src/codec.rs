@@ -110,13 +110,13 @@ impl<R: Read> Input<R> {
 
 /// Adds a file to a tree being rebuilt, checking it fits.
 pub(crate) fn add_file(
-    root: &Dir,
+    root: &mut Dir,
     path: &str,
     rev: Rev,
     body: Vec<u8>,
     max_rev: Rev,
     at: usize,
-) -> Result<Dir, ImageError> {
+) -> Result<(), ImageError> {
     if rev < 1 || rev > max_rev {
         return Err(ImageError { offset: at, what: format!("file {path} has revision {rev} outside 1..={max_rev}") });
     }
@@ -124,7 +124,7 @@ pub(crate) fn add_file(
     if let tree::Lookup::Found(_) = tree::lookup(root, &names) {
         return Err(ImageError { offset: at, what: format!("file {path} appears twice") });
     }
-    tree::set(root, &names, File { body: Bytes::from(body), rev })
+    tree::set_mut(root, &names, File { body: Bytes::from(body), rev })
         .map_err(|_| ImageError { offset: at, what: format!("file {path} lies below another file") })
 }
 
@@ -155,7 +155,7 @@ pub(crate) fn read_tree<R: Read>(input: &mut Input<R>, max_rev: Rev) -> Result<D
         let path = input.path()?;
         let rev = input.i64()?;
         let body = input.chunk()?;
-        root = add_file(&root, &path, rev, body, max_rev, at)?;
+        add_file(&mut root, &path, rev, body, max_rev, at)?;
     }
     Ok(root)
 }

@@ -123,10 +123,19 @@ pub enum Stat {
 }
 
 struct Entry {
-    root: Dir,
     event: Event,
     cost: usize,
+    /// The tree after this event, kept every [`KEEP_TREE_EVERY`] revisions.
+    tree: Option<Dir>,
 }
+
+/// How often the history keeps a whole tree. A tree at a past revision is the
+/// nearest kept tree below it with the events in between replayed (at most
+/// this many). Keeping a tree per revision instead would make every write copy
+/// its whole path, because each tree shares it with the one before; with a tree
+/// every 256 revisions a run of writes changes the current tree in place and
+/// copies each node at most once per run (measured: see docs/performance.md).
+const KEEP_TREE_EVERY: Rev = 256;
 
 /// Memory per history entry besides its path and body: the tree nodes copied
 /// along the changed path, the event and its queue slot. Measured at about
@@ -139,19 +148,38 @@ pub struct Store {
     limits: HistoryLimits,
     rev: Rev,
     root: Dir,
-    /// Entries for revisions `oldest()..=rev`, oldest first.
+    /// Entries for revisions `base.rev + 1 ..= rev`, oldest first; the first
+    /// `hidden` of them are below the window (not readable), kept only until a
+    /// newer kept tree becomes the base.
     history: VecDeque<Entry>,
-    /// The tree just below the window (at `oldest() - 1`): an image's base.
-    floor: Snapshot,
+    hidden: usize,
+    /// A tree at or below the window's floor that every readable tree is rebuilt from.
+    base: Snapshot,
+    /// Estimated bytes of the readable entries.
     history_bytes: usize,
+    /// The last past tree rebuilt: reads at or just after the same revision
+    /// (paging, a client reading at a fixed revision) start from it.
+    recent: std::sync::Mutex<Option<Snapshot>>,
+    /// [`KEEP_TREE_EVERY`], or less in tests.
+    keep_tree_every: Rev,
 }
 
 impl Store {
     /// An empty store at revision 0.
     pub fn new(limits: HistoryLimits) -> Store {
         let limits = HistoryLimits { revs: limits.revs.max(1), ..limits };
-        let floor = Snapshot { rev: 0, root: Dir::new() };
-        Store { limits, rev: 0, root: Dir::new(), history: VecDeque::new(), history_bytes: 0, floor }
+        let base = Snapshot { rev: 0, root: Dir::new() };
+        Store {
+            limits,
+            rev: 0,
+            root: Dir::new(),
+            history: VecDeque::new(),
+            hidden: 0,
+            history_bytes: 0,
+            base,
+            recent: std::sync::Mutex::new(None),
+            keep_tree_every: KEEP_TREE_EVERY,
+        }
     }
 
     /// A store whose tree and revision are `base`'s, with no history yet.
@@ -159,13 +187,22 @@ impl Store {
         let mut store = Store::new(limits);
         store.rev = base.rev;
         store.root = base.root.clone();
-        store.floor = base;
+        store.base = base;
         store
     }
 
     /// The tree just below the window and every event in it.
     pub(crate) fn history_parts(&self) -> (Snapshot, Vec<Event>) {
-        (self.floor.clone(), self.history.iter().map(|e| e.event.clone()).collect())
+        let floor = self.oldest() - 1;
+        let events = self.history.iter().skip(self.hidden).map(|e| e.event.clone()).collect();
+        (Snapshot { rev: floor, root: self.tree_at(floor) }, events)
+    }
+
+    /// Keeps a whole tree every `n` revisions instead of every
+    /// [`KEEP_TREE_EVERY`]: for tests, so short runs cross many kept trees.
+    #[doc(hidden)]
+    pub fn keep_tree_every(&mut self, n: Rev) {
+        self.keep_tree_every = n.max(1);
     }
 
     /// The last revision applied.
@@ -175,12 +212,12 @@ impl Store {
 
     /// The oldest revision still readable; `rev() + 1` while nothing has happened.
     pub fn oldest(&self) -> Rev {
-        self.history.front().map_or(self.rev + 1, |e| e.event.rev)
+        self.history.get(self.hidden).map_or(self.rev + 1, |e| e.event.rev)
     }
 
     /// Number of revisions in the history window and their estimated bytes.
     pub fn history_size(&self) -> (usize, usize) {
-        (self.history.len(), self.history_bytes)
+        (self.history.len() - self.hidden, self.history_bytes)
     }
 
     /// Applies one command. Deterministic: the same commands in the same order
@@ -189,18 +226,17 @@ impl Store {
         let result = match cmd {
             Command::Set { path, rev, body } => self.set(path, *rev, body),
             Command::Del { path, rev } => self.del(path, *rev),
-            Command::Nop => Ok(Some((self.root.clone(), Arc::from("/"), Bytes::new(), EventKind::Nop))),
+            Command::Nop => Ok(Some((Arc::from("/"), Bytes::new(), EventKind::Nop))),
             Command::Load { image } => return self.load(image),
             Command::Batch(cmds) => return Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
         };
         match result {
             Err(e) => Outcome::Failed(e),
             Ok(None) => Outcome::Unchanged,
-            Ok(Some((root, path, body, kind))) => {
+            Ok(Some((path, body, kind))) => {
                 self.rev += 1;
                 let event = Event { rev: self.rev, path, body, kind };
-                self.root = root.clone();
-                self.record(root, event.clone());
+                self.record(event.clone());
                 Outcome::Changed(event)
             }
         }
@@ -266,37 +302,77 @@ impl Store {
         Ok(node)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn set(&self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+    /// SET, in place on the current tree once the revision rule allows it.
+    fn set(&mut self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Arc<str>, Bytes, EventKind)>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         self.check_write(path, &names, rev)?;
         let file = File { body: body.clone(), rev: self.rev + 1 };
-        let root = tree::set(&self.root, &names, file).map_err(|_| StoreError::NotDir)?;
-        Ok(Some((root, Arc::from(path), body.clone(), EventKind::Set)))
+        // Cannot fail: check_write found no file above the target.
+        tree::set_mut(&mut self.root, &names, file).map_err(|_| StoreError::NotDir)?;
+        Ok(Some((Arc::from(path), body.clone(), EventKind::Set)))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn del(&self, path: &str, rev: Rev) -> Result<Option<(Dir, Arc<str>, Bytes, EventKind)>, StoreError> {
+    /// DEL, in place; deleting a missing file changes nothing.
+    fn del(&mut self, path: &str, rev: Rev) -> Result<Option<(Arc<str>, Bytes, EventKind)>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         if self.check_write(path, &names, rev)?.is_none() {
             return Ok(None);
         }
-        let root = tree::del(&self.root, &names).ok_or(StoreError::NoEnt)?;
-        Ok(Some((root, Arc::from(path), Bytes::new(), EventKind::Del)))
+        if !tree::del_mut(&mut self.root, &names) {
+            return Err(StoreError::NoEnt);
+        }
+        Ok(Some((Arc::from(path), Bytes::new(), EventKind::Del)))
     }
 
-    fn record(&mut self, root: Dir, event: Event) {
+    /// Adds the event just applied to the history and moves the window.
+    fn record(&mut self, event: Event) {
         let cost = event.path.len() + event.body.len() + ENTRY_OVERHEAD;
+        let tree = (event.rev % self.keep_tree_every == 0).then(|| self.root.clone());
         self.history_bytes += cost;
-        self.history.push_back(Entry { root, event, cost });
-        while self.history.len() > self.limits.revs
-            || (self.history.len() > 1 && self.history_bytes > self.limits.bytes)
-        {
-            if let Some(old) = self.history.pop_front() {
-                self.history_bytes -= old.cost;
-                self.floor = Snapshot { rev: old.event.rev, root: old.root };
+        self.history.push_back(Entry { event, cost, tree });
+        loop {
+            let readable = self.history.len() - self.hidden;
+            if readable <= self.limits.revs && (readable <= 1 || self.history_bytes <= self.limits.bytes) {
+                break;
+            }
+            self.history_bytes -= self.history[self.hidden].cost;
+            self.hidden += 1;
+        }
+        // The newest kept tree below the window becomes the base; what is older goes.
+        if let Some(j) = (0..self.hidden).rev().find(|&i| self.history[i].tree.is_some()) {
+            if let Some(root) = self.history[j].tree.clone() {
+                self.base = Snapshot { rev: self.history[j].event.rev, root };
+                self.history.drain(..=j);
+                self.hidden -= j + 1;
             }
         }
+    }
+
+    /// The tree at `rev`, between the base and now: the nearest kept tree at or
+    /// below it, with the events after it replayed.
+    fn tree_at(&self, rev: Rev) -> Dir {
+        if rev >= self.rev {
+            return self.root.clone();
+        }
+        // Entry i holds revision base.rev + 1 + i.
+        let upto = usize::try_from(rev - self.base.rev).unwrap_or(0).min(self.history.len());
+        let kept = (0..upto).rev().find_map(|i| self.history[i].tree.as_ref().map(|t| (i + 1, t)));
+        let (mut from, mut tree) = match kept {
+            Some((i, t)) => (i, t.clone()),
+            None => (0, self.base.root.clone()),
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(r) = recent.as_ref() {
+            let at = usize::try_from(r.rev - self.base.rev).unwrap_or(0);
+            if r.rev >= self.base.rev && at >= from && at <= upto {
+                (from, tree) = (at, r.root.clone());
+            }
+        }
+        for e in self.history.range(from..upto) {
+            replay_into(&mut tree, &e.event);
+        }
+        *recent = Some(Snapshot { rev, root: tree.clone() });
+        tree
     }
 
     /// The tree as of `rev` (`None`: now). Revisions ≤ 0 read as revision 1, as
@@ -312,8 +388,10 @@ impl Store {
         if rev == self.rev {
             return Ok(self.current());
         }
-        let entry = self.entry(rev).ok_or(ReadError::TooLate)?;
-        Ok(Snapshot { rev, root: entry.root.clone() })
+        if rev < self.oldest() {
+            return Err(ReadError::TooLate);
+        }
+        Ok(Snapshot { rev, root: self.tree_at(rev) })
     }
 
     /// The current tree.
@@ -323,7 +401,7 @@ impl Store {
 
     fn entry(&self, rev: Rev) -> Option<&Entry> {
         let index = rev.checked_sub(self.oldest())?;
-        self.history.get(usize::try_from(index).ok()?)
+        self.history.get(self.hidden + usize::try_from(index).ok()?)
     }
 
     /// The first event at or after `from` whose path matches `glob`, if it has
@@ -336,7 +414,7 @@ impl Store {
         if from < self.oldest() {
             return Err(ReadError::TooLate);
         }
-        let skip = (from - self.oldest()) as usize;
+        let skip = self.hidden + (from - self.oldest()) as usize;
         Ok(self.history.iter().skip(skip).map(|e| &e.event).find(|e| glob.matches(&e.path)).cloned())
     }
 
@@ -351,7 +429,7 @@ impl Store {
         if from < self.oldest() {
             return Err(ReadError::TooLate);
         }
-        let skip = (from - self.oldest()) as usize;
+        let skip = self.hidden + (from - self.oldest()) as usize;
         let mut out = Vec::new();
         for e in self.history.iter().skip(skip).map(|e| &e.event) {
             if out.len() == max {
@@ -367,6 +445,20 @@ impl Store {
     /// The event that made revision `rev`, while it is in the history.
     pub fn event_at(&self, rev: Rev) -> Option<&Event> {
         self.entry(rev).map(|e| &e.event)
+    }
+}
+
+/// Applies a recorded event to a tree, as the change that made it did.
+fn replay_into(tree: &mut Dir, e: &Event) {
+    let names: Vec<&str> = components(&e.path).collect();
+    match e.kind {
+        EventKind::Set => {
+            let _ = tree::set_mut(tree, &names, File { body: e.body.clone(), rev: e.rev });
+        }
+        EventKind::Del => {
+            tree::del_mut(tree, &names);
+        }
+        EventKind::Nop => {}
     }
 }
 

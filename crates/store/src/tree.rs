@@ -58,35 +58,51 @@ pub(crate) fn lookup<'a>(root: &'a Dir, names: &[&str]) -> Lookup<'a> {
     }
 }
 
-/// A new tree with `file` at `names`, parents created as needed. The caller has
-/// checked that the target is not a directory.
-pub(crate) fn set(dir: &Dir, names: &[&str], file: File) -> Result<Dir, Conflict> {
+/// Puts `file` at `names` in place, parents created as needed. Nodes this tree
+/// shares with others (older revisions) are copied on the way down; nodes it
+/// alone holds are changed where they are, which is what makes a run of writes
+/// between two kept trees cheap. The caller has checked the target.
+pub(crate) fn set_mut(dir: &mut Dir, names: &[&str], file: File) -> Result<(), Conflict> {
     let Some((first, rest)) = names.split_first() else {
-        return Ok(dir.clone());
+        return Ok(());
     };
-    let child = if rest.is_empty() {
-        Node::File(file)
-    } else {
-        let below = match dir.get(*first) {
-            Some(Node::Dir(d)) => set(d, rest, file)?,
-            Some(Node::File(_)) => return Err(Conflict::NotDir),
-            None => set(&Dir::new(), rest, file)?,
-        };
-        Node::Dir(below)
-    };
-    Ok(dir.update(Arc::from(*first), child))
+    match dir.get_mut(*first) {
+        Some(Node::File(f)) if rest.is_empty() => *f = file,
+        Some(Node::File(_)) => return Err(Conflict::NotDir),
+        Some(Node::Dir(d)) if !rest.is_empty() => return set_mut(d, rest, file),
+        Some(Node::Dir(_)) => return Err(Conflict::NotDir),
+        None if rest.is_empty() => {
+            dir.insert(Arc::from(*first), Node::File(file));
+        }
+        None => {
+            let mut below = Dir::new();
+            set_mut(&mut below, rest, file)?;
+            dir.insert(Arc::from(*first), Node::Dir(below));
+        }
+    }
+    Ok(())
 }
 
-/// A new tree without the file at `names`, with emptied parents removed.
-/// `None` if there was nothing to delete.
-pub(crate) fn del(dir: &Dir, names: &[&str]) -> Option<Dir> {
-    let (first, rest) = names.split_first()?;
-    if rest.is_empty() {
-        return dir.get(*first).is_some().then(|| dir.without(*first));
-    }
-    let Some(Node::Dir(d)) = dir.get(*first) else {
-        return None;
+/// Removes the file at `names` in place, and the parents it leaves empty;
+/// false if there was nothing to remove.
+pub(crate) fn del_mut(dir: &mut Dir, names: &[&str]) -> bool {
+    let Some((first, rest)) = names.split_first() else {
+        return false;
     };
-    let below = del(d, rest)?;
-    Some(if below.is_empty() { dir.without(*first) } else { dir.update(Arc::from(*first), Node::Dir(below)) })
+    if rest.is_empty() {
+        return dir.remove(*first).is_some();
+    }
+    let emptied = match dir.get_mut(*first) {
+        Some(Node::Dir(d)) => {
+            if !del_mut(d, rest) {
+                return false;
+            }
+            d.is_empty()
+        }
+        _ => return false,
+    };
+    if emptied {
+        dir.remove(*first);
+    }
+    true
 }

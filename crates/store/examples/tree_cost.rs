@@ -1,0 +1,27 @@
+//! Measures what the tree itself costs per file: N files of 100 bytes, laid
+//! out as doozer-bench's `mem` workload does (`/bench/mem/<k/1000>/<k%1000>`),
+//! with the default history window. Prints resident-set growth per file.
+//!
+//! Run: cargo run --release -p doozer-store --example tree_cost [N]
+
+use bytes::Bytes;
+use doozer_store::{Command, HistoryLimits, Store};
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let before = rss_bytes();
+    let mut store = Store::new(HistoryLimits::default());
+    for k in 0..n {
+        // As received from the network: each body its own buffer.
+        let body = Bytes::from(vec![b'x'; 100]);
+        store.apply(&Command::Set { path: format!("/bench/mem/{}/{}", k / 1000, k % 1000), rev: -1, body });
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    println!("{n} files: {} bytes of RSS per file ({} revisions of history)", grown / n, store.history_size().0);
+}
