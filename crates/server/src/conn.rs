@@ -28,6 +28,9 @@ use tracing::debug;
 /// before it is disconnected.
 const OVERFLOW_ANSWERS: usize = 1024;
 
+/// Bytes read from a client connection per call.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// How long the writer may take to deliver the last answers after the client
 /// has stopped sending; a client that is not reading them is not waited for.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -47,7 +50,10 @@ where
     cluster.node().wait_ready().await;
     let node = cluster.node().clone();
     let _counted = node.metrics().connection();
-    let (mut rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
+    // Pipelined requests arrive many to a segment: read them with one call,
+    // not two per frame (prefix, then body).
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let mut first = Some(first);
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
