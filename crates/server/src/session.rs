@@ -392,14 +392,16 @@ impl Session {
         if self.node.is_removed() {
             return out.send(error(tag, ErrCode::Readonly));
         }
-        let cluster = self.cluster.clone();
-        tokio::spawn(async move {
-            let r = match cluster.propose(cmd).await {
-                Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),
-                Err(ProposeError::ReadOnly) => error(tag, ErrCode::Readonly),
-                Err(ProposeError::Failed(detail)) => Response::error(tag, ErrCode::Other, detail),
-            };
-            out.send(r);
-        });
+        self.cluster.submit(
+            cmd,
+            Box::new(move |result| {
+                let r = match result {
+                    Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),
+                    Err(ProposeError::ReadOnly) => error(tag, ErrCode::Readonly),
+                    Err(ProposeError::Failed(detail)) => Response::error(tag, ErrCode::Other, detail),
+                };
+                out.send(r);
+            }),
+        );
     }
 }

@@ -83,11 +83,18 @@ pub struct Consensus {
 }
 
 /// A write waiting for its batch, and where its result goes.
-type Pending = (Command, tokio::sync::oneshot::Sender<Result<Committed, ProposeError>>);
+type Pending = (Command, Done);
+
+/// What to do with a write's result: called once, by the batch that carried it.
+pub type Done = Box<dyn FnOnce(Result<Committed, ProposeError>) + Send>;
 
 /// Most writes in one batch (one Raft entry), and most batches in flight.
 const MAX_BATCH: usize = 256;
 const BATCHES_IN_FLIGHT: usize = 4;
+
+fn shutting_down() -> ProposeError {
+    ProposeError::Failed("this node is shutting down".into())
+}
 
 /// The Raft node id of a Doozer id: its first 64 bits (the id is 80 random
 /// bits in base32, so the first 13 characters carry them).
@@ -218,9 +225,22 @@ impl Consensus {
     /// that arrive while others are being committed share the next entry.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let stopped = || ProposeError::Failed("this node is shutting down".into());
-        self.batcher.send((cmd, tx)).map_err(|_| stopped())?;
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        self.submit(
+            cmd,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+
+    /// Queues `cmd` for the next batch; `done` gets its result. No task or
+    /// channel per write: the client connection's answer is sent from `done`.
+    pub fn submit(&self, cmd: Command, done: Done) {
+        if let Err(e) = self.batcher.send((cmd, done)) {
+            let (_, done) = e.0;
+            done(Err(shutting_down()));
+        }
     }
 
     /// Takes writes as they come and proposes them in batches: whatever has
@@ -246,16 +266,16 @@ impl Consensus {
 
     async fn commit_batch(&self, mut batch: Vec<Pending>) {
         if batch.len() == 1 {
-            if let Some((cmd, tx)) = batch.pop() {
-                let _ = tx.send(self.propose_one(cmd).await);
+            if let Some((cmd, done)) = batch.pop() {
+                done(self.propose_one(cmd).await);
             }
             return;
         }
         let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
         match self.propose_one(Command::Batch(cmds)).await {
             Ok(Committed::Batch(outs)) if outs.len() == txs.len() => {
-                for (tx, out) in txs.into_iter().zip(outs) {
-                    let _ = tx.send(Ok(out));
+                for (done, out) in txs.into_iter().zip(outs) {
+                    done(Ok(out));
                 }
             }
             other => {
@@ -263,8 +283,8 @@ impl Consensus {
                     Err(e) => e,
                     Ok(o) => ProposeError::Failed(format!("unexpected outcome of a batch: {o:?}")),
                 };
-                for tx in txs {
-                    let _ = tx.send(Err(err.clone()));
+                for done in txs {
+                    done(Err(err.clone()));
                 }
             }
         }
