@@ -29,7 +29,7 @@ use tracing::debug;
 const OVERFLOW_ANSWERS: usize = 1024;
 
 /// Bytes read from a client connection per call.
-const READ_BUFFER: usize = 16 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 
 /// How long the writer may take to deliver the last answers after the client
 /// has stopped sending; a client that is not reading them is not waited for.

@@ -361,6 +361,9 @@ impl Session {
         if !is_valid_path(&path) {
             return Err(error(tag, ErrCode::BadPath));
         }
+        // The body is a slice of the request's whole frame; the store keeps it
+        // for as long as the file lives, so it gets its own exact allocation.
+        let body = Bytes::copy_from_slice(&body);
         self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
             Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
             Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),

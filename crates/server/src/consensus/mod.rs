@@ -117,8 +117,8 @@ fn raft_config(opts: &Options) -> Result<Config, String> {
         install_snapshot_timeout: 10_000,
         // An entry may be a batch of up to MAX_BATCH writes.
         max_payload_entries: 16,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(2000),
-        max_in_snapshot_log_to_keep: 500,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(500),
+        max_in_snapshot_log_to_keep: 250,
         ..Config::default()
     };
     config.validate().map_err(|e| e.to_string())
