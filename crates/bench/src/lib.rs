@@ -34,6 +34,10 @@ pub struct Args {
     /// Watchers for watch-fanout.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
+    /// Writes per second in watch-fanout; 0: as fast as the writer can (each
+    /// write waits for the last), which measures a saturated cluster's queues.
+    #[arg(long, default_value_t = 200.0)]
+    pub fanout_rate: f64,
     /// Seconds measured per workload.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -270,7 +274,13 @@ async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
     let acks: Arc<Mutex<HashMap<i64, u64>>> = Arc::default();
     let mut written = 0u64;
     let mut n = 0u64;
+    let paced = args.fanout_rate > 0.0;
     while clock.running() {
+        if paced {
+            // An open schedule: the next write is due at n / rate, whenever the last one ended.
+            let due = Duration::from_secs_f64(n as f64 / args.fanout_rate);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(clock.start + due)).await;
+        }
         let sent = clock.start.elapsed().as_nanos() as u64;
         let rev =
             writer.set(&format!("/bench/fan/{}", n % 100), -1, sent.to_string()).await.map_err(|e| e.to_string())?;
@@ -304,7 +314,11 @@ async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
         ops: written,
         seconds: clock.seconds(),
         latencies: vec![percentiles("from_send", &from_send), percentiles("from_ack", &from_ack)],
-        extra: vec![("watchers".into(), args.watchers.to_string()), ("missing_events".into(), missing.to_string())],
+        extra: vec![
+            ("watchers".into(), args.watchers.to_string()),
+            ("rate".into(), if paced { args.fanout_rate.to_string() } else { "max".into() }),
+            ("missing_events".into(), missing.to_string()),
+        ],
     })
 }
 

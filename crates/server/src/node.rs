@@ -5,7 +5,7 @@
 //! the store changes, so held WAITs and revision watchers never miss an event.
 
 use crate::metrics::Metrics;
-use crate::waiters::{WaiterId, Waiters};
+use crate::waiters::{Notify, Owner, WaiterId, Waiters};
 use doozer_store::{Command, Event, Glob, HistoryLimits, Image, ImageError, Outcome, ReadError, Rev, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
@@ -41,6 +41,24 @@ pub enum WaitStart {
     Full,
 }
 
+/// How a WAIT answered by a callback starts.
+pub enum Hold {
+    /// The event is already in the history; the callback was not kept.
+    Ready(Event),
+    /// Held: the callback runs when the event comes, unless its owner goes first.
+    Held,
+    TooLate,
+    /// The node holds as many waiters as it may.
+    Full,
+}
+
+enum Registered {
+    Ready(Event),
+    Held(WaiterId),
+    TooLate,
+    Full,
+}
+
 /// Unregisters a held WAIT when dropped (answered, or its connection closed).
 pub struct WaitGuard {
     node: Arc<Node>,
@@ -73,7 +91,9 @@ pub struct Node {
     ready: watch::Sender<bool>,
     /// Set when the cluster removed this node: it no longer takes writes.
     removed: watch::Sender<bool>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// The last owner number handed out (see [`Node::new_owner`]).
+    owners: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -90,7 +110,8 @@ impl Node {
             rev_tx,
             ready,
             removed: watch::channel(false).0,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
+            owners: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -103,8 +124,18 @@ impl Node {
         &self.limits
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// A new owner for held WAITs: one per client connection.
+    pub fn new_owner(&self) -> Owner {
+        self.owners.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Drops every WAIT `owner` still holds.
+    pub fn forget_waits(&self, owner: Owner) {
+        self.waiters.lock().remove_owner(owner);
     }
 
     /// Lets clients in: this node has caught up with the cluster.
@@ -187,21 +218,44 @@ impl Node {
         let _ = rx.wait_for(|r| *r >= rev).await;
     }
 
-    /// Starts a WAIT for the first event at or after `from` matching `glob`.
+    /// Starts a WAIT for the first event at or after `from` matching `glob`;
+    /// a held one is answered through a channel.
     pub fn start_wait(self: &Arc<Node>, glob: Arc<Glob>, from: Rev) -> WaitStart {
+        let (tx, rx) = oneshot::channel();
+        let notify: Notify = Box::new(move |e| {
+            let _ = tx.send(e.clone());
+        });
+        match self.register(glob, from, 0, notify) {
+            Registered::TooLate => WaitStart::TooLate,
+            Registered::Ready(event) => WaitStart::Ready(event),
+            Registered::Held(id) => WaitStart::Held(rx, WaitGuard { node: self.clone(), id }),
+            Registered::Full => WaitStart::Full,
+        }
+    }
+
+    /// Starts a WAIT whose answer `notify` sends when the event comes; it is
+    /// dropped with the rest of `owner`'s when [`Node::forget_waits`] is called.
+    pub fn hold_wait(&self, glob: Arc<Glob>, from: Rev, owner: Owner, notify: Notify) -> Hold {
+        match self.register(glob, from, owner, notify) {
+            Registered::TooLate => Hold::TooLate,
+            Registered::Ready(event) => Hold::Ready(event),
+            Registered::Held(_) => Hold::Held,
+            Registered::Full => Hold::Full,
+        }
+    }
+
+    /// The event if it already happened, else the waiter held.
+    fn register(&self, glob: Arc<Glob>, from: Rev, owner: Owner, notify: Notify) -> Registered {
         let store = self.store.read();
         match store.first_event(from, &glob) {
-            Err(_) => WaitStart::TooLate,
-            Ok(Some(event)) => WaitStart::Ready(event),
-            Ok(None) => {
-                // Registered under the store's read lock: no apply can run between
-                // the history check and the registration.
-                let (tx, rx) = oneshot::channel();
-                match self.waiters.lock().add(glob, from.max(1), tx) {
-                    Some(id) => WaitStart::Held(rx, WaitGuard { node: self.clone(), id }),
-                    None => WaitStart::Full,
-                }
-            }
+            Err(_) => Registered::TooLate,
+            Ok(Some(event)) => Registered::Ready(event),
+            // Registered under the store's read lock: no apply can run between
+            // the history check and the registration.
+            Ok(None) => match self.waiters.lock().add(glob, from.max(1), owner, notify) {
+                Some(id) => Registered::Held(id),
+                None => Registered::Full,
+            },
         }
     }
 

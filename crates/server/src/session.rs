@@ -12,7 +12,9 @@
 
 use crate::access::{Rights, Secrets};
 use crate::consensus::{Committed, Consensus, ProposeError};
-use crate::node::{Node, WaitStart};
+use crate::metrics::Metrics;
+use crate::node::{Hold, Node};
+use crate::waiters::Owner;
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
 use doozer_store::{is_valid_path, Command, Event, EventKind, File, Glob, ReadError, Rev, Snapshot, Stat, StoreError};
@@ -38,14 +40,14 @@ impl Outbox {
 /// Sends one request's answer and counts it in the node's metrics.
 struct Reply {
     out: Outbox,
-    node: Arc<Node>,
+    metrics: Arc<Metrics>,
     verb: Option<Verb>,
     received: Instant,
 }
 
 impl Reply {
     fn send(&self, r: Response) {
-        self.node.metrics().request(self.verb, r.err_code, self.received.elapsed());
+        self.metrics.request(self.verb, r.err_code, self.received.elapsed());
         self.out.send(r);
     }
 }
@@ -97,6 +99,14 @@ pub struct Session {
     dirs: Arc<ListCache<Arc<str>>>,
     /// The request being handled: its verb and when it arrived.
     current: (Option<Verb>, Instant),
+    /// Owns this connection's held WAITs, which go when it closes.
+    owner: Owner,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.node.forget_waits(self.owner);
+    }
 }
 
 fn error(tag: Option<i32>, code: ErrCode) -> Response {
@@ -151,6 +161,7 @@ impl Session {
     pub fn new(cluster: Arc<Consensus>, secrets: Arc<Secrets>, out: Outbox, cancel: CancellationToken) -> Session {
         let rights = secrets.anonymous();
         let node = cluster.node().clone();
+        let node_owner = node.new_owner();
         Session {
             node,
             cluster,
@@ -161,6 +172,7 @@ impl Session {
             walks: ListCache::new(),
             dirs: ListCache::new(),
             current: (None, Instant::now()),
+            owner: node_owner,
         }
     }
 
@@ -185,7 +197,12 @@ impl Session {
 
     /// Where the current request's answer goes.
     fn reply(&self) -> Reply {
-        Reply { out: self.out.clone(), node: self.node.clone(), verb: self.current.0, received: self.current.1 }
+        Reply {
+            out: self.out.clone(),
+            metrics: self.node.metrics().clone(),
+            verb: self.current.0,
+            received: self.current.1,
+        }
     }
 
     fn check_rights(&self, verb: Verb, tag: Option<i32>) -> Result<(), Response> {
@@ -328,24 +345,19 @@ impl Session {
 
     fn wait(&self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {
         let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
-        match self.node.start_wait(Arc::new(glob), rev) {
-            WaitStart::Ready(e) => Ok(Some(event_response(tag, e))),
-            WaitStart::TooLate => Err(error(tag, ErrCode::TooLate)),
-            WaitStart::Full => Err(Response::error(
+        // A held WAIT is answered straight from the apply that satisfies it:
+        // no task waits for it, and it goes when this connection closes.
+        let reply = self.reply();
+        let notify = Box::new(move |e: &doozer_store::Event| reply.send(event_response(tag, e.clone())));
+        match self.node.hold_wait(Arc::new(glob), rev, self.owner, notify) {
+            Hold::Ready(e) => Ok(Some(event_response(tag, e))),
+            Hold::TooLate => Err(error(tag, ErrCode::TooLate)),
+            Hold::Full => Err(Response::error(
                 tag,
                 ErrCode::Other,
                 format!("too many held WAITs on this node (limit {})", self.node.limits().max_waiters),
             )),
-            WaitStart::Held(rx, guard) => {
-                self.spawn_cancellable(async move {
-                    let _guard = guard;
-                    match rx.await {
-                        Ok(e) => event_response(tag, e),
-                        Err(_) => Response::error(tag, ErrCode::Other, "wait abandoned by the server"),
-                    }
-                });
-                Ok(None)
-            }
+            Hold::Held => Ok(None),
         }
     }
 

@@ -5,16 +5,28 @@
 //! event at `/a/b/c` then looks only in the buckets `/`, `/a/`, `/a/b/` and
 //! `/a/b/c`: the cost per event is the path's depth plus the waiters in those
 //! buckets, not every waiter on the node.
+//!
+//! A waiter is a callback, run once with the event that satisfies it: a
+//! client connection's callback queues the answer directly, with no task per
+//! held WAIT. Waiters may belong to an owner (a connection), so that all of
+//! an owner's waiters go at once when it closes.
 
 use doozer_store::{Event, Glob, Rev};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+
+/// What a waiter does with its event. It runs under the node's locks: it
+/// must only queue work (send an answer), never block or take those locks.
+pub type Notify = Box<dyn FnOnce(&Event) + Send>;
+
+/// Who holds a waiter: a connection, or nobody in particular (0).
+pub type Owner = u64;
 
 struct Waiter {
     glob: Arc<Glob>,
     from: Rev,
-    tx: oneshot::Sender<Event>,
+    owner: Owner,
+    notify: Notify,
 }
 
 /// Where a waiter is filed, so it can be removed when its connection goes.
@@ -27,6 +39,8 @@ pub struct WaiterId {
 /// The node-wide table of held WAITs.
 pub struct Waiters {
     buckets: HashMap<Arc<str>, HashMap<u64, Waiter>>,
+    /// Each owner's waiters: id -> bucket key.
+    by_owner: HashMap<Owner, HashMap<u64, Arc<str>>>,
     next_id: u64,
     count: usize,
     max: usize,
@@ -44,7 +58,7 @@ fn bucket_key(glob: &Glob) -> &str {
 impl Waiters {
     /// A table that holds at most `max` waiters.
     pub fn new(max: usize) -> Waiters {
-        Waiters { buckets: HashMap::new(), next_id: 0, count: 0, max }
+        Waiters { buckets: HashMap::new(), by_owner: HashMap::new(), next_id: 0, count: 0, max }
     }
 
     /// Number of waiters held.
@@ -58,26 +72,48 @@ impl Waiters {
 
     /// Holds a waiter for the first event at or after `from` matching `glob`.
     /// `None` if the table is full.
-    pub fn add(&mut self, glob: Arc<Glob>, from: Rev, tx: oneshot::Sender<Event>) -> Option<WaiterId> {
+    pub fn add(&mut self, glob: Arc<Glob>, from: Rev, owner: Owner, notify: Notify) -> Option<WaiterId> {
         if self.count >= self.max {
             return None;
         }
         let key: Arc<str> = Arc::from(bucket_key(&glob));
         let id = self.next_id;
         self.next_id += 1;
-        self.buckets.entry(key.clone()).or_default().insert(id, Waiter { glob, from, tx });
+        self.buckets.entry(key.clone()).or_default().insert(id, Waiter { glob, from, owner, notify });
         self.count += 1;
+        if owner != 0 {
+            self.by_owner.entry(owner).or_default().insert(id, key.clone());
+        }
         Some(WaiterId { key, id })
     }
 
     /// Forgets a waiter; harmless if it was already answered.
     pub fn remove(&mut self, w: &WaiterId) {
-        if let Some(bucket) = self.buckets.get_mut(&w.key) {
-            if bucket.remove(&w.id).is_some() {
-                self.count -= 1;
-            }
-            if bucket.is_empty() {
-                self.buckets.remove(&w.key);
+        let Some(bucket) = self.buckets.get_mut(&w.key) else {
+            return;
+        };
+        let gone = bucket.remove(&w.id);
+        if bucket.is_empty() {
+            self.buckets.remove(&w.key);
+        }
+        if let Some(gone) = gone {
+            self.count -= 1;
+            self.unlist(gone.owner, w.id);
+        }
+    }
+
+    /// Forgets every waiter of `owner` (its connection closed).
+    pub fn remove_owner(&mut self, owner: Owner) {
+        for (id, key) in self.by_owner.remove(&owner).unwrap_or_default() {
+            self.remove(&WaiterId { key, id });
+        }
+    }
+
+    fn unlist(&mut self, owner: Owner, id: u64) {
+        if let Some(ids) = self.by_owner.get_mut(&owner) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_owner.remove(&owner);
             }
         }
     }
@@ -96,14 +132,19 @@ impl Waiters {
             };
             let hits: Vec<u64> =
                 bucket.iter().filter(|(_, w)| event.rev >= w.from && w.glob.matches(path)).map(|(id, _)| *id).collect();
+            let mut answered = Vec::with_capacity(hits.len());
             for id in hits {
                 if let Some(w) = bucket.remove(&id) {
                     self.count -= 1;
-                    let _ = w.tx.send(event.clone());
+                    (w.notify)(event);
+                    answered.push((w.owner, id));
                 }
             }
             if bucket.is_empty() {
                 self.buckets.remove(key);
+            }
+            for (owner, id) in answered {
+                self.unlist(owner, id);
             }
         }
     }
@@ -114,6 +155,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use doozer_store::EventKind;
+    use tokio::sync::oneshot;
 
     fn ev(rev: Rev, path: &str) -> Event {
         Event { rev, path: path.into(), body: Bytes::new(), kind: EventKind::Set }
@@ -129,13 +171,21 @@ mod tests {
         assert_eq!(k("/"), "/");
     }
 
+    fn channel(owner: Owner, w: &mut Waiters, glob: &str, from: Rev) -> (Option<WaiterId>, oneshot::Receiver<Event>) {
+        let (tx, rx) = oneshot::channel();
+        let notify: Notify = Box::new(move |e| {
+            let _ = tx.send(e.clone());
+        });
+        (w.add(Arc::new(Glob::parse(glob).unwrap()), from, owner, notify), rx)
+    }
+
     #[test]
     fn dispatch_answers_only_matching_waiters_from_their_rev() {
         let mut w = Waiters::new(10);
         let mut rxs = vec![];
         for (glob, from) in [("/a/*", 1), ("/a/b", 5), ("/**", 1), ("/x", 1), ("/", 1)] {
-            let (tx, rx) = oneshot::channel();
-            w.add(Arc::new(Glob::parse(glob).unwrap()), from, tx).unwrap();
+            let (id, rx) = channel(7, &mut w, glob, from);
+            id.unwrap();
             rxs.push(rx);
         }
         w.dispatch(&ev(3, "/a/b"));
@@ -154,12 +204,28 @@ mod tests {
     #[test]
     fn full_table_and_removal() {
         let mut w = Waiters::new(1);
-        let (tx, _rx) = oneshot::channel();
-        let id = w.add(Arc::new(Glob::parse("/a").unwrap()), 1, tx).unwrap();
-        let (tx2, _rx2) = oneshot::channel();
-        assert!(w.add(Arc::new(Glob::parse("/b").unwrap()), 1, tx2).is_none());
+        let (id, _rx) = channel(0, &mut w, "/a", 1);
+        let id = id.unwrap();
+        assert!(channel(0, &mut w, "/b", 1).0.is_none());
         w.remove(&id);
         w.remove(&id);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn an_owner_s_waiters_go_together_and_answered_ones_are_unlisted() {
+        let mut w = Waiters::new(10);
+        let (_, mut first) = channel(1, &mut w, "/a", 1);
+        let _kept = channel(1, &mut w, "/b/**", 1);
+        let _other = channel(2, &mut w, "/b/**", 1);
+        w.dispatch(&ev(4, "/a"));
+        assert_eq!(first.try_recv().unwrap().rev, 4);
+        assert_eq!(w.by_owner[&1].len(), 1, "the answered waiter is no longer listed");
+        w.remove_owner(1);
+        assert_eq!(w.len(), 1);
+        assert!(!w.by_owner.contains_key(&1));
+        w.dispatch(&ev(5, "/b/c"));
+        assert_eq!(w.len(), 0);
+        assert!(w.by_owner.is_empty());
     }
 }
