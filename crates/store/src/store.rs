@@ -288,27 +288,25 @@ impl Store {
             Lookup::Missing => None,
             Lookup::Found(n) => Some(n),
         };
-        let current = match node {
-            None => MISSING,
-            Some(Node::Dir(_)) => DIR,
-            Some(Node::File(f)) => f.rev,
-        };
-        if rev != CLOBBER && rev < current {
-            return Err(StoreError::RevMismatch);
-        }
-        if let Some(Node::Dir(_)) = node {
-            return Err(StoreError::IsDir);
-        }
+        revision_rule(node, rev)?;
         Ok(node)
     }
 
     /// SET, in place on the current tree once the revision rule allows it.
     fn set(&mut self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Arc<str>, Bytes, EventKind)>, StoreError> {
+        if !is_valid_path(path) {
+            return Err(StoreError::BadPath);
+        }
         let names: Vec<&str> = components(path).collect();
-        self.check_write(path, &names, rev)?;
+        if names.is_empty() {
+            return Err(StoreError::IsDir);
+        }
         let file = File { body: body.clone(), rev: self.rev + 1 };
-        // Cannot fail: check_write found no file above the target.
-        tree::set_mut(&mut self.root, &names, file).map_err(|_| StoreError::NotDir)?;
+        let allow = |node: Option<&Node>| revision_rule(node, rev);
+        tree::set_checked(&mut self.root, &names, file, allow).map_err(|e| match e {
+            tree::SetError::NotDir => StoreError::NotDir,
+            tree::SetError::Refused(e) => e,
+        })?;
         Ok(Some((Arc::from(path), body.clone(), EventKind::Set)))
     }
 
@@ -446,6 +444,23 @@ impl Store {
     pub fn event_at(&self, rev: Rev) -> Option<&Event> {
         self.entry(rev).map(|e| &e.event)
     }
+}
+
+/// May a write that names revision `rev` replace `node`? A directory is
+/// never replaced; a file only by CLOBBER or a revision at least its own.
+fn revision_rule(node: Option<&Node>, rev: Rev) -> Result<(), StoreError> {
+    let current = match node {
+        None => MISSING,
+        Some(Node::Dir(_)) => DIR,
+        Some(Node::File(f)) => f.rev,
+    };
+    if rev != CLOBBER && rev < current {
+        return Err(StoreError::RevMismatch);
+    }
+    if let Some(Node::Dir(_)) = node {
+        return Err(StoreError::IsDir);
+    }
+    Ok(())
 }
 
 /// Applies a recorded event to a tree, as the change that made it did.

@@ -63,21 +63,52 @@ pub(crate) fn lookup<'a>(root: &'a Dir, names: &[&str]) -> Lookup<'a> {
 /// alone holds are changed where they are, which is what makes a run of writes
 /// between two kept trees cheap. The caller has checked the target.
 pub(crate) fn set_mut(dir: &mut Dir, names: &[&str], file: File) -> Result<(), Conflict> {
+    set_checked(dir, names, file, |_| Ok::<(), Conflict>(())).map_err(|e| match e {
+        SetError::NotDir | SetError::Refused(_) => Conflict::NotDir,
+    })
+}
+
+/// `file` at `names` below a new directory (or itself, for no names).
+fn fresh(names: &[&str], file: File) -> Node {
+    match names.split_first() {
+        None => Node::File(file),
+        Some((first, rest)) => Node::Dir(Dir::unit(Arc::from(*first), fresh(rest, file))),
+    }
+}
+
+/// Why [`set_checked`] did not write.
+pub(crate) enum SetError<E> {
+    /// A component above the target is a file.
+    NotDir,
+    /// `allow` refused what is at the target.
+    Refused(E),
+}
+
+/// Like [`set_mut`], but first asks `allow` about what is at the target now
+/// (`None`: nothing): the check and the write take one walk down the tree.
+/// A refusal leaves the tree's contents as they were.
+pub(crate) fn set_checked<E>(
+    dir: &mut Dir,
+    names: &[&str],
+    file: File,
+    allow: impl FnOnce(Option<&Node>) -> Result<(), E>,
+) -> Result<(), SetError<E>> {
     let Some((first, rest)) = names.split_first() else {
         return Ok(());
     };
     match dir.get_mut(*first) {
-        Some(Node::File(f)) if rest.is_empty() => *f = file,
-        Some(Node::File(_)) => return Err(Conflict::NotDir),
-        Some(Node::Dir(d)) if !rest.is_empty() => return set_mut(d, rest, file),
-        Some(Node::Dir(_)) => return Err(Conflict::NotDir),
-        None if rest.is_empty() => {
-            dir.insert(Arc::from(*first), Node::File(file));
+        Some(node) if rest.is_empty() => {
+            allow(Some(node)).map_err(SetError::Refused)?;
+            match node {
+                Node::File(f) => *f = file,
+                Node::Dir(_) => return Err(SetError::NotDir),
+            }
         }
+        Some(Node::File(_)) => return Err(SetError::NotDir),
+        Some(Node::Dir(d)) => return set_checked(d, rest, file, allow),
         None => {
-            let mut below = Dir::new();
-            set_mut(&mut below, rest, file)?;
-            dir.insert(Arc::from(*first), Node::Dir(below));
+            allow(None).map_err(SetError::Refused)?;
+            dir.insert(Arc::from(*first), fresh(rest, file));
         }
     }
     Ok(())
