@@ -52,6 +52,12 @@ for round in $(seq "$ROUNDS"); do
         | grep '^{' > "$tmp/doozer-$round.json"
 done
 
+# The two targets that are not ratios, once, on the same cluster: watch
+# latency with 100 watchers (writer paced at 200 writes/s) and memory per key.
+echo "watch-fanout and mem" >&2
+"$bin/doozer-bench" -a "$uri" --workload watch-fanout,mem --duration "$SECS" --warmup 1 \
+    | grep '^{' > "$tmp/doozer-abs.json"
+
 python3 - "$tmp" "$ROUNDS" "$NODES" <<'PY'
 import csv, json, statistics, sys
 tmp, rounds, nodes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -77,4 +83,11 @@ print(f"doozer put-conc {dput:10.0f}/s   get-conc {dget:10.0f}/s   put-seq p50 {
 print(f"put-conc / redis SET   {dput / rset:5.2f}   (target >= {put_target})")
 print(f"get-conc / redis GET   {dget / rget:5.2f}   (target >= 0.80)")
 print(f"put-seq p50 / redis p50 {dp50 / rp50:5.2f}   (target <= 4, on 3 nodes)")
+for line in open(f"{tmp}/doozer-abs.json"):
+    d = json.loads(line)
+    if d["workload"] == "watch-fanout":
+        print(f"watch-fanout p99 from send {d['from_send_p99_us']:6.0f}us, missing {d['missing_events']}   (target <= 2000us, 0 missing, on 3 nodes)")
+    if d["workload"] == "mem":
+        per = {k: v for k, v in d.items() if k.startswith("rss_bytes_per_key")}
+        print("mem bytes of RSS per key:", ", ".join(f"{v}" for v in per.values()), "  (target <= 250)")
 PY

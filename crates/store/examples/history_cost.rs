@@ -38,7 +38,33 @@ fn run(window: usize, writes: usize) -> usize {
     }
     let grown = rss_bytes().saturating_sub(before);
     assert!(store.rev() > 0);
+    past_reads(&store);
     grown
+}
+
+/// How long a read at a past revision takes: its tree is rebuilt from the
+/// nearest kept tree, up to 255 events back. Alternating between two
+/// revisions keeps the store's last rebuilt tree from helping.
+fn past_reads(store: &Store) {
+    let now = store.rev();
+    let oldest = store.oldest();
+    let mut worst = std::time::Duration::ZERO;
+    let mut total = std::time::Duration::ZERO;
+    let reads = 200.min(now - 1).max(0);
+    for i in 0..reads {
+        let rev = now - 1 - (i * 7919) % (now - oldest).max(1);
+        let t = std::time::Instant::now();
+        let snap = store.snapshot(Some(rev.max(1)));
+        let took = t.elapsed();
+        if let Ok(s) = snap {
+            std::hint::black_box(s.stat("/d1"));
+            worst = worst.max(took);
+            total += took;
+        }
+    }
+    if reads > 0 {
+        println!("reads at past revisions: mean {:?}, worst {:?} ({reads} reads)", total / reads as u32, worst);
+    }
 }
 
 fn main() {

@@ -137,11 +137,12 @@ struct Entry {
 /// copies each node at most once per run (measured: see docs/performance.md).
 const KEEP_TREE_EVERY: Rev = 256;
 
-/// Memory per history entry besides its path and body: the tree nodes copied
-/// along the changed path, the event and its queue slot. Measured at about
-/// 1.8 KB in a 10,000-file tree (examples/history_cost.rs); used only to bound
-/// the history's memory by `HistoryLimits::bytes`.
-const ENTRY_OVERHEAD: usize = 2048;
+/// Memory per history entry besides its path and body: the event, its queue
+/// slot, and its share of the tree nodes the kept trees hold. Measured at about
+/// 1.0 KB per revision (body included) for random overwrites in a 10,000-file
+/// tree (examples/history_cost.rs); used only to bound the history's memory by
+/// `HistoryLimits::bytes`.
+const ENTRY_OVERHEAD: usize = 1024;
 
 /// The store: the current tree and its history window.
 pub struct Store {
