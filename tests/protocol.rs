@@ -270,6 +270,38 @@ async fn pipelined_requests_complete_out_of_order() {
     assert_eq!(r.tag, None);
 }
 
+/// Answers are written straight to the socket until it is full, then by a
+/// writer task until it catches up: a client that stops reading for a while
+/// and then reads everything gets every answer whole, however they were split.
+#[tokio::test]
+async fn a_full_socket_loses_and_mangles_no_answer() {
+    let d = Doozerd::start(&[]);
+    let mut c = Raw::connect(&d.addr).await;
+    let body: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    c.call(set(1, "/big", -1, &body)).await;
+    const N: i32 = 1500; // about 100 MB of answers: far more than socket buffers hold
+    let mut buf = bytes::BytesMut::new();
+    for tag in 0..N {
+        let r = if tag % 3 == 0 { set(tag, &format!("/w/{tag}"), -1, b"w") } else { path(Verb::Get, tag, "/big") };
+        doozer_proto::encode_frame(&r, &mut buf);
+    }
+    c.send_bytes(&buf).await;
+    let mut seen = vec![false; N as usize];
+    for _ in 0..N {
+        let r = c.recv().await;
+        let tag = r.tag.expect("a tag") as usize;
+        assert!(!seen[tag], "tag {tag} answered twice");
+        seen[tag] = true;
+        if tag % 3 == 0 {
+            assert!(r.rev.is_some() && r.err_code.is_none(), "{r:?}");
+        } else {
+            assert_eq!(r.value.as_deref(), Some(&body[..]), "tag {tag}");
+        }
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert!(rev(&mut c).await > 0, "the connection still works");
+}
+
 #[tokio::test]
 async fn watch_loop_sees_1000_rapid_writes_in_order() {
     let d = Doozerd::start(&[]);

@@ -1,8 +1,12 @@
 //! One client connection: read frames, hand requests to the session, write answers.
 //!
 //! The reader never waits on an answer, so pipelined requests are answered as
-//! each completes. A writer task batches whatever answers are ready into one
-//! write. Every request counts as pending until its answer is written; past the
+//! each completes. On a plain TCP connection an answer is written straight to
+//! the socket by whoever has it (the commit of a write, the apply that wakes a
+//! WAIT), without waking a task; only when the socket is full does a writer
+//! task take over, batching what queues meanwhile into one write, until it has
+//! caught up. (Answers are matched by tag, so their order does not matter;
+//! only frames must not interleave.) TLS connections always use the writer. Every request counts as pending until its answer is written; past the
 //! per-connection limit requests get an OTHER error, and a client that keeps
 //! sending without reading is disconnected rather than buffered without bound.
 //!
@@ -12,14 +16,16 @@
 
 use crate::access::Secrets;
 use crate::consensus::{Consensus, PEER_MAGIC};
-use crate::session::{Outbox, Session};
-use bytes::BytesMut;
+use crate::session::Session;
+use bytes::{Bytes, BytesMut};
 use doozer_proto::{encode_frame, read_body, read_frame, read_prefix, ErrCode, Request, Response, MAX_FRAME};
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -35,22 +41,111 @@ const READ_BUFFER: usize = 4 * 1024;
 /// has stopped sending; a client that is not reading them is not waited for.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves one connection until the client closes it or breaks the protocol.
+/// Where a connection's answers go. Cheap to clone: every request whose
+/// answer comes later holds one.
+#[derive(Clone)]
+pub struct Outbox(Arc<Sink>);
+
+struct Sink {
+    queue: mpsc::UnboundedSender<Queued>,
+    /// Answers queued or being written.
+    pending: Arc<AtomicUsize>,
+    /// Plain TCP: the socket, written directly while the writer task is idle.
+    direct: Option<Direct>,
+}
+
+struct Direct {
+    socket: Arc<OwnedWriteHalf>,
+    /// True while the writer task has bytes to write: answers then queue
+    /// behind them instead of going straight to the socket.
+    busy: Arc<parking_lot::Mutex<bool>>,
+    cancel: CancellationToken,
+}
+
+/// What the writer task writes: an answer, or the unwritten end of a frame
+/// (and how many answers it completes).
+enum Queued {
+    Answer(Response),
+    Rest(Bytes, usize),
+}
+
+impl Outbox {
+    /// Sends an answer; if the connection is gone, nobody wants it.
+    pub fn send(&self, r: Response) {
+        let sink = &*self.0;
+        let Some(d) = &sink.direct else {
+            let _ = sink.queue.send(Queued::Answer(r));
+            return;
+        };
+        let mut busy = d.busy.lock();
+        if *busy {
+            // Queued under the lock, so the writer sees it before it goes idle.
+            let _ = sink.queue.send(Queued::Answer(r));
+            return;
+        }
+        let mut frame = BytesMut::with_capacity(4 + r.encoded_len());
+        encode_frame(&r, &mut frame);
+        match d.socket.try_write(&frame) {
+            Ok(n) if n == frame.len() => {
+                sink.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(n) => {
+                *busy = true;
+                let _ = sink.queue.send(Queued::Rest(frame.split_off(n).freeze(), 1));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                *busy = true;
+                let _ = sink.queue.send(Queued::Rest(frame.freeze(), 1));
+            }
+            Err(e) => {
+                debug!(error = %e, "closing connection: write failed");
+                d.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// Serves a plain TCP connection (a client's or a peer's).
+pub async fn serve_tcp(mut stream: TcpStream, cluster: Arc<Consensus>, secrets: Arc<Secrets>) {
+    let Some(first) = prefix(&mut stream).await else { return };
+    if first == PEER_MAGIC {
+        return cluster.serve_peer(stream).await;
+    }
+    let (rd, wr) = stream.into_split();
+    client(rd, Writer::Direct(Arc::new(wr)), first, cluster, secrets).await
+}
+
+/// Serves a connection over another transport (TLS): answers go through the writer task.
 pub async fn serve<S>(mut stream: S, cluster: Arc<Consensus>, secrets: Arc<Secrets>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let first = match read_prefix(&mut stream).await {
-        Ok(Some(prefix)) => prefix,
-        _ => return,
-    };
+    let Some(first) = prefix(&mut stream).await else { return };
     if first == PEER_MAGIC {
         return cluster.serve_peer(stream).await;
     }
+    let (rd, wr) = tokio::io::split(stream);
+    client(rd, Writer::Queued(Box::new(wr)), first, cluster, secrets).await
+}
+
+async fn prefix<S: AsyncRead + Unpin>(stream: &mut S) -> Option<[u8; 4]> {
+    read_prefix(stream).await.ok().flatten()
+}
+
+/// How a connection's answers reach its socket.
+enum Writer {
+    Direct(Arc<OwnedWriteHalf>),
+    Queued(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+/// Serves one client connection until the client closes it or breaks the protocol.
+async fn client<R>(rd: R, wr: Writer, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>)
+where
+    R: AsyncRead + Send + Unpin + 'static,
+{
     cluster.node().wait_ready().await;
     let node = cluster.node().clone();
     let _counted = node.metrics().connection();
-    let (rd, wr) = tokio::io::split(stream);
     // Pipelined requests arrive many to a segment: read them with one call,
     // not two per frame (prefix, then body).
     let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
@@ -58,9 +153,17 @@ where
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
     let cancel = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone()));
+    let (mut writer, direct) = match wr {
+        Writer::Direct(socket) => {
+            let busy = Arc::new(parking_lot::Mutex::new(false));
+            let task = direct_write_loop(socket.clone(), rx, busy.clone(), pending.clone(), cancel.clone());
+            (tokio::spawn(task), Some(Direct { socket, busy, cancel: cancel.clone() }))
+        }
+        Writer::Queued(wr) => (tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone())), None),
+    };
+    let outbox = Outbox(Arc::new(Sink { queue: tx, pending: pending.clone(), direct }));
     let max_pending = node.limits().max_pending;
-    let mut session = Session::new(cluster, secrets, Outbox(tx), cancel.clone());
+    let mut session = Session::new(cluster, secrets, outbox, cancel.clone());
     let mut flooded = false;
     loop {
         let frame = tokio::select! {
@@ -116,27 +219,81 @@ async fn next_frame<R: AsyncRead + Unpin>(
     }
 }
 
-async fn write_loop<W: AsyncWrite>(
-    wr: W,
-    mut rx: mpsc::UnboundedReceiver<Response>,
+/// Most bytes the writer gathers into one write.
+const BATCH: usize = 256 * 1024;
+
+/// Adds a queued item to the buffer; returns the answers it completes.
+fn gather(item: Queued, buf: &mut BytesMut) -> usize {
+    match item {
+        Queued::Answer(r) => {
+            encode_frame(&r, buf);
+            1
+        }
+        Queued::Rest(bytes, n) => {
+            buf.extend_from_slice(&bytes);
+            n
+        }
+    }
+}
+
+/// The first queued item and whatever else is ready, up to [`BATCH`] bytes.
+async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Queued>, buf: &mut BytesMut) -> Option<usize> {
+    let mut count = gather(rx.recv().await?, buf);
+    while buf.len() < BATCH {
+        match rx.try_recv() {
+            Ok(item) => count += gather(item, buf),
+            Err(_) => break,
+        }
+    }
+    Some(count)
+}
+
+/// The writer of a plain TCP connection: it runs only while answers are
+/// queued (the socket was full), then hands writing back to [`Outbox::send`].
+async fn direct_write_loop(
+    socket: Arc<OwnedWriteHalf>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    busy: Arc<parking_lot::Mutex<bool>>,
     pending: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
-    const BATCH: usize = 256 * 1024;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(count) = next_batch(&mut rx, &mut buf).await {
+        if let Err(e) = write_all(&socket, &buf).await {
+            debug!(error = %e, "closing connection: write failed");
+            cancel.cancel();
+            return;
+        }
+        buf.clear();
+        pending.fetch_sub(count, Ordering::SeqCst);
+        let mut busy = busy.lock();
+        if rx.is_empty() {
+            *busy = false;
+        }
+    }
+}
+
+async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write_loop<W: AsyncWrite>(
+    wr: W,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    pending: Arc<AtomicUsize>,
+    cancel: CancellationToken,
+) {
     tokio::pin!(wr);
     let mut buf = BytesMut::with_capacity(16 * 1024);
-    while let Some(first) = rx.recv().await {
-        let mut count = 1;
-        encode_frame(&first, &mut buf);
-        while buf.len() < BATCH {
-            match rx.try_recv() {
-                Ok(r) => {
-                    encode_frame(&r, &mut buf);
-                    count += 1;
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(count) = next_batch(&mut rx, &mut buf).await {
         if let Err(e) = wr.write_all(&buf).await {
             debug!(error = %e, "closing connection: write failed");
             cancel.cancel();

@@ -165,7 +165,7 @@ async fn accept_loop(
         let (cluster, secrets) = (cluster.clone(), secrets.clone());
         match &tls {
             None => {
-                tokio::spawn(conn::serve(stream, cluster, secrets));
+                tokio::spawn(conn::serve_tcp(stream, cluster, secrets));
             }
             Some(tls) => {
                 let tls = tls.clone();

@@ -5,7 +5,7 @@
 //! the store changes, so held WAITs and revision watchers never miss an event.
 
 use crate::metrics::Metrics;
-use crate::waiters::{Notify, Owner, WaiterId, Waiters};
+use crate::waiters::{Fired, Notify, Owner, WaiterId, Waiters};
 use doozer_store::{Command, Event, Glob, HistoryLimits, Image, ImageError, Outcome, ReadError, Rev, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
@@ -72,10 +72,10 @@ impl Drop for WaitGuard {
 }
 
 /// Tells the waiters of every event in an outcome (a batch has several).
-fn dispatch(waiters: &mut Waiters, outcome: &Outcome) {
+fn dispatch(waiters: &mut Waiters, outcome: &Outcome, fired: &mut Fired) {
     match outcome {
-        Outcome::Changed(event) => waiters.dispatch(event),
-        Outcome::Batch(outs) => outs.iter().for_each(|o| dispatch(waiters, o)),
+        Outcome::Changed(event) => waiters.dispatch(event, fired),
+        Outcome::Batch(outs) => outs.iter().for_each(|o| dispatch(waiters, o, fired)),
         Outcome::Unchanged | Outcome::Failed(_) => {}
     }
 }
@@ -177,27 +177,37 @@ impl Node {
     /// in the image newer than what this node had.
     pub fn install(&self, image: &Image) -> Result<(), ImageError> {
         let new = Store::from_image(image, self.limits.history)?;
-        let mut store = self.store.write();
-        let old_rev = store.rev();
-        *store = new;
-        let mut waiters = self.waiters.lock();
-        for e in image.events.iter().filter(|e| e.rev > old_rev) {
-            waiters.dispatch(e);
+        let mut fired = Fired::default();
+        {
+            let mut store = self.store.write();
+            let old_rev = store.rev();
+            *store = new;
+            let mut waiters = self.waiters.lock();
+            for e in image.events.iter().filter(|e| e.rev > old_rev) {
+                waiters.dispatch(e, &mut fired);
+            }
+            self.rev_tx.send_replace(store.rev());
         }
-        self.rev_tx.send_replace(store.rev());
+        fired.notify();
         Ok(())
     }
 
-    /// Applies a committed change: the store moves, then waiters and revision
-    /// watchers are told, all under the store lock so no WAIT can slip between.
+    /// Applies a committed change: the store moves and the satisfied waiters
+    /// leave the table under the store lock, so no WAIT can slip between; they
+    /// are answered just after, so no socket is written under the lock.
     pub fn apply(&self, cmd: &Command) -> Outcome {
-        let mut store = self.store.write();
-        let outcome = store.apply(cmd);
-        dispatch(&mut self.waiters.lock(), &outcome);
-        // A Load moves the revision without an event of its own.
-        if store.rev() != *self.rev_tx.borrow() {
-            self.rev_tx.send_replace(store.rev());
-        }
+        let mut fired = Fired::default();
+        let outcome = {
+            let mut store = self.store.write();
+            let outcome = store.apply(cmd);
+            dispatch(&mut self.waiters.lock(), &outcome, &mut fired);
+            // A Load moves the revision without an event of its own.
+            if store.rev() != *self.rev_tx.borrow() {
+                self.rev_tx.send_replace(store.rev());
+            }
+            outcome
+        };
+        fired.notify();
         outcome
     }
 

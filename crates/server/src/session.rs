@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::access::{Rights, Secrets};
+use crate::conn::Outbox;
 use crate::consensus::{Committed, Consensus, ProposeError};
 use crate::metrics::Metrics;
 use crate::node::{Hold, Node};
@@ -23,19 +24,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Where a connection's answers go; the writer task drains it.
-#[derive(Clone)]
-pub struct Outbox(pub mpsc::UnboundedSender<Response>);
-
-impl Outbox {
-    pub fn send(&self, r: Response) {
-        // Fails only when the connection is gone, and then nobody wants the answer.
-        let _ = self.0.send(r);
-    }
-}
 
 /// Sends one request's answer and counts it in the node's metrics.
 struct Reply {

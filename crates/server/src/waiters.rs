@@ -15,9 +15,25 @@ use doozer_store::{Event, Glob, Rev};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a waiter does with its event. It runs under the node's locks: it
-/// must only queue work (send an answer), never block or take those locks.
+/// What a waiter does with its event: run once, after the node's locks are
+/// released (it may write to a socket), and it must not block.
 pub type Notify = Box<dyn FnOnce(&Event) + Send>;
+
+/// Waiters an event satisfied, taken out of the table, to be told after the
+/// locks are released: [`Fired::notify`].
+#[derive(Default)]
+pub struct Fired(Vec<(Event, Vec<Notify>)>);
+
+impl Fired {
+    /// Runs every fired waiter's callback.
+    pub fn notify(self) {
+        for (event, notifies) in self.0 {
+            for n in notifies {
+                n(&event);
+            }
+        }
+    }
+}
 
 /// Who holds a waiter: a connection, or nobody in particular (0).
 pub type Owner = u64;
@@ -118,8 +134,8 @@ impl Waiters {
         }
     }
 
-    /// Answers and removes every waiter that `event` satisfies.
-    pub fn dispatch(&mut self, event: &Event) {
+    /// Removes every waiter that `event` satisfies and adds it to `fired`.
+    pub fn dispatch(&mut self, event: &Event, fired: &mut Fired) {
         let path: &str = &event.path;
         let dirs = path.match_indices('/').map(|(i, _)| &path[..=i]);
         let mut keys: Vec<&str> = dirs.collect();
@@ -132,14 +148,19 @@ impl Waiters {
             };
             let hits: Vec<u64> =
                 bucket.iter().filter(|(_, w)| event.rev >= w.from && w.glob.matches(path)).map(|(id, _)| *id).collect();
+            if hits.is_empty() {
+                continue;
+            }
             let mut answered = Vec::with_capacity(hits.len());
+            let mut notifies = Vec::with_capacity(hits.len());
             for id in hits {
                 if let Some(w) = bucket.remove(&id) {
                     self.count -= 1;
-                    (w.notify)(event);
+                    notifies.push(w.notify);
                     answered.push((w.owner, id));
                 }
             }
+            fired.0.push((event.clone(), notifies));
             if bucket.is_empty() {
                 self.buckets.remove(key);
             }
@@ -159,6 +180,12 @@ mod tests {
 
     fn ev(rev: Rev, path: &str) -> Event {
         Event { rev, path: path.into(), body: Bytes::new(), kind: EventKind::Set }
+    }
+
+    fn fire(w: &mut Waiters, e: Event) {
+        let mut fired = Fired::default();
+        w.dispatch(&e, &mut fired);
+        fired.notify();
     }
 
     #[test]
@@ -188,15 +215,15 @@ mod tests {
             id.unwrap();
             rxs.push(rx);
         }
-        w.dispatch(&ev(3, "/a/b"));
+        fire(&mut w, ev(3, "/a/b"));
         assert_eq!(rxs[0].try_recv().unwrap().rev, 3);
         assert!(rxs[1].try_recv().is_err(), "from 5 must not see rev 3");
         assert_eq!(rxs[2].try_recv().unwrap().rev, 3);
         assert!(rxs[3].try_recv().is_err());
         assert_eq!(w.len(), 3);
-        w.dispatch(&ev(5, "/a/b"));
+        fire(&mut w, ev(5, "/a/b"));
         assert_eq!(rxs[1].try_recv().unwrap().rev, 5);
-        w.dispatch(&ev(6, "/"));
+        fire(&mut w, ev(6, "/"));
         assert_eq!(rxs[4].try_recv().unwrap().rev, 6);
         assert_eq!(w.len(), 1);
     }
@@ -218,13 +245,13 @@ mod tests {
         let (_, mut first) = channel(1, &mut w, "/a", 1);
         let _kept = channel(1, &mut w, "/b/**", 1);
         let _other = channel(2, &mut w, "/b/**", 1);
-        w.dispatch(&ev(4, "/a"));
+        fire(&mut w, ev(4, "/a"));
         assert_eq!(first.try_recv().unwrap().rev, 4);
         assert_eq!(w.by_owner[&1].len(), 1, "the answered waiter is no longer listed");
         w.remove_owner(1);
         assert_eq!(w.len(), 1);
         assert!(!w.by_owner.contains_key(&1));
-        w.dispatch(&ev(5, "/b/c"));
+        fire(&mut w, ev(5, "/b/c"));
         assert_eq!(w.len(), 0);
         assert!(w.by_owner.is_empty());
     }
