@@ -292,7 +292,7 @@ async fn a_full_socket_loses_and_mangles_no_answer() {
         let tag = r.tag.expect("a tag") as usize;
         assert!(!seen[tag], "tag {tag} answered twice");
         seen[tag] = true;
-        if tag % 3 == 0 {
+        if tag.is_multiple_of(3) {
             assert!(r.rev.is_some() && r.err_code.is_none(), "{r:?}");
         } else {
             assert_eq!(r.value.as_deref(), Some(&body[..]), "tag {tag}");
