@@ -120,7 +120,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Command, EventKind};
+    use crate::store::Command;
     use crate::tree::File;
 
     fn sample() -> Store {
