@@ -173,6 +173,21 @@ async fn five_nodes_survive_two_failures() {
 }
 
 #[tokio::test]
+async fn a_client_reads_its_own_writes_on_the_follower_it_wrote_through() {
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let follower = (0..3).find(|&i| i != leader).unwrap();
+    let c = client(&nodes[follower].addr).await;
+    // The follower answers a forwarded write only once it has applied it
+    // itself: a read right after, on the same node, always sees it.
+    for i in 0..300 {
+        let rev = c.set("/ryw", -1, format!("{i}")).await.unwrap();
+        assert_eq!(c.get("/ryw", None).await.unwrap(), (format!("{i}").into(), rev), "write {i}");
+        assert!(c.rev().await.unwrap() >= rev);
+    }
+}
+
+#[tokio::test]
 async fn no_quorum_writes_fail_with_a_reason_and_reads_go_on() {
     let mut nodes = cluster(3, &["--write-timeout", "1.5"]).await;
     let rev = client(&nodes[2].addr).await.set("/k", 0, "v").await.unwrap();

@@ -330,7 +330,10 @@ impl Consensus {
             let req = PeerRequest::Propose(cmd.clone());
             let target = Target { addr: &leader.addr, id: leader_id };
             match self.pool.call(target, &req, self.opts.write_timeout).await {
-                Ok(PeerResponse::Propose(Ok(c))) => return Ok(c),
+                Ok(PeerResponse::Propose(Ok(c))) => {
+                    self.await_applied(&c).await;
+                    return Ok(c);
+                }
                 Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
                 | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
                 Ok(PeerResponse::Propose(Err(ForwardError::Failed(e)))) => return Err(ProposeError::Failed(e)),
@@ -340,6 +343,18 @@ impl Consensus {
                         "lost the connection to the leader ({e}); the write may or may not have been applied"
                     )))
                 }
+            }
+        }
+    }
+
+    /// Waits (up to the write timeout) until this node has applied what the
+    /// leader committed for us, so a client reads its own write on the node
+    /// it wrote through. The write is committed either way.
+    async fn await_applied(&self, c: &Committed) {
+        if let Some(rev) = c.last_rev() {
+            let applied = tokio::time::timeout(self.opts.write_timeout, self.node.wait_for_rev(rev)).await;
+            if applied.is_err() {
+                debug!(rev, "a forwarded write committed but is not applied here yet");
             }
         }
     }

@@ -80,6 +80,17 @@ pub enum Committed {
     Batch(Vec<Committed>),
 }
 
+impl Committed {
+    /// The newest revision this result made, if it made any.
+    pub fn last_rev(&self) -> Option<Rev> {
+        match self {
+            Committed::Changed(rev) => Some(*rev),
+            Committed::Batch(all) => all.iter().filter_map(Committed::last_rev).max(),
+            Committed::Unchanged | Committed::Failed(_) => None,
+        }
+    }
+}
+
 impl From<Outcome> for Committed {
     fn from(o: Outcome) -> Committed {
         match o {
