@@ -11,7 +11,7 @@
 //!
 //! Bodies that are UTF-8 are given as `body`, others as `body_base64`.
 
-use super::stream::{event_json, next_batch, put_body, Batch, StreamError};
+use super::stream::{event_json, files_json, next_batch, put_body, Batch, StreamError};
 use super::{ApiError, Web};
 use crate::consensus::{Committed, ProposeError};
 use crate::session::error_code;
@@ -230,19 +230,8 @@ async fn walk(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> A
     let limit = int_param(&q, "limit")?.map_or(WALK_DEFAULT, |n| usize::try_from(n).unwrap_or(0)).min(WALK_MAX);
     let snap = snapshot_at(&web, int_param(&q, "rev")?).await?;
     let base64 = q.get("encoding").is_some_and(|e| e == "base64");
-    let found = snap.walk(&glob);
-    let files: Vec<Value> = found
-        .iter()
-        .take(limit)
-        .map(|(path, f)| {
-            let mut v = Map::new();
-            v.insert("path".into(), json!(path));
-            v.insert("rev".into(), json!(f.rev));
-            put_body(&mut v, &f.body, None, base64);
-            Value::Object(v)
-        })
-        .collect();
-    Ok(Json(json!({"at": snap.rev(), "files": files, "truncated": found.len() > limit})).into_response())
+    let (files, truncated) = files_json(&snap.walk(&glob), limit, None, base64);
+    Ok(Json(json!({"at": snap.rev(), "files": files, "truncated": truncated})).into_response())
 }
 
 /// A watch stream's state between chunks.

@@ -11,13 +11,13 @@
 //! Every message carries `rev` (everything up to it has been sent) and the
 //! `mark` to resume from there, so a reconnecting page misses nothing.
 
-use super::stream::{event_json, mark, next_batch, put_body, StreamError};
+use super::stream::{event_json, files_json, mark, next_batch, StreamError};
 use super::Web;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use doozer_store::{Glob, Rev};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,24 +122,13 @@ async fn follow(web: Web, mut socket: WebSocket) {
 /// Sends the tree matching `glob` now; returns its revision.
 async fn send_snapshot(web: &Web, socket: &mut WebSocket, glob: &Glob) -> Option<Rev> {
     let snap = web.node().snapshot(None).ok()?;
-    let found = snap.walk(glob);
-    let files: Vec<Value> = found
-        .iter()
-        .take(SNAPSHOT_FILES)
-        .map(|(path, f)| {
-            let mut v = Map::new();
-            v.insert("path".into(), json!(path));
-            v.insert("rev".into(), json!(f.rev));
-            put_body(&mut v, &f.body, Some(PREVIEW), false);
-            Value::Object(v)
-        })
-        .collect();
+    let (files, truncated) = files_json(&snap.walk(glob), SNAPSHOT_FILES, Some(PREVIEW), false);
     let msg = json!({
         "type": "snapshot",
         "rev": snap.rev(),
         "mark": mark(web.node(), snap.rev()),
         "files": files,
-        "truncated": found.len() > SNAPSHOT_FILES,
+        "truncated": truncated,
     });
     send(socket, msg).await.then_some(snap.rev())
 }

@@ -77,6 +77,28 @@ pub fn event_json(e: &Event, preview: Option<usize>, force_base64: bool) -> Valu
     Value::Object(v)
 }
 
+/// Files matching a walk, each as `path`, `rev`, `len` and its body, at most
+/// `limit` of them; and whether there were more.
+pub fn files_json(
+    found: &[(String, doozer_store::File)],
+    limit: usize,
+    preview: Option<usize>,
+    force_base64: bool,
+) -> (Vec<Value>, bool) {
+    let files = found
+        .iter()
+        .take(limit)
+        .map(|(path, f)| {
+            let mut v = Map::new();
+            v.insert("path".into(), json!(path));
+            v.insert("rev".into(), json!(f.rev));
+            put_body(&mut v, &f.body, preview, force_base64);
+            Value::Object(v)
+        })
+        .collect();
+    (files, found.len() > limit)
+}
+
 /// Adds `len` and the body: `body` when it is UTF-8 text, else `body_base64`.
 /// With a `preview` size, longer bodies are cut there and `truncated` is set.
 pub fn put_body(v: &mut Map<String, Value>, body: &[u8], preview: Option<usize>, force_base64: bool) {
