@@ -355,6 +355,7 @@ async fn metrics_count_requests_and_show_the_node() {
     eventually("the held WAIT to show", || async { scrape().await.contains("\ndoozer_held_waits 1\n") }).await;
     let text = scrape().await;
     let rev = c.rev().await.unwrap();
+    let id = String::from_utf8(c.self_id().await.unwrap().to_vec()).unwrap();
     for want in [
         "doozer_requests_total{verb=\"SET\",result=\"OK\"} 7\n".to_string(),
         "doozer_requests_total{verb=\"SET\",result=\"REV_MISMATCH\"} 1\n".to_string(),
@@ -362,6 +363,7 @@ async fn metrics_count_requests_and_show_the_node() {
         "doozer_client_connections 1\n".to_string(),
         format!("doozer_store_revision {rev}\n"),
         "doozer_raft_is_leader 1\n".to_string(),
+        format!("doozer_raft_leader_info{{leader=\"{id}\",self=\"{id}\"}} 1\n"),
         "doozer_raft_voters 1\n".to_string(),
         "doozer_ready 1\n".to_string(),
     ] {

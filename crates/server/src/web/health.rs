@@ -31,6 +31,11 @@ pub async fn metrics(State(web): State<Web>) -> Response {
     gauge(&mut out, "doozer_raft_term", "The current Raft term.", s.term);
     gauge(&mut out, "doozer_raft_is_leader", "1 if this node is the leader.", u8::from(s.role == "leader"));
     gauge(&mut out, "doozer_raft_has_leader", "1 if this node knows a leader.", u8::from(s.leader.is_some()));
+    if let Some(leader) = &s.leader {
+        out.push_str("# HELP doozer_raft_leader_info The leader this node follows, by node id.\n");
+        out.push_str("# TYPE doozer_raft_leader_info gauge\n");
+        out.push_str(&format!("doozer_raft_leader_info{{leader=\"{leader}\",self=\"{}\"}} 1\n", s.id));
+    }
     gauge(
         &mut out,
         "doozer_raft_last_log_index",
