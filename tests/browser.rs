@@ -131,6 +131,23 @@ async fn confirm(b: &Client) {
     }
 }
 
+/// In the open editor: replaces the body with `text`, saves, confirms.
+async fn save_edit(b: &Client, text: &str) {
+    let body = find(b, "#editor-body").await;
+    body.clear().await.unwrap();
+    body.send_keys(text).await.unwrap();
+    find(b, "#editor-save").await.click().await.unwrap();
+    confirm(b).await;
+}
+
+/// Waits until the protocol reads `body` at `path`.
+async fn stored(c: &doozer_client::Client, path: &str, body: &str) {
+    eventually(&format!("{body:?} to be stored at {path}"), || async {
+        c.get(path, None).await.unwrap().0 == body.as_bytes()
+    })
+    .await;
+}
+
 fn screenshot_path() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("web-view.png")
 }
@@ -180,15 +197,8 @@ async fn the_page_shows_the_tree_live_edits_it_and_survives_a_restart() {
 
     // Edit from the page; the protocol reads the new body.
     find(&b, &format!("{m} button.edit")).await.click().await.unwrap();
-    let body = find(&b, "#editor-body").await;
-    body.clear().await.unwrap();
-    body.send_keys("edited from the page").await.unwrap();
-    find(&b, "#editor-save").await.click().await.unwrap();
-    confirm(&b).await;
-    eventually("the page's edit to be stored", || async {
-        c.get("/message", None).await.unwrap().0 == "edited from the page"
-    })
-    .await;
+    save_edit(&b, "edited from the page").await;
+    stored(&c, "/message", "edited from the page").await;
     text_becomes(&b, &format!("{m} pre.body"), |t| t == "edited from the page").await;
 
     // A change made meanwhile is a visible conflict, not a silent overwrite.
@@ -286,14 +296,7 @@ async fn with_secrets_the_page_asks_for_one_and_grants_what_it_grants() {
     text_becomes(&b, "#status", |t| t == "live").await;
     assert!(edit.is_displayed().await.unwrap());
     edit.click().await.unwrap();
-    let body = find(&b, "#editor-body").await;
-    body.clear().await.unwrap();
-    body.send_keys("changed with the secret").await.unwrap();
-    find(&b, "#editor-save").await.click().await.unwrap();
-    confirm(&b).await;
-    eventually("the edit to be stored", || async {
-        c.get("/message", None).await.unwrap().0 == "changed with the secret"
-    })
-    .await;
+    save_edit(&b, "changed with the secret").await;
+    stored(&c, "/message", "changed with the secret").await;
     b.close().await.unwrap();
 }

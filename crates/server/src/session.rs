@@ -179,7 +179,11 @@ impl Session {
             Some(verb) => self.check_rights(verb, tag).and_then(|()| self.dispatch(verb, req)),
         };
         match handled {
-            Ok(Some(r)) | Err(r) => self.reply().send(r),
+            Ok(Some(r)) | Err(r) => {
+                // Answered now: counted and sent without the clones a later answer needs.
+                self.node.metrics().request(verb, r.err_code, self.current.1.elapsed());
+                self.out.send(r);
+            }
             Ok(None) => {}
         }
     }
