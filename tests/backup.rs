@@ -184,7 +184,7 @@ async fn a_backup_from_a_follower_under_load_is_one_revision() {
     let rev = b.tree.rev();
     assert!(after > rev, "writes went on while the backup ran (backup at {rev}, cluster at {after})");
     let in_backup: Vec<(String, i64, bytes::Bytes)> =
-        b.tree.files().into_iter().map(|(p, f)| (p, f.rev, f.body)).collect();
+        b.tree.files().into_iter().map(|(p, f)| (p, f.rev, f.body.to_bytes())).collect();
     assert_eq!(in_backup, dump(&nodes[leader].addr, rev).await, "the backup is the tree at revision {rev}");
 }
 
@@ -231,6 +231,6 @@ async fn a_journal_that_fell_out_of_the_history_takes_a_fresh_snapshot() {
     let store = doozer_store::restore(None, Some(&j), doozer_store::HistoryLimits::default()).unwrap();
     assert_eq!(store.rev(), last);
     let restored: Vec<(String, i64, bytes::Bytes)> =
-        store.current().files().into_iter().map(|(p, f)| (p, f.rev, f.body)).collect();
+        store.current().files().into_iter().map(|(p, f)| (p, f.rev, f.body.to_bytes())).collect();
     assert_eq!(restored, dump(&d.addr, last).await);
 }

@@ -136,7 +136,8 @@ pub async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
                 } else {
                     EventKind::Nop
                 };
-                let event = Event { rev: e.rev, path: e.path.as_str().into(), body: e.body, kind };
+                let event =
+                    Event { rev: e.rev, path: e.path.as_str().into(), body: doozer_store::Body::from(&e.body), kind };
                 file.write_all(&journal_change(&event)).map_err(io_err(path))?;
                 next = e.rev + 1;
                 unsynced += 1;

@@ -5,7 +5,7 @@
 //! Node ids are 80 random bits in base32.
 
 use crate::consensus::{Committed, Consensus};
-use bytes::Bytes;
+use doozer_store::Body;
 use doozer_store::{Command, CLOBBER};
 use rand::RngCore;
 
@@ -38,7 +38,7 @@ fn hostname() -> String {
 
 async fn write_all(c: &Consensus, files: Vec<(String, String)>) -> Result<(), String> {
     for (path, body) in files {
-        let cmd = Command::Set { path: path.clone(), rev: CLOBBER, body: Bytes::from(body) };
+        let cmd = Command::Set { path: path.clone(), rev: CLOBBER, body: Body::from(body.as_str()) };
         match c.propose(cmd).await {
             Ok(Committed::Changed(_)) => {}
             other => return Err(format!("cannot write {path}: {other:?}")),
@@ -84,7 +84,7 @@ pub async fn forget_members(c: &Consensus) -> Result<(), String> {
     for slot in snap.getdir("/ctl/cal").unwrap_or_default() {
         let path = format!("/ctl/cal/{slot}");
         if snap.get(&path).ok().flatten().is_some_and(|f| !f.body.is_empty()) {
-            cmds.push(Command::Set { path, rev: CLOBBER, body: Bytes::new() });
+            cmds.push(Command::Set { path, rev: CLOBBER, body: Body::default() });
         }
     }
     for cmd in cmds {

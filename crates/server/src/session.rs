@@ -18,7 +18,9 @@ use crate::node::{Hold, Node};
 use crate::waiters::Owner;
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
-use doozer_store::{is_valid_path, Command, Event, EventKind, File, Glob, ReadError, Rev, Snapshot, Stat, StoreError};
+use doozer_store::{
+    is_valid_path, Body, Command, Event, EventKind, File, Glob, ReadError, Rev, Snapshot, Stat, StoreError,
+};
 use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::future::Future;
@@ -136,7 +138,7 @@ fn event_response(tag: Option<i32>, e: Event) -> Response {
         tag,
         path: Some(e.path.to_string()),
         rev: Some(e.rev),
-        value: Some(e.body),
+        value: Some(e.body.to_bytes()),
         flags: Some(flags),
         ..Response::default()
     }
@@ -283,7 +285,7 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         self.read_at(tag, rev, move |snap| match snap.get(&path) {
-            Ok(Some(f)) => Response { tag, rev: Some(f.rev), value: Some(f.body), ..Response::default() },
+            Ok(Some(f)) => Response { tag, rev: Some(f.rev), value: Some(f.body.to_bytes()), ..Response::default() },
             Ok(None) => Response { tag, rev: Some(0), value: Some(Bytes::new()), ..Response::default() },
             Err(e) => store_error(tag, e),
         })
@@ -326,7 +328,7 @@ impl Session {
                 Ok((path, f)) => Response {
                     tag,
                     path: Some(path),
-                    value: Some(f.body),
+                    value: Some(f.body.to_bytes()),
                     rev: Some(f.rev),
                     flags: Some(FLAG_SET),
                     ..Response::default()
@@ -367,8 +369,9 @@ impl Session {
             return Err(error(tag, ErrCode::BadPath));
         }
         // The body is a slice of the request's whole frame; the store keeps it
-        // for as long as the file lives, so it gets its own exact allocation.
-        let body = Bytes::copy_from_slice(&body);
+        // for as long as the file lives, so it gets its own exact allocation
+        // (shared by the Raft log, the tree and the history).
+        let body = Body::from(&body);
         self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
             Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
             Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),

@@ -174,12 +174,11 @@ impl Waiters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use doozer_store::EventKind;
     use tokio::sync::oneshot;
 
     fn ev(rev: Rev, path: &str) -> Event {
-        Event { rev, path: path.into(), body: Bytes::new(), kind: EventKind::Set }
+        Event { rev, path: path.into(), body: doozer_store::Body::default(), kind: EventKind::Set }
     }
 
     fn fire(w: &mut Waiters, e: Event) {

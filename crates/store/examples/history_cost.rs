@@ -5,8 +5,7 @@
 //! Run: cargo run --release -p doozer-store --example history_cost N WINDOW
 //! (each configuration in its own process, so freed memory is not reused).
 
-use bytes::Bytes;
-use doozer_store::{Command, HistoryLimits, Store};
+use doozer_store::{Body, Command, HistoryLimits, Store};
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -20,7 +19,7 @@ fn run(window: usize, writes: usize) -> usize {
         store.apply(&Command::Set {
             path: format!("/d{}/f{}", i % 100, i),
             rev: -1,
-            body: Bytes::from(vec![b'x'; 100]),
+            body: Body::from(vec![b'x'; 100]),
         });
     }
     let before = rss_bytes();
@@ -33,7 +32,7 @@ fn run(window: usize, writes: usize) -> usize {
         store.apply(&Command::Set {
             path: format!("/d{}/f{}", i % 100, i),
             rev: -1,
-            body: Bytes::from(vec![b'y'; 100]),
+            body: Body::from(vec![b'y'; 100]),
         });
     }
     let grown = rss_bytes().saturating_sub(before);

@@ -4,8 +4,7 @@
 //!
 //! Run: cargo run --release -p doozer-store --example tree_cost [N]
 
-use bytes::Bytes;
-use doozer_store::{Command, HistoryLimits, Store};
+use doozer_store::{Body, Command, HistoryLimits, Store};
 
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -16,12 +15,21 @@ fn rss_bytes() -> usize {
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let before = rss_bytes();
-    let mut store = Store::new(HistoryLimits::default());
-    for k in 0..n {
+    let revs = std::env::var("REVS").ok().and_then(|r| r.parse().ok()).unwrap_or(2000);
+    let mut store = Store::new(HistoryLimits { revs, bytes: 256 << 20 });
+    let w: usize = std::env::var("W").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let per = n.div_ceil(w);
+    for i in 0..n {
+        let k = (i % w) * per + i / w;
+        if k >= n {
+            continue;
+        }
         // As received from the network: each body its own buffer.
-        let body = Bytes::from(vec![b'x'; 100]);
+        let body = Body::from(vec![b'x'; 100]);
         store.apply(&Command::Set { path: format!("/bench/mem/{}/{}", k / 1000, k % 1000), rev: -1, body });
     }
     let grown = rss_bytes().saturating_sub(before);
     println!("{n} files: {} bytes of RSS per file ({} revisions of history)", grown / n, store.history_size().0);
 }
+#[global_allocator]
+static A: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -27,8 +27,7 @@ use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, read_tree, Fn
 use crate::image::ImageError;
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
 use crate::tree::Dir;
-use crate::Rev;
-use bytes::Bytes;
+use crate::{Body, Rev};
 use std::io::{self, Read, Write};
 
 pub const BACKUP_MAGIC: &[u8; 8] = b"DZBACKU1";
@@ -250,7 +249,7 @@ fn read_record(input: &mut Input<&[u8]>) -> Result<Record, ImageError> {
             let ev = kind_from_byte(input.u8()?, at)?;
             let path = input.string("a path")?;
             let body = input.chunk()?;
-            Record::Change(Event { rev, path: path.into(), body: Bytes::from(body), kind: ev })
+            Record::Change(Event { rev, path: path.into(), body: Body::from(body), kind: ev })
         }
         2 => {
             let rev = input.i64()?;
@@ -311,7 +310,7 @@ mod tests {
             } else if i % 11 == 5 {
                 s.apply(&Command::Nop);
             } else {
-                s.apply(&Command::Set { path, rev: -1, body: Bytes::from(vec![i as u8; i % 5]) });
+                s.apply(&Command::Set { path, rev: -1, body: Body::from(vec![i as u8; i % 5]) });
             }
         }
         s
@@ -413,7 +412,7 @@ mod tests {
         // A journal with a missing revision is refused.
         let mut gap = journal_header("prod");
         gap.extend(journal_snapshot(5, std::iter::empty()));
-        gap.extend(journal_change(&Event { rev: 7, path: "/x".into(), body: Bytes::new(), kind: EventKind::Set }));
+        gap.extend(journal_change(&Event { rev: 7, path: "/x".into(), body: Body::default(), kind: EventKind::Set }));
         assert!(read_journal(&gap).err().unwrap().what.contains("missing"));
     }
 }

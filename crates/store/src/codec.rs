@@ -5,9 +5,9 @@
 use crate::image::ImageError;
 use crate::path::is_valid_path;
 use crate::store::EventKind;
-use crate::tree::{self, Dir, File};
+use crate::tree::{self, Dir};
+use crate::Body;
 use crate::Rev;
-use bytes::Bytes;
 use std::io::Read;
 
 /// Largest single field or record a reader accepts.
@@ -124,7 +124,7 @@ pub(crate) fn add_file(
     if let tree::Lookup::Found(_) = tree::lookup(root, &names) {
         return Err(ImageError { offset: at, what: format!("file {path} appears twice") });
     }
-    tree::set_mut(root, &names, File { body: Bytes::from(body), rev })
+    tree::set_mut(root, &names, Body::with_rev(&body, rev))
         .map_err(|_| ImageError { offset: at, what: format!("file {path} lies below another file") })
 }
 

@@ -17,8 +17,7 @@
 
 use crate::codec::{kind_byte, kind_from_byte, put_bytes, read_tree, Fnv, Input};
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
-use crate::Rev;
-use bytes::Bytes;
+use crate::{Body, Rev};
 
 const MAGIC: &[u8; 8] = b"DZIMAGE1";
 
@@ -87,7 +86,7 @@ impl Image {
             let at = input.at;
             let kind = kind_from_byte(input.u8()?, at)?;
             let path = input.path()?;
-            let body = Bytes::from(input.chunk()?);
+            let body = Body::from(input.chunk()?);
             events.push(Event { rev: base_rev + 1 + i as Rev, path: path.into(), body, kind });
         }
         input.check_sum()?;
@@ -129,7 +128,7 @@ mod tests {
             s.apply(&Command::Set {
                 path: format!("/d{}/f{}", i % 3, i % 4),
                 rev: -1,
-                body: Bytes::from(vec![i as u8; i]),
+                body: Body::from(vec![i as u8; i]),
             });
         }
         s.apply(&Command::Del { path: "/d0/f0".into(), rev: -1 });

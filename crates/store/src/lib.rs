@@ -9,6 +9,7 @@
 //! of consensus. The server feeds it commands in commit order and holds the waiters.
 
 mod backup;
+mod body;
 mod codec;
 mod glob;
 mod image;
@@ -20,6 +21,7 @@ pub use backup::{
     journal_change, journal_header, journal_snapshot, read_backup, read_journal, restore, Backup, BackupWriter,
     Journal, Record,
 };
+pub use body::Body;
 pub use glob::{Glob, GlobError};
 pub use image::{Image, ImageError};
 pub use path::{is_valid_path, MAX_PATH};

@@ -4,6 +4,7 @@
 use crate::glob::Glob;
 use crate::path::{components, is_valid_path};
 use crate::tree::{self, Dir, File, Lookup, Node};
+use crate::Body;
 use crate::{Rev, CLOBBER, DIR, MISSING};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Write `body` at `path` if `rev` is CLOBBER or at least the file's revision.
-    Set { path: String, rev: Rev, body: Bytes },
+    Set { path: String, rev: Rev, body: Body },
     /// Delete the file at `path` under the same revision rule.
     Del { path: String, rev: Rev },
     /// Consume a revision and change nothing (the protocol's NOP).
@@ -45,7 +46,7 @@ pub struct Event {
     /// The changed file's full path; `/` for a NOP.
     pub path: Arc<str>,
     /// The new body; empty for deletes and NOPs.
-    pub body: Bytes,
+    pub body: Body,
     pub kind: EventKind,
 }
 
@@ -227,7 +228,7 @@ impl Store {
         let result = match cmd {
             Command::Set { path, rev, body } => self.set(path, *rev, body),
             Command::Del { path, rev } => self.del(path, *rev),
-            Command::Nop => Ok(Some((Arc::from("/"), Bytes::new(), EventKind::Nop))),
+            Command::Nop => Ok(Some((Arc::from("/"), Body::default(), EventKind::Nop))),
             Command::Load { image } => return self.load(image),
             Command::Batch(cmds) => return Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
         };
@@ -277,7 +278,7 @@ impl Store {
     }
 
     /// Checks the revision rule for a write at `names`; returns the target node.
-    fn check_write<'a>(&'a self, path: &str, names: &[&str], rev: Rev) -> Result<Option<&'a Node>, StoreError> {
+    fn check_write<'a>(&'a self, path: &str, names: &[&str], rev: Rev) -> Result<Option<Node<'a>>, StoreError> {
         if !is_valid_path(path) {
             return Err(StoreError::BadPath);
         }
@@ -294,7 +295,7 @@ impl Store {
     }
 
     /// SET, in place on the current tree once the revision rule allows it.
-    fn set(&mut self, path: &str, rev: Rev, body: &Bytes) -> Result<Option<(Arc<str>, Bytes, EventKind)>, StoreError> {
+    fn set(&mut self, path: &str, rev: Rev, body: &Body) -> Result<Option<(Arc<str>, Body, EventKind)>, StoreError> {
         if !is_valid_path(path) {
             return Err(StoreError::BadPath);
         }
@@ -302,17 +303,17 @@ impl Store {
         if names.is_empty() {
             return Err(StoreError::IsDir);
         }
-        let file = File { body: body.clone(), rev: self.rev + 1 };
-        let allow = |node: Option<&Node>| revision_rule(node, rev);
-        tree::set_checked(&mut self.root, &names, file, allow).map_err(|e| match e {
+        let file = body.stamped(self.rev + 1);
+        let allow = |node: Option<Node>| revision_rule(node, rev);
+        tree::set_checked(&mut self.root, &names, file.clone(), allow).map_err(|e| match e {
             tree::SetError::NotDir => StoreError::NotDir,
             tree::SetError::Refused(e) => e,
         })?;
-        Ok(Some((Arc::from(path), body.clone(), EventKind::Set)))
+        Ok(Some((Arc::from(path), file, EventKind::Set)))
     }
 
     /// DEL, in place; deleting a missing file changes nothing.
-    fn del(&mut self, path: &str, rev: Rev) -> Result<Option<(Arc<str>, Bytes, EventKind)>, StoreError> {
+    fn del(&mut self, path: &str, rev: Rev) -> Result<Option<(Arc<str>, Body, EventKind)>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         if self.check_write(path, &names, rev)?.is_none() {
             return Ok(None);
@@ -320,7 +321,7 @@ impl Store {
         if !tree::del_mut(&mut self.root, &names) {
             return Err(StoreError::NoEnt);
         }
-        Ok(Some((Arc::from(path), Bytes::new(), EventKind::Del)))
+        Ok(Some((Arc::from(path), Body::default(), EventKind::Del)))
     }
 
     /// Adds the event just applied to the history and moves the window.
@@ -449,11 +450,11 @@ impl Store {
 
 /// May a write that names revision `rev` replace `node`? A directory is
 /// never replaced; a file only by CLOBBER or a revision at least its own.
-fn revision_rule(node: Option<&Node>, rev: Rev) -> Result<(), StoreError> {
+fn revision_rule(node: Option<Node>, rev: Rev) -> Result<(), StoreError> {
     let current = match node {
         None => MISSING,
         Some(Node::Dir(_)) => DIR,
-        Some(Node::File(f)) => f.rev,
+        Some(Node::File(f)) => f.rev(),
     };
     if rev != CLOBBER && rev < current {
         return Err(StoreError::RevMismatch);
@@ -469,7 +470,7 @@ fn replay_into(tree: &mut Dir, e: &Event) {
     let names: Vec<&str> = components(&e.path).collect();
     match e.kind {
         EventKind::Set => {
-            let _ = tree::set_mut(tree, &names, File { body: e.body.clone(), rev: e.rev });
+            let _ = tree::set_mut(tree, &names, e.body.stamped(e.rev));
         }
         EventKind::Del => {
             tree::del_mut(tree, &names);
@@ -504,7 +505,7 @@ impl Snapshot {
         self.rev
     }
 
-    fn node(&self, path: &str) -> Option<&Node> {
+    fn node(&self, path: &str) -> Option<Node<'_>> {
         if !is_valid_path(path) {
             return None;
         }
@@ -529,7 +530,7 @@ impl Snapshot {
             return Err(StoreError::IsDir);
         }
         match self.node(path) {
-            Some(Node::File(f)) => Ok(Some(f.clone())),
+            Some(node @ Node::File(_)) => Ok(node.file()),
             Some(Node::Dir(_)) => Err(StoreError::IsDir),
             None => Ok(None),
         }
@@ -546,7 +547,7 @@ impl Snapshot {
                 None => return Err(StoreError::NoEnt),
             }
         };
-        Ok(dir.keys().cloned().collect())
+        Ok(dir.entries().map(|(name, _)| Arc::from(name)).collect())
     }
 
     /// STAT: a file's revision and length, a directory's entry count, or missing.
@@ -555,7 +556,7 @@ impl Snapshot {
             return Stat::Dir { entries: self.root.len() };
         }
         match self.node(path) {
-            Some(Node::File(f)) => Stat::File { rev: f.rev, len: f.body.len() },
+            Some(Node::File(f)) => Stat::File { rev: f.rev(), len: f.len() },
             Some(Node::Dir(d)) => Stat::Dir { entries: d.len() },
             None => Stat::Missing,
         }
@@ -572,11 +573,11 @@ impl Snapshot {
 }
 
 fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) {
-    for (name, node) in dir.iter() {
+    for (name, node) in dir.entries() {
         let len = prefix.len();
         prefix.push_str(name);
         match node {
-            Node::File(f) => out.push((prefix.clone(), f.clone())),
+            Node::File(_) => out.extend(node.file().map(|f| (prefix.clone(), f))),
             Node::Dir(d) => {
                 prefix.push('/');
                 collect_files(d, prefix, out);
@@ -587,11 +588,11 @@ fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) 
 }
 
 fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, File)>) {
-    for (name, node) in dir.iter() {
+    for (name, node) in dir.entries() {
         let len = prefix.len();
         prefix.push_str(name);
         match node {
-            Node::File(f) if glob.matches(prefix) => out.push((prefix.clone(), f.clone())),
+            Node::File(_) if glob.matches(prefix) => out.extend(node.file().map(|f| (prefix.clone(), f))),
             Node::File(_) => {}
             Node::Dir(d) => {
                 prefix.push('/');

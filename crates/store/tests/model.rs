@@ -3,12 +3,11 @@
 //! map kept for every revision. Random command sequences must give the same
 //! outcomes, revisions, events and reads (now and at past revisions).
 
-use bytes::Bytes;
-use doozer_store::{Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError};
+use doozer_store::{Body, Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-type Files = BTreeMap<String, (Bytes, i64)>;
+type Files = BTreeMap<String, (Body, i64)>;
 
 #[derive(Default)]
 struct Model {
@@ -66,7 +65,7 @@ impl Model {
         Ok(())
     }
 
-    fn commit(&mut self, files: Files, path: &str, body: Bytes, kind: EventKind) -> Outcome {
+    fn commit(&mut self, files: Files, path: &str, body: Body, kind: EventKind) -> Outcome {
         self.rev += 1;
         self.states.push(files);
         let e = Event { rev: self.rev, path: path.into(), body, kind };
@@ -79,7 +78,7 @@ impl Model {
             Command::Load { .. } | Command::Batch(_) => unreachable!("the generator makes neither"),
             Command::Nop => {
                 let files = self.files().clone();
-                self.commit(files, "/", Bytes::new(), EventKind::Nop)
+                self.commit(files, "/", Body::default(), EventKind::Nop)
             }
             Command::Set { path, rev, body } => {
                 if let Err(e) = self.check(path, *rev) {
@@ -97,7 +96,7 @@ impl Model {
                 if files.remove(path).is_none() {
                     return Outcome::Unchanged;
                 }
-                self.commit(files, path, Bytes::new(), EventKind::Del)
+                self.commit(files, path, Body::default(), EventKind::Del)
             }
         }
     }
@@ -154,7 +153,7 @@ fn arb_rev() -> impl Strategy<Value = i64> {
 fn arb_cmd() -> impl Strategy<Value = Command> {
     prop_oneof![
         6 => (arb_path(), arb_rev(), prop::collection::vec(any::<u8>(), 0..4))
-            .prop_map(|(path, rev, b)| Command::Set { path, rev, body: Bytes::from(b) }),
+            .prop_map(|(path, rev, b)| Command::Set { path, rev, body: Body::from(b) }),
         3 => (arb_path(), arb_rev()).prop_map(|(path, rev)| Command::Del { path, rev }),
         1 => Just(Command::Nop),
     ]
@@ -248,7 +247,7 @@ proptest! {
 fn walk_order_is_per_directory_not_full_path() {
     let mut s = Store::new(HistoryLimits::default());
     for p in ["/a.b", "/a/z"] {
-        s.apply(&Command::Set { path: p.into(), rev: 0, body: Bytes::new() });
+        s.apply(&Command::Set { path: p.into(), rev: 0, body: Body::default() });
     }
     let walked: Vec<String> = s.current().walk(&Glob::parse("/**").unwrap()).into_iter().map(|(p, _)| p).collect();
     assert_eq!(walked, ["/a/z", "/a.b"]);
@@ -258,7 +257,7 @@ fn walk_order_is_per_directory_not_full_path() {
 fn history_is_bounded_by_bytes() {
     let mut s = Store::new(HistoryLimits { revs: 1000, bytes: 10_000 });
     for i in 0..100 {
-        s.apply(&Command::Set { path: "/big".into(), rev: -1, body: Bytes::from(vec![i as u8; 1000]) });
+        s.apply(&Command::Set { path: "/big".into(), rev: -1, body: Body::from(vec![i as u8; 1000]) });
     }
     let (revs, bytes) = s.history_size();
     assert!(bytes <= 30_000 && revs < 15, "{revs} revs, {bytes} bytes");
@@ -269,15 +268,15 @@ fn history_is_bounded_by_bytes() {
 #[test]
 fn del_below_a_file_keeps_the_file() {
     let mut s = Store::new(HistoryLimits::default());
-    s.apply(&Command::Set { path: "/a".into(), rev: 0, body: Bytes::from_static(b"x") });
+    s.apply(&Command::Set { path: "/a".into(), rev: 0, body: Body::from(&b"x"[..]) });
     assert_eq!(s.apply(&Command::Del { path: "/a/b".into(), rev: -1 }), Outcome::Failed(StoreError::NotDir));
-    assert_eq!(s.current().get("/a").unwrap().unwrap().body, Bytes::from_static(b"x"));
+    assert_eq!(s.current().get("/a").unwrap().unwrap().body, Body::from(&b"x"[..]));
 }
 
 #[test]
 fn empty_directories_vanish() {
     let mut s = Store::new(HistoryLimits::default());
-    s.apply(&Command::Set { path: "/a/b/c".into(), rev: 0, body: Bytes::new() });
+    s.apply(&Command::Set { path: "/a/b/c".into(), rev: 0, body: Body::default() });
     assert_eq!(s.current().stat("/a/b"), Stat::Dir { entries: 1 });
     s.apply(&Command::Del { path: "/a/b/c".into(), rev: -1 });
     assert_eq!(s.current().stat("/a"), Stat::Missing);

@@ -50,9 +50,11 @@ pub fn store(data: &[u8]) {
         let rev = req.rev.unwrap_or(0);
         let before = store.rev();
         let cmd = match req.verb.and_then(Verb::from_i32) {
-            Some(Verb::Set) if is_valid_path(&path) => {
-                Some(Command::Set { path: path.clone(), rev, body: req.value.clone().unwrap_or_default() })
-            }
+            Some(Verb::Set) if is_valid_path(&path) => Some(Command::Set {
+                path: path.clone(),
+                rev,
+                body: req.value.as_ref().map(doozer_store::Body::from).unwrap_or_default(),
+            }),
             Some(Verb::Del) if is_valid_path(&path) => Some(Command::Del { path: path.clone(), rev }),
             Some(Verb::Nop) => Some(Command::Nop),
             _ => None,

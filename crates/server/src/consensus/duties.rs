@@ -23,7 +23,7 @@ use super::network::Target;
 use super::types::{Metrics, NodeId};
 use super::wire::{PeerRequest, PeerResponse};
 use super::{Committed, Consensus};
-use bytes::Bytes;
+use doozer_store::Body;
 use doozer_store::{Command, Rev};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeSet, HashMap};
@@ -171,7 +171,7 @@ impl Consensus {
         let members: BTreeSet<&str> = membership.nodes().map(|(_, n)| n.name.as_str()).collect();
         for slot in self.slots().into_iter().filter(|s| !s.holder.is_empty() && !members.contains(s.holder.as_str())) {
             info!(slot = %slot.path, holder = %slot.holder, "emptying a slot held by a non-member");
-            self.write(Command::Set { path: slot.path, rev: slot.rev, body: Bytes::new() }).await;
+            self.write(Command::Set { path: slot.path, rev: slot.rev, body: Body::default() }).await;
         }
         let Ok(snap) = self.node.snapshot(None) else { return };
         for id in snap.getdir("/ctl/node").unwrap_or_default() {
@@ -208,12 +208,7 @@ impl Consensus {
             // Only members that registered (have an addr) get a role file.
             let registered = snap.get(&format!("/ctl/node/{}/addr", member.name)).ok().flatten().is_some();
             if registered && current.is_none_or(|f| f.body != role.as_bytes()) {
-                self.write(Command::Set {
-                    path,
-                    rev: doozer_store::CLOBBER,
-                    body: Bytes::from_static(role.as_bytes()),
-                })
-                .await;
+                self.write(Command::Set { path, rev: doozer_store::CLOBBER, body: Body::from(role) }).await;
             }
         }
     }
@@ -223,7 +218,7 @@ impl Consensus {
         if current.is_some_and(|f| f.body == self.me.name.as_bytes()) {
             return;
         }
-        let body = Bytes::from(self.me.name.clone());
+        let body = Body::from(self.me.name.as_str());
         self.write(Command::Set { path: "/ctl/leader".into(), rev: doozer_store::CLOBBER, body }).await;
     }
 
@@ -241,7 +236,7 @@ impl Consensus {
         for (id, name, addr) in silent {
             warn!(node = %name, %addr, "removing a member silent for longer than -timeout");
             for slot in self.slots().into_iter().filter(|s| s.holder == name) {
-                self.write(Command::Set { path: slot.path, rev: slot.rev, body: Bytes::new() }).await;
+                self.write(Command::Set { path: slot.path, rev: slot.rev, body: Body::default() }).await;
             }
             let files = self.node.snapshot(None).ok().and_then(|s| s.getdir(&format!("/ctl/node/{name}")).ok());
             for f in files.unwrap_or_default() {
@@ -322,7 +317,7 @@ impl Consensus {
         }
         let slots = self.slots();
         if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty() && !claims.lost.contains(&s.path)) {
-            let body = Bytes::from(self.me.name.clone());
+            let body = Body::from(self.me.name.as_str());
             // A member's own request, forwarded to the leader; the revision check
             // makes one claimant win.
             let claim = Command::Set { path: slot.path.clone(), rev: slot.rev, body };

@@ -118,7 +118,7 @@ async fn read_path(State(web): State<Web>, headers: HeaderMap, Query(q): Params,
         Ok(Some(f)) if q.contains_key("raw") => Ok((
             [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::ETAG, format!("\"{}\"", f.rev))],
             [("x-doozer-rev", f.rev.to_string())],
-            f.body,
+            f.body.to_bytes(),
         )
             .into_response()),
         Ok(Some(f)) => {
@@ -178,7 +178,7 @@ async fn set(
     if !is_valid_path(&path) {
         return Err(ApiError::from_code(ErrCode::BadPath, format!("{path:?} is not a legal path")));
     }
-    write(&web, Command::Set { path: path.clone(), rev, body }, path).await
+    write(&web, Command::Set { path: path.clone(), rev, body: doozer_store::Body::from(&body) }, path).await
 }
 
 async fn del(State(web): State<Web>, headers: HeaderMap, Query(q): Params, Path(path): Path<String>) -> ApiResult {
