@@ -25,8 +25,10 @@ pub enum Command {
     /// cluster starts. Only an empty store (revision 0) can be loaded.
     Load { image: Bytes },
     /// Several commands applied in order, each as if alone (its own revision
-    /// and event): how concurrent writes share one consensus round.
-    Batch(Vec<Command>),
+    /// and event): how concurrent writes share one consensus round. Shared,
+    /// because the consensus layer copies log entries (to each follower, to
+    /// the state machine) and a batch can hold hundreds of writes.
+    Batch(Arc<[Command]>),
 }
 
 /// What a change did to a path.

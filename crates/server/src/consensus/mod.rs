@@ -88,9 +88,8 @@ type Pending = (Command, Done);
 /// What to do with a write's result: called once, by the batch that carried it.
 pub type Done = Box<dyn FnOnce(Result<Committed, ProposeError>) + Send>;
 
-/// Most writes in one batch (one Raft entry), and most batches in flight.
+/// Most writes in one batch (one Raft entry).
 const MAX_BATCH: usize = 256;
-const BATCHES_IN_FLIGHT: usize = 4;
 
 fn shutting_down() -> ProposeError {
     ProposeError::Failed("this node is shutting down".into())
@@ -243,12 +242,14 @@ impl Consensus {
         }
     }
 
-    /// Takes writes as they come and proposes them in batches: whatever has
-    /// queued while earlier batches were in flight goes in the next one.
+    /// Takes writes as they come and proposes them in batches, one at a time:
+    /// whatever queued while a batch was being committed goes in the next.
+    /// One batch in flight makes the largest batches, and on three nodes the
+    /// per-entry messages, not the Raft pipeline, are what costs: 1 batch in
+    /// flight gave 55k writes/s, 2 gave 54k, 4 gave 53k, 16 gave 42k
+    /// (docs/performance.md); one node does the same with 1 to 4.
     async fn batch_loop(self: Arc<Self>, mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
-        let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
         while let Some(first) = pending.recv().await {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match pending.try_recv() {
@@ -256,11 +257,7 @@ impl Consensus {
                     Err(_) => break,
                 }
             }
-            let me = self.clone();
-            tokio::spawn(async move {
-                me.commit_batch(batch).await;
-                drop(slot);
-            });
+            self.commit_batch(batch).await;
         }
     }
 
@@ -272,7 +269,7 @@ impl Consensus {
             return;
         }
         let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
-        match self.propose_one(Command::Batch(cmds)).await {
+        match self.propose_one(Command::Batch(cmds.into())).await {
             Ok(Committed::Batch(outs)) if outs.len() == txs.len() => {
                 for (done, out) in txs.into_iter().zip(outs) {
                     done(Ok(out));
@@ -315,10 +312,15 @@ impl Consensus {
 
     async fn propose_until_done(&self, cmd: Command) -> Result<Committed, ProposeError> {
         loop {
-            let (leader_id, leader) = match self.raft.client_write(cmd.clone()).await {
-                Ok(resp) => return Ok(resp.data.into()),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
-                Err(e) => return Err(ProposeError::Failed(e.to_string())),
+            // A member that knows another node leads forwards at once, rather
+            // than asking its own Raft to be told so.
+            let (leader_id, leader) = match self.known_leader() {
+                Some(known) => known,
+                None => match self.raft.client_write(cmd.clone()).await {
+                    Ok(resp) => return Ok(resp.data.into()),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
+                    Err(e) => return Err(ProposeError::Failed(e.to_string())),
+                },
             };
             let Some(leader) = leader else {
                 if self.membership_is_empty() {
@@ -345,6 +347,15 @@ impl Consensus {
                 }
             }
         }
+    }
+
+    /// The leader, when it is another node that this one knows of.
+    fn known_leader(&self) -> Option<(Option<NodeId>, Option<Member>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
+        let member = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((Some(leader), Some(member)))
     }
 
     /// Waits (up to the write timeout) until this node has applied what the

@@ -111,10 +111,10 @@ pub enum ForwardError {
 }
 
 pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
-    let body = postcard::to_allocvec(msg).map_err(io::Error::other)?;
-    let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    // The length goes in front once the body is encoded after it: one buffer.
+    let mut frame = postcard::to_extend(msg, vec![0u8; 4]).map_err(io::Error::other)?;
+    let len = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
     w.write_all(&frame).await?;
     w.flush().await
 }
