@@ -91,6 +91,45 @@ pub type Done = Box<dyn FnOnce(Result<Committed, ProposeError>) + Send>;
 /// Most writes in one batch (one Raft entry).
 const MAX_BATCH: usize = 256;
 
+/// Where a write was committed from.
+enum Route {
+    /// By this node's Raft, as leader: applied here before it is answered.
+    Here,
+    /// Through the leader: this node applies it a little later.
+    Forwarded,
+}
+
+/// Who hears of a batch's result.
+enum Answers {
+    One(Done),
+    Batch(Vec<Done>),
+}
+
+impl Answers {
+    fn deliver(self, result: Result<Committed, ProposeError>) {
+        let dones = match self {
+            Answers::One(done) => return done(result),
+            Answers::Batch(dones) => dones,
+        };
+        match result {
+            Ok(Committed::Batch(outs)) if outs.len() == dones.len() => {
+                for (done, out) in dones.into_iter().zip(outs) {
+                    done(Ok(out));
+                }
+            }
+            other => {
+                let err = match other {
+                    Err(e) => e,
+                    Ok(o) => ProposeError::Failed(format!("unexpected outcome of a batch: {o:?}")),
+                };
+                for done in dones {
+                    done(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
 fn shutting_down() -> ProposeError {
     ProposeError::Failed("this node is shutting down".into())
 }
@@ -261,34 +300,32 @@ impl Consensus {
         }
     }
 
-    async fn commit_batch(&self, mut batch: Vec<Pending>) {
-        if batch.len() == 1 {
-            if let Some((cmd, done)) = batch.pop() {
-                done(self.propose_one(cmd).await);
+    /// Commits one batch. A batch forwarded to the leader is answered once
+    /// this node has applied it too (read-your-writes on the node written
+    /// through), but the next batch need not wait for that: the answers wait
+    /// in a task of their own.
+    async fn commit_batch(self: &Arc<Self>, mut batch: Vec<Pending>) {
+        let (cmd, dones) = if batch.len() == 1 {
+            let Some((cmd, done)) = batch.pop() else { return };
+            (cmd, Answers::One(done))
+        } else {
+            let (cmds, dones): (Vec<Command>, Vec<Done>) = batch.into_iter().unzip();
+            (Command::Batch(cmds.into()), Answers::Batch(dones))
+        };
+        match self.propose_one(cmd).await {
+            Ok((committed, Route::Forwarded)) => {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.await_applied(&committed).await;
+                    dones.deliver(Ok(committed));
+                });
             }
-            return;
-        }
-        let (cmds, txs): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
-        match self.propose_one(Command::Batch(cmds.into())).await {
-            Ok(Committed::Batch(outs)) if outs.len() == txs.len() => {
-                for (done, out) in txs.into_iter().zip(outs) {
-                    done(Ok(out));
-                }
-            }
-            other => {
-                let err = match other {
-                    Err(e) => e,
-                    Ok(o) => ProposeError::Failed(format!("unexpected outcome of a batch: {o:?}")),
-                };
-                for done in txs {
-                    done(Err(err.clone()));
-                }
-            }
+            other => dones.deliver(other.map(|(committed, _)| committed)),
         }
     }
 
     /// One command (maybe a batch) through the leader, within the write timeout.
-    async fn propose_one(&self, cmd: Command) -> Result<Committed, ProposeError> {
+    async fn propose_one(&self, cmd: Command) -> Result<(Committed, Route), ProposeError> {
         let timeout = self.opts.write_timeout;
         match tokio::time::timeout(timeout, self.propose_until_done(cmd)).await {
             Ok(r) => r,
@@ -310,14 +347,14 @@ impl Consensus {
         }
     }
 
-    async fn propose_until_done(&self, cmd: Command) -> Result<Committed, ProposeError> {
+    async fn propose_until_done(&self, cmd: Command) -> Result<(Committed, Route), ProposeError> {
         loop {
             // A member that knows another node leads forwards at once, rather
             // than asking its own Raft to be told so.
             let (leader_id, leader) = match self.known_leader() {
                 Some(known) => known,
                 None => match self.raft.client_write(cmd.clone()).await {
-                    Ok(resp) => return Ok(resp.data.into()),
+                    Ok(resp) => return Ok((resp.data.into(), Route::Here)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
                     Err(e) => return Err(ProposeError::Failed(e.to_string())),
                 },
@@ -332,10 +369,7 @@ impl Consensus {
             let req = PeerRequest::Propose(cmd.clone());
             let target = Target { addr: &leader.addr, id: leader_id };
             match self.pool.call(target, &req, self.opts.write_timeout).await {
-                Ok(PeerResponse::Propose(Ok(c))) => {
-                    self.await_applied(&c).await;
-                    return Ok(c);
-                }
+                Ok(PeerResponse::Propose(Ok(c))) => return Ok((c, Route::Forwarded)),
                 Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
                 | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
                 Ok(PeerResponse::Propose(Err(ForwardError::Failed(e)))) => return Err(ProposeError::Failed(e)),
