@@ -26,10 +26,6 @@ pub struct Body(ThinArc<AtomicI64, u8>);
 const UNSTAMPED: Rev = 0;
 
 impl Body {
-    fn new(bytes: &[u8], rev: Rev) -> Body {
-        Body(ThinArc::from_header_and_slice(AtomicI64::new(rev), bytes))
-    }
-
     /// The body as `Bytes` for an answer, sharing this allocation (no copy).
     pub fn to_bytes(&self) -> Bytes {
         if self.is_empty() {
@@ -49,13 +45,13 @@ impl Body {
         match self.0.header.header.compare_exchange(UNSTAMPED, rev, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => self.clone(),
             Err(had) if had == rev => self.clone(),
-            Err(_) => Body::new(self, rev),
+            Err(_) => Body::with_rev(self, rev),
         }
     }
 
-    /// A body read back from an image or a backup, already written at `rev`.
+    /// A body written at `rev` (`UNSTAMPED`: not yet), e.g. read back from an image.
     pub(crate) fn with_rev(bytes: &[u8], rev: Rev) -> Body {
-        Body::new(bytes, rev)
+        Body(ThinArc::from_header_and_slice(AtomicI64::new(rev), bytes))
     }
 }
 
@@ -104,7 +100,7 @@ impl AsRef<[u8]> for Body {
 
 impl From<&[u8]> for Body {
     fn from(b: &[u8]) -> Body {
-        Body::new(b, UNSTAMPED)
+        Body::with_rev(b, UNSTAMPED)
     }
 }
 

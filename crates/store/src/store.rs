@@ -305,6 +305,8 @@ impl Store {
         if names.is_empty() {
             return Err(StoreError::IsDir);
         }
+        // Stamped before the check: a refused write leaves its body stamped
+        // but in no tree, and any later use at another revision copies it.
         let file = body.stamped(self.rev + 1);
         let allow = |node: Option<Node>| revision_rule(node, rev);
         tree::set_checked(&mut self.root, &names, file.clone(), allow).map_err(|e| match e {
@@ -532,7 +534,7 @@ impl Snapshot {
             return Err(StoreError::IsDir);
         }
         match self.node(path) {
-            Some(node @ Node::File(_)) => Ok(node.file()),
+            Some(Node::File(b)) => Ok(Some(File::of(b))),
             Some(Node::Dir(_)) => Err(StoreError::IsDir),
             None => Ok(None),
         }
@@ -579,7 +581,7 @@ fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) 
         let len = prefix.len();
         prefix.push_str(name);
         match node {
-            Node::File(_) => out.extend(node.file().map(|f| (prefix.clone(), f))),
+            Node::File(b) => out.push((prefix.clone(), File::of(b))),
             Node::Dir(d) => {
                 prefix.push('/');
                 collect_files(d, prefix, out);
@@ -594,7 +596,7 @@ fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, 
         let len = prefix.len();
         prefix.push_str(name);
         match node {
-            Node::File(_) if glob.matches(prefix) => out.extend(node.file().map(|f| (prefix.clone(), f))),
+            Node::File(b) if glob.matches(prefix) => out.push((prefix.clone(), File::of(b))),
             Node::File(_) => {}
             Node::Dir(d) => {
                 prefix.push('/');

@@ -25,7 +25,7 @@ pub struct File {
 }
 
 impl File {
-    fn of(body: &Body) -> File {
+    pub(crate) fn of(body: &Body) -> File {
         File { body: body.clone(), rev: body.rev() }
     }
 }
@@ -42,16 +42,6 @@ pub(crate) struct Dir {
 pub(crate) enum Node<'a> {
     File(&'a Body),
     Dir(&'a Dir),
-}
-
-impl Node<'_> {
-    /// The file here, with its revision.
-    pub(crate) fn file(&self) -> Option<File> {
-        match self {
-            Node::File(b) => Some(File::of(b)),
-            Node::Dir(_) => None,
-        }
-    }
 }
 
 impl Dir {
