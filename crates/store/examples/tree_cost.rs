@@ -1,8 +1,11 @@
 //! Measures what the tree itself costs per file: N files of 100 bytes, laid
 //! out as doozer-bench's `mem` workload does (`/bench/mem/<k/1000>/<k%1000>`),
 //! with the default history window. Prints resident-set growth per file.
+//! It uses jemalloc, as doozerd does, so the numbers compare with the server's.
 //!
 //! Run: cargo run --release -p doozer-store --example tree_cost [N]
+//! with `W=64` to interleave 64 writers' key ranges as 64 clients do, and
+//! `REVS=1` for no history.
 
 use doozer_store::{Body, Command, HistoryLimits, Store};
 
@@ -31,5 +34,6 @@ fn main() {
     let grown = rss_bytes().saturating_sub(before);
     println!("{n} files: {} bytes of RSS per file ({} revisions of history)", grown / n, store.history_size().0);
 }
+
 #[global_allocator]
-static A: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
