@@ -6,7 +6,9 @@
 //! WAIT), without waking a task; only when the socket is full does a writer
 //! task take over, batching what queues meanwhile into one write, until it has
 //! caught up. (Answers are matched by tag, so their order does not matter;
-//! only frames must not interleave.) TLS connections always use the writer. Every request counts as pending until its answer is written; past the
+//! only frames must not interleave.) TLS connections always use the writer.
+//!
+//! Every request counts as pending until its answer is written; past the
 //! per-connection limit requests get an OTHER error, and a client that keeps
 //! sending without reading is disconnected rather than buffered without bound.
 //!

@@ -334,6 +334,7 @@ impl Store {
         let tree = (event.rev % self.keep_tree_every == 0).then(|| self.root.clone());
         self.history_bytes += cost;
         self.history.push_back(Entry { event, cost, tree });
+        let hidden_before = self.hidden;
         loop {
             let readable = self.history.len() - self.hidden;
             if readable <= self.limits.revs && (readable <= 1 || self.history_bytes <= self.limits.bytes) {
@@ -342,8 +343,10 @@ impl Store {
             self.history_bytes -= self.history[self.hidden].cost;
             self.hidden += 1;
         }
-        // The newest kept tree below the window becomes the base; what is older goes.
-        if let Some(j) = (0..self.hidden).rev().find(|&i| self.history[i].tree.is_some()) {
+        // The newest kept tree below the window becomes the base; what is older
+        // goes. Entries hidden earlier hold no tree (it became the base then),
+        // so only those hidden just now are looked at.
+        if let Some(j) = (hidden_before..self.hidden).rev().find(|&i| self.history[i].tree.is_some()) {
             if let Some(root) = self.history[j].tree.clone() {
                 self.base = Snapshot { rev: self.history[j].event.rev, root };
                 self.history.drain(..=j);
