@@ -125,6 +125,7 @@ pub(crate) fn add_file(
         return Err(ImageError { offset: at, what: format!("file {path} appears twice") });
     }
     tree::set_mut(root, &names, Body::with_rev(&body, rev))
+        .map(drop)
         .map_err(|_| ImageError { offset: at, what: format!("file {path} lies below another file") })
 }
 

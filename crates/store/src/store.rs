@@ -127,18 +127,32 @@ pub enum Stat {
 
 struct Entry {
     event: Event,
+    /// The body the event's path had before it (`None`: no file), to undo it.
+    prev: Option<Body>,
     cost: usize,
     /// The tree after this event, kept every [`KEEP_TREE_EVERY`] revisions.
     tree: Option<Dir>,
 }
 
-/// How often the history keeps a whole tree. A tree at a past revision is the
-/// nearest kept tree below it with the events in between replayed (at most
-/// this many). Keeping a tree per revision instead would make every write copy
-/// its whole path, because each tree shares it with the one before; with a tree
-/// every 256 revisions a run of writes changes the current tree in place and
-/// copies each node at most once per run (measured: see docs/performance.md).
-const KEEP_TREE_EVERY: Rev = 256;
+/// A write's effect on the tree, before it gets its revision.
+struct Change {
+    path: Arc<str>,
+    body: Body,
+    kind: EventKind,
+    prev: Option<Body>,
+}
+
+/// How often the history keeps a whole tree. A tree at a past revision is
+/// rebuilt from the nearest tree it can start from: a kept tree or the base
+/// below it, with the events in between replayed, or a kept tree or the
+/// current one above it, with the events in between undone; so at most half
+/// this many events. Each kept tree shares every node with the current tree,
+/// so the next write under a node copies it, and dropping the kept tree later
+/// frees the copies: writes spread over many directories copy a leaf and its
+/// branch nearly every time when trees are kept often. Every 256 revisions
+/// this cost three-node writes 12% of their throughput against every 1,024
+/// (measured: see docs/performance.md).
+const KEEP_TREE_EVERY: Rev = 1024;
 
 /// Memory per history entry besides its path and body: the event, its queue
 /// slot, and its share of the tree nodes the kept trees hold. Measured at about
@@ -230,17 +244,19 @@ impl Store {
         let result = match cmd {
             Command::Set { path, rev, body } => self.set(path, *rev, body),
             Command::Del { path, rev } => self.del(path, *rev),
-            Command::Nop => Ok(Some((Arc::from("/"), Body::default(), EventKind::Nop))),
+            Command::Nop => {
+                Ok(Some(Change { path: Arc::from("/"), body: Body::default(), kind: EventKind::Nop, prev: None }))
+            }
             Command::Load { image } => return self.load(image),
             Command::Batch(cmds) => return Outcome::Batch(cmds.iter().map(|c| self.apply(c)).collect()),
         };
         match result {
             Err(e) => Outcome::Failed(e),
             Ok(None) => Outcome::Unchanged,
-            Ok(Some((path, body, kind))) => {
+            Ok(Some(Change { path, body, kind, prev })) => {
                 self.rev += 1;
                 let event = Event { rev: self.rev, path, body, kind };
-                self.record(event.clone());
+                self.record(event.clone(), prev);
                 Outcome::Changed(event)
             }
         }
@@ -297,7 +313,7 @@ impl Store {
     }
 
     /// SET, in place on the current tree once the revision rule allows it.
-    fn set(&mut self, path: &str, rev: Rev, body: &Body) -> Result<Option<(Arc<str>, Body, EventKind)>, StoreError> {
+    fn set(&mut self, path: &str, rev: Rev, body: &Body) -> Result<Option<Change>, StoreError> {
         if !is_valid_path(path) {
             return Err(StoreError::BadPath);
         }
@@ -309,31 +325,34 @@ impl Store {
         // but in no tree, and any later use at another revision copies it.
         let file = body.stamped(self.rev + 1);
         let allow = |node: Option<Node>| revision_rule(node, rev);
-        tree::set_checked(&mut self.root, &names, file.clone(), allow).map_err(|e| match e {
+        let prev = tree::set_checked(&mut self.root, &names, file.clone(), allow).map_err(|e| match e {
             tree::SetError::NotDir => StoreError::NotDir,
             tree::SetError::Refused(e) => e,
         })?;
-        Ok(Some((Arc::from(path), file, EventKind::Set)))
+        Ok(Some(Change { path: Arc::from(path), body: file, kind: EventKind::Set, prev }))
     }
 
     /// DEL, in place; deleting a missing file changes nothing.
-    fn del(&mut self, path: &str, rev: Rev) -> Result<Option<(Arc<str>, Body, EventKind)>, StoreError> {
+    fn del(&mut self, path: &str, rev: Rev) -> Result<Option<Change>, StoreError> {
         let names: Vec<&str> = components(path).collect();
         if self.check_write(path, &names, rev)?.is_none() {
             return Ok(None);
         }
-        if !tree::del_mut(&mut self.root, &names) {
+        let Some(prev) = tree::del_mut(&mut self.root, &names) else {
             return Err(StoreError::NoEnt);
-        }
-        Ok(Some((Arc::from(path), Body::default(), EventKind::Del)))
+        };
+        Ok(Some(Change { path: Arc::from(path), body: Body::default(), kind: EventKind::Del, prev: Some(prev) }))
     }
 
     /// Adds the event just applied to the history and moves the window.
-    fn record(&mut self, event: Event) {
-        let cost = event.path.len() + event.body.len() + ENTRY_OVERHEAD;
+    /// `prev` (what the path held before) counts in full although it is often
+    /// an earlier event's body too: the bound errs on the safe side.
+    fn record(&mut self, event: Event, prev: Option<Body>) {
+        let prev_len = prev.as_ref().map_or(0, |b| b.len());
+        let cost = event.path.len() + event.body.len() + prev_len + ENTRY_OVERHEAD;
         let tree = (event.rev % self.keep_tree_every == 0).then(|| self.root.clone());
         self.history_bytes += cost;
-        self.history.push_back(Entry { event, cost, tree });
+        self.history.push_back(Entry { event, prev, cost, tree });
         let hidden_before = self.hidden;
         loop {
             let readable = self.history.len() - self.hidden;
@@ -355,28 +374,41 @@ impl Store {
         }
     }
 
-    /// The tree at `rev`, between the base and now: the nearest kept tree at or
-    /// below it, with the events after it replayed.
+    /// The tree at `rev`, between the base and now, rebuilt from the nearest
+    /// tree on either side: replaying the events after one below it, or
+    /// undoing the events down from one above it.
     fn tree_at(&self, rev: Rev) -> Dir {
         if rev >= self.rev {
             return self.root.clone();
         }
-        // Entry i holds revision base.rev + 1 + i.
-        let upto = usize::try_from(rev - self.base.rev).unwrap_or(0).min(self.history.len());
-        let kept = (0..upto).rev().find_map(|i| self.history[i].tree.as_ref().map(|t| (i + 1, t)));
-        let (mut from, mut tree) = match kept {
-            Some((i, t)) => (i, t.clone()),
-            None => (0, self.base.root.clone()),
-        };
+        // Positions count entries: the tree at position p is the one after the
+        // first p entries (0: the base; history.len(): the current tree), and
+        // entry i holds revision base.rev + 1 + i.
+        let len = self.history.len();
+        let at = usize::try_from(rev - self.base.rev).unwrap_or(0).min(len);
+        let kept = |i: usize| self.history[i].tree.as_ref().map(|t| (i + 1, t));
+        let mut below = (0..at).rev().find_map(kept).unwrap_or((0, &self.base.root));
+        let mut above = (at..len).find_map(kept).unwrap_or((len, &self.root));
         let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(r) = recent.as_ref() {
-            let at = usize::try_from(r.rev - self.base.rev).unwrap_or(0);
-            if r.rev >= self.base.rev && at >= from && at <= upto {
-                (from, tree) = (at, r.root.clone());
+        if let Some(r) = recent.as_ref().filter(|r| r.rev >= self.base.rev) {
+            let p = usize::try_from(r.rev - self.base.rev).unwrap_or(0);
+            if p <= at && p > below.0 {
+                below = (p, &r.root);
+            } else if p > at && p < above.0 {
+                above = (p, &r.root);
             }
         }
-        for e in self.history.range(from..upto) {
-            replay_into(&mut tree, &e.event);
+        let mut tree;
+        if at - below.0 <= above.0 - at {
+            tree = below.1.clone();
+            for e in self.history.range(below.0..at) {
+                replay_into(&mut tree, &e.event);
+            }
+        } else {
+            tree = above.1.clone();
+            for e in self.history.range(at..above.0).rev() {
+                undo_into(&mut tree, e);
+            }
         }
         *recent = Some(Snapshot { rev, root: tree.clone() });
         tree
@@ -483,6 +515,25 @@ fn replay_into(tree: &mut Dir, e: &Event) {
             tree::del_mut(tree, &names);
         }
         EventKind::Nop => {}
+    }
+}
+
+/// Takes `tree` from the revision of `e` back to the one before it.
+fn undo_into(tree: &mut Dir, e: &Entry) {
+    if e.event.kind == EventKind::Nop {
+        return;
+    }
+    let names: Vec<&str> = components(&e.event.path).collect();
+    match &e.prev {
+        // Restored with its own revision stamp, so it reads as it did then.
+        Some(prev) => {
+            let _ = tree::set_mut(tree, &names, prev.clone());
+        }
+        // A file the event created: no empty directories stay behind, as
+        // there were none before it (the tree never holds one).
+        None => {
+            tree::del_mut(tree, &names);
+        }
     }
 }
 

@@ -201,7 +201,7 @@ pub(crate) fn lookup<'a>(root: &'a Dir, names: &[&str]) -> Lookup<'a> {
 /// are copied on the way down; nodes it alone holds are changed where they
 /// are, which is what makes a run of writes between two kept trees cheap.
 /// The caller has checked the target.
-pub(crate) fn set_mut(dir: &mut Dir, names: &[&str], body: Body) -> Result<(), Conflict> {
+pub(crate) fn set_mut(dir: &mut Dir, names: &[&str], body: Body) -> Result<Option<Body>, Conflict> {
     set_checked(dir, names, body, |_| Ok::<(), Conflict>(())).map_err(|e| match e {
         SetError::NotDir | SetError::Refused(_) => Conflict::NotDir,
     })
@@ -232,15 +232,16 @@ pub(crate) enum SetError<E> {
 
 /// Like [`set_mut`], but first asks `allow` about what is at the target now
 /// (`None`: nothing): the check and the write take one walk down the tree.
-/// A refusal leaves the tree's contents as they were.
+/// A refusal leaves the tree's contents as they were. Returns the body it
+/// replaced, if any (the history keeps it to undo the write).
 pub(crate) fn set_checked<E>(
     dir: &mut Dir,
     names: &[&str],
     body: Body,
     allow: impl FnOnce(Option<Node>) -> Result<(), E>,
-) -> Result<(), SetError<E>> {
+) -> Result<Option<Body>, SetError<E>> {
     let Some((first, rest)) = names.split_first() else {
-        return Ok(());
+        return Ok(None);
     };
     let key = first.as_bytes();
     if rest.is_empty() {
@@ -248,17 +249,17 @@ pub(crate) fn set_checked<E>(
             allow(Some(Node::Dir(d))).map_err(SetError::Refused)?;
             return Err(SetError::NotDir);
         }
-        match dir.files.get_mut(key) {
+        return match dir.files.get_mut(key) {
             Some(b) => {
                 allow(Some(Node::File(b))).map_err(SetError::Refused)?;
-                *b = body;
+                Ok(Some(std::mem::replace(b, body)))
             }
             None => {
                 allow(None).map_err(SetError::Refused)?;
                 dir.files.insert(Name::new(first), body);
+                Ok(None)
             }
-        }
-        return Ok(());
+        };
     }
     if dir.files.contains_key(key) {
         return Err(SetError::NotDir);
@@ -268,34 +269,25 @@ pub(crate) fn set_checked<E>(
         None => {
             allow(None).map_err(SetError::Refused)?;
             dir.dirs.insert(Name::new(first), fresh(rest, body));
-            Ok(())
+            Ok(None)
         }
     }
 }
 
 /// Removes the file at `names` in place, and the parents it leaves empty;
-/// false if there was no file to remove.
-pub(crate) fn del_mut(dir: &mut Dir, names: &[&str]) -> bool {
-    let Some((first, rest)) = names.split_first() else {
-        return false;
-    };
+/// returns its body, or `None` if there was no file to remove.
+pub(crate) fn del_mut(dir: &mut Dir, names: &[&str]) -> Option<Body> {
+    let (first, rest) = names.split_first()?;
     let key = first.as_bytes();
     if rest.is_empty() {
-        return dir.files.remove(key).is_some();
+        return dir.files.remove(key);
     }
-    let emptied = match dir.dirs.get_mut(key) {
-        Some(d) => {
-            if !del_mut(d, rest) {
-                return false;
-            }
-            d.is_empty()
-        }
-        None => return false,
-    };
-    if emptied {
+    let d = dir.dirs.get_mut(key)?;
+    let removed = del_mut(d, rest)?;
+    if d.is_empty() {
         dir.dirs.remove(key);
     }
-    true
+    Some(removed)
 }
 
 #[cfg(test)]
@@ -318,9 +310,9 @@ mod tests {
         let listed: Vec<(&str, bool)> = root.entries().map(|(n, node)| (n, matches!(node, Node::Dir(_)))).collect();
         assert_eq!(listed, [("a", true), ("ab", false), ("b", false), ("c", true), ("d", false)]);
         assert_eq!(root.len(), 5);
-        assert!(del_mut(&mut root, &["a", "x"]));
+        assert_eq!(del_mut(&mut root, &["a", "x"]).map(|b| b.to_vec()), Some(b"v".to_vec()));
         assert!(root.get("a").is_none(), "an emptied directory goes");
-        assert!(!del_mut(&mut root, &["c"]), "a directory is not a file to delete");
+        assert!(del_mut(&mut root, &["c"]).is_none(), "a directory is not a file to delete");
     }
 
     #[test]
