@@ -42,7 +42,7 @@ fn run(window: usize, writes: usize) -> usize {
 }
 
 /// How long a read at a past revision takes: its tree is rebuilt from the
-/// nearest kept tree, up to 255 events back. Alternating between two
+/// nearest tree on either side, up to 512 events away. Alternating between two
 /// revisions keeps the store's last rebuilt tree from helping.
 fn past_reads(store: &Store) {
     let now = store.rev();

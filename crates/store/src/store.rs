@@ -154,11 +154,12 @@ struct Change {
 /// (measured: see docs/performance.md).
 const KEEP_TREE_EVERY: Rev = 1024;
 
-/// Memory per history entry besides its path and body: the event, its queue
+/// Memory per history entry besides its path and bodies: the event, its queue
 /// slot, and its share of the tree nodes the kept trees hold. Measured at about
-/// 1.0 KB per revision (body included) for random overwrites in a 10,000-file
-/// tree (examples/history_cost.rs); used only to bound the history's memory by
-/// `HistoryLimits::bytes`.
+/// 0.6 KB per revision (body included) for random overwrites in a 10,000-file
+/// tree (examples/history_cost.rs; 1.0 KB with a kept tree every 256
+/// revisions, the figure kept here, erring high); used only to bound the
+/// history's memory by `HistoryLimits::bytes`.
 const ENTRY_OVERHEAD: usize = 1024;
 
 /// The store: the current tree and its history window.
