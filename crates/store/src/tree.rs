@@ -200,7 +200,7 @@ pub(crate) fn lookup<'a>(root: &'a Dir, names: &[&str]) -> Lookup<'a> {
 /// created as needed. Nodes this tree shares with others (older revisions)
 /// are copied on the way down; nodes it alone holds are changed where they
 /// are, which is what makes a run of writes between two kept trees cheap.
-/// The caller has checked the target.
+/// The caller has checked the target. Returns the body it replaced, if any.
 pub(crate) fn set_mut(dir: &mut Dir, names: &[&str], body: Body) -> Result<Option<Body>, Conflict> {
     set_checked(dir, names, body, |_| Ok::<(), Conflict>(())).map_err(|e| match e {
         SetError::NotDir | SetError::Refused(_) => Conflict::NotDir,
