@@ -4,6 +4,7 @@
 mod common;
 
 use doozer_verify::cluster::Cluster;
+use futures_util::FutureExt;
 use std::time::{Duration, Instant};
 
 async fn text(addr: &str, path: &str) -> Option<String> {
@@ -81,4 +82,60 @@ async fn a_deposed_leader_removes_nobody_from_the_majority() {
         assert!(holders.contains(id), "{id} kept its slot: {holders:?}");
     }
     c.set("/still", -1, "writable").await.unwrap();
+}
+
+/// A node cut off from the other two for twice `-timeout` is removed by the
+/// majority; when the partition heals it rejoins by itself under a new id
+/// and the cluster is back to three voters, with no restart by anyone.
+/// (`-timeout 5`, not the default 60, so the partition need not last two minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_comes_back_as_a_new_member_when_the_partition_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["-timeout", "5", "-c", "p"].iter().map(|s| s.to_string()).collect();
+    let mut cluster =
+        Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path()).await.unwrap();
+    let seed = cluster.slots[0].addr.clone();
+    let voters = |at: String| async move {
+        let mut n = 0;
+        for id in members(&at).await {
+            if matches!(text(&at, &format!("/ctl/node/{id}/role")).await.as_deref(), Some("leader" | "voter")) {
+                n += 1;
+            }
+        }
+        n
+    };
+    common::eventually("3 voters", || voters(seed.clone()).map(|n| n == 3)).await;
+    let cut = 2;
+    let at = cluster.slots[0].addr.clone();
+    let advertised = cluster.slots[cut].proxy.addr.to_string();
+    let id_of_cut = |at: String, advertised: String| async move {
+        for id in members(&at).await {
+            if text(&at, &format!("/ctl/node/{id}/addr")).await.as_deref() == Some(advertised.as_str()) {
+                return Some(id);
+            }
+        }
+        None
+    };
+    let old = id_of_cut(at.clone(), advertised.clone()).await.unwrap();
+    cluster.cut(&[(cut, 0), (cut, 1)]);
+    common::eventually("the cut-off node removed", || {
+        let at = at.clone();
+        let old = old.clone();
+        async move { !members(&at).await.contains(&old) }
+    })
+    .await;
+    cluster.heal();
+    let start = Instant::now();
+    loop {
+        let back = id_of_cut(at.clone(), advertised.clone()).await.filter(|id| *id != old);
+        if back.is_some() && voters(at.clone()).await == 3 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "the cluster did not return to three voters");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cluster.is_running(cut), "the removed node must not exit");
+    let rev = doozer_client::Client::connect(&at).await.unwrap().set("/after", -1, "heal").await.unwrap();
+    let c = doozer_client::Client::connect(&cluster.slots[cut].addr).await.unwrap();
+    assert_eq!(c.get("/after", Some(rev)).await.unwrap().0, "heal".as_bytes());
 }

@@ -202,6 +202,11 @@ impl Doozerd {
         let _ = self.child.wait();
     }
 
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends a signal without waiting (e.g. STOP, CONT).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status().expect("kill");

@@ -128,6 +128,18 @@ pub async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
             watch.next().await
         };
         match got {
+            // `/**` matches every revision's event, NOPs included: a jump means
+            // the node skipped changes (a server without the catch-up fix),
+            // and a journal with a gap cannot be restored.
+            Ok(e) if e.rev != next => {
+                eprintln!(
+                    "journal {path}: expected revision {next} but the cluster sent {}: changes were missed; \
+                     appending a fresh snapshot",
+                    e.rev
+                );
+                (next, watch) = fresh_snapshot(&flags, &mut file, path).await?;
+                unsynced = 0;
+            }
             Ok(e) => {
                 let kind = if e.is_set() {
                     EventKind::Set
@@ -150,15 +162,22 @@ pub async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
                 eprintln!(
                     "journal {path}: the cluster's history no longer holds revision {next}; appending a fresh snapshot"
                 );
-                let c = dial(&flags).await?;
-                let (rev, rec) = snapshot_record(&c).await?;
-                file.write_all(&rec).and_then(|_| file.sync_data()).map_err(io_err(path))?;
-                next = rev + 1;
-                watch = Watch::with_client(c, &flags.uri, "/**", next)?;
+                (next, watch) = fresh_snapshot(&flags, &mut file, path).await?;
+                unsynced = 0;
             }
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Appends a snapshot of the current tree (synced) and returns the revision
+/// to follow from and a watch from there.
+async fn fresh_snapshot(flags: &Flags, file: &mut File, path: &str) -> Result<(i64, Watch), Failure> {
+    let c = dial(flags).await?;
+    let (rev, rec) = snapshot_record(&c).await?;
+    file.write_all(&rec).and_then(|_| file.sync_data()).map_err(io_err(path))?;
+    eprintln!("journal {path}: snapshot at revision {rev}");
+    Ok((rev + 1, Watch::with_client(c, &flags.uri, "/**", rev + 1)?))
 }
 
 /// Checks an existing journal, cuts off a torn last entry, and returns the

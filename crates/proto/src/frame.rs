@@ -63,13 +63,19 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, prefix: [u8; 4], max: us
     if n < 0 || n as usize > max {
         return Err(FrameError::BadLength(n.into()));
     }
-    let mut body = BytesMut::zeroed(n as usize);
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
-    Ok(body.freeze())
+    // The buffer grows as bytes arrive: a length prefix alone (a client that
+    // announces a megabyte and sends nothing) reserves at most FIRST_READ.
+    let n = n as usize;
+    let mut body = Vec::with_capacity(n.min(FIRST_READ));
+    let got = r.take(n as u64).read_to_end(&mut body).await.map_err(FrameError::Io)?;
+    if got < n {
+        return Err(FrameError::Truncated);
+    }
+    Ok(Bytes::from(body))
 }
+
+/// Most bytes reserved for a frame body before any of it has arrived.
+const FIRST_READ: usize = 16 * 1024;
 
 /// Appends `msg` as one frame (length prefix + protobuf body) to `dst`.
 pub fn encode_frame<M: Message>(msg: &M, dst: &mut BytesMut) {
@@ -113,5 +119,30 @@ mod tests {
         assert!(matches!(read_all(&[0, 0]).await, Err(FrameError::Truncated)));
         assert!(matches!(read_all(&[0, 0, 0, 5, 1, 2]).await, Err(FrameError::Truncated)));
         assert_eq!(read_all(&[0, 0, 0, 0]).await.unwrap().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_claimed_length_reserves_memory_only_as_bytes_arrive() {
+        // 8 bytes announced as a full frame: the read ends Truncated, and the
+        // bytes that came are all it held (checked through a reader that
+        // reports how much room it was offered).
+        struct Offered<'a>(&'a [u8], usize);
+        impl tokio::io::AsyncRead for Offered<'_> {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                self.1 = self.1.max(buf.remaining());
+                let n = self.0.len().min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut r = Offered(&[1; 8], 0);
+        let prefix = (MAX_FRAME as i32).to_be_bytes();
+        assert!(matches!(read_body(&mut r, prefix, MAX_FRAME).await, Err(FrameError::Truncated)));
+        assert!(r.1 <= FIRST_READ, "offered {} bytes before any arrived", r.1);
     }
 }

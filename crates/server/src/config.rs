@@ -73,6 +73,10 @@ pub struct Config {
     #[arg(long = "max-waits", default_value_t = 250_000)]
     pub max_waits: usize,
 
+    /// Client connections open at once (peers do not count); lowered to fit the open-files limit.
+    #[arg(long = "max-conns", default_value_t = crate::listen::DEFAULT_MAX_CLIENTS)]
+    pub max_conns: usize,
+
     /// PEM certificate chain: serve clients over TLS (needs -tlskey).
     #[arg(long = "tlscert")]
     pub tlscert: Option<String>,
@@ -114,6 +118,7 @@ const LONG: &[&str] = &[
     "hist-bytes",
     "max-pending",
     "max-waits",
+    "max-conns",
     "tlscert",
     "tlskey",
     "log-level",

@@ -12,15 +12,16 @@
 //! per-connection limit requests get an OTHER error, and a client that keeps
 //! sending without reading is disconnected rather than buffered without bound.
 //!
-//! A connection whose first four bytes are the peer magic (an impossible,
-//! negative frame length) belongs to another member and goes to consensus.
-//! Client connections wait until this node has caught up with its cluster.
+//! Connections reach here from `listen`, which has read their first four
+//! bytes and sent peers (whose bytes are an impossible, negative frame
+//! length) to consensus. Client connections wait until this node has caught
+//! up with its cluster.
 
 use crate::access::Secrets;
-use crate::consensus::{Consensus, PEER_MAGIC};
+use crate::consensus::Consensus;
 use crate::session::Session;
 use bytes::{Bytes, BytesMut};
-use doozer_proto::{encode_frame, read_body, read_frame, read_prefix, ErrCode, Request, Response, MAX_FRAME};
+use doozer_proto::{encode_frame, read_body, read_frame, ErrCode, Request, Response, MAX_FRAME};
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -107,31 +108,22 @@ impl Outbox {
     }
 }
 
-/// Serves a plain TCP connection (a client's or a peer's).
-pub async fn serve_tcp(mut stream: TcpStream, cluster: Arc<Consensus>, secrets: Arc<Secrets>) {
-    let Some(first) = prefix(&mut stream).await else { return };
-    if first == PEER_MAGIC {
-        return cluster.serve_peer(stream).await;
-    }
+/// A client connection being served.
+pub type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves a plain TCP client connection whose first four bytes were `first`.
+pub async fn serve_tcp(stream: TcpStream, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) {
     let (rd, wr) = stream.into_split();
     client(rd, Writer::Direct(Arc::new(wr)), first, cluster, secrets).await
 }
 
-/// Serves a connection over another transport (TLS): answers go through the writer task.
-pub async fn serve<S>(mut stream: S, cluster: Arc<Consensus>, secrets: Arc<Secrets>)
+/// Serves a client connection over another transport (TLS): answers go through the writer task.
+pub async fn serve<S>(stream: S, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let Some(first) = prefix(&mut stream).await else { return };
-    if first == PEER_MAGIC {
-        return cluster.serve_peer(stream).await;
-    }
     let (rd, wr) = tokio::io::split(stream);
     client(rd, Writer::Queued(Box::new(wr)), first, cluster, secrets).await
-}
-
-async fn prefix<S: AsyncRead + Unpin>(stream: &mut S) -> Option<[u8; 4]> {
-    read_prefix(stream).await.ok().flatten()
 }
 
 /// How a connection's answers reach its socket.

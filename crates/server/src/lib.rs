@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod consensus;
 pub mod ctl;
+pub mod listen;
 pub mod metrics;
 pub mod node;
 pub mod session;
@@ -34,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// What a node needs to start.
+#[derive(Clone)]
 pub struct Settings {
     /// Address to listen on; port 0 picks a free one.
     pub listen: String,
@@ -49,6 +51,8 @@ pub struct Settings {
     pub restore: Option<bytes::Bytes>,
     /// Where to serve HTTP (the web view, API, metrics); `None`: nowhere.
     pub web: Option<String>,
+    /// Most client connections at once (`--max-conns`).
+    pub max_clients: usize,
 }
 
 impl Settings {
@@ -70,6 +74,7 @@ impl Settings {
             },
             restore: None,
             web: None,
+            max_clients: listen::DEFAULT_MAX_CLIENTS,
         }
     }
 }
@@ -112,7 +117,14 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     let cluster = Consensus::start(node.clone(), advertised, bind_ip, settings.cluster).await?;
     let stop = CancellationToken::new();
     let secrets = Arc::new(settings.secrets);
-    let accept = accept_loop(listener, cluster.clone(), secrets.clone(), settings.tls, stop.clone());
+    let accept = listen::accept_loop(
+        listener,
+        cluster.clone(),
+        secrets.clone(),
+        settings.tls,
+        settings.max_clients,
+        stop.clone(),
+    );
     tokio::spawn(accept);
     let joined = if settings.attach.is_empty() {
         cluster.seed(settings.restore).await
@@ -139,47 +151,6 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     Ok(Running { addr, web, cluster, stop })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    cluster: Arc<Consensus>,
-    secrets: Arc<Secrets>,
-    tls: Option<TlsAcceptor>,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        debug!(%peer, "connection accepted");
-        let _ = stream.set_nodelay(true);
-        let (cluster, secrets) = (cluster.clone(), secrets.clone());
-        match &tls {
-            None => {
-                tokio::spawn(conn::serve_tcp(stream, cluster, secrets));
-            }
-            Some(tls) => {
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    match tls.accept(stream).await {
-                        Ok(s) => conn::serve(s, cluster, secrets).await,
-                        Err(e) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    }
-                });
-            }
-        }
-    }
-}
-
 fn init_logging(level: Option<&str>) {
     let filter = level
         .map(String::from)
@@ -191,12 +162,33 @@ fn init_logging(level: Option<&str>) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
-/// A server holds a descriptor per client: take the soft limit up to the hard one.
-fn raise_open_files_limit() {
+/// A server holds a descriptor per client: take the soft limit up to the hard
+/// one. Returns the limit, if known.
+fn raise_open_files_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => debug!(limit = n, "open files"),
-        Err(e) => warn!(error = %e, "cannot raise the open-files limit"),
+        Ok(n) => {
+            debug!(limit = n, "open files");
+            Some(n)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open-files limit");
+            None
+        }
     }
+}
+
+/// Descriptors kept for peers, the web side, handshakes and the process itself.
+const RESERVED_FDS: u64 = 2048;
+
+/// The client cap: as asked, but leaving [`RESERVED_FDS`] of the open-files
+/// limit free, so clients alone can never use every descriptor.
+fn client_cap(asked: usize, open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else { return asked };
+    let room = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX).max(64);
+    if asked > room {
+        warn!(asked, room, open_files = limit, "--max-conns lowered to fit the open-files limit");
+    }
+    asked.min(room)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -212,15 +204,15 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(cfg.log_level.as_deref());
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(run(cfg))
+    runtime.block_on(run(cfg, open_files))
 }
 
-async fn run(cfg: Config) -> ExitCode {
+async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
     if cfg.listen.is_empty() {
         return fail("require a listen address (-l HOST:PORT)");
     }
@@ -269,9 +261,10 @@ async fn run(cfg: Config) -> ExitCode {
         },
         restore: restored.map(|(_, image)| image),
         web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
+        max_clients: client_cap(cfg.max_conns, open_files),
     };
     let running = tokio::select! {
-        r = start(settings) => r,
+        r = start(settings.clone()) => r,
         _ = shutdown_signal() => return ExitCode::SUCCESS,
     };
     let running = match running {
@@ -290,18 +283,59 @@ async fn run(cfg: Config) -> ExitCode {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("{}", quickstart(&addr, running.web.as_deref()));
     }
-    let removed = tokio::select! {
-        _ = shutdown_signal() => false,
-        _ = running.node().wait_removed() => true,
-    };
-    info!("shutting down");
-    running.stop().await;
-    if removed {
-        return fail(
-            "this node was removed from the cluster (silent for longer than -timeout): restart it with -a to rejoin",
-        );
+    serve_until_shutdown(running, settings).await
+}
+
+/// Serves until a shutdown signal. A node the cluster removed (it was cut
+/// off or paused for longer than `-timeout`) is still alive and the cluster
+/// is short of a member, so it comes back by itself: it stops its old self
+/// (closing every connection) and joins again under a new id, with fresh
+/// state, through the members it knew, on the same addresses; then it claims
+/// a vacant slot like any new node. Its old id is never used again.
+async fn serve_until_shutdown(mut running: Running, mut settings: Settings) -> ExitCode {
+    loop {
+        let removed = tokio::select! {
+            _ = shutdown_signal() => false,
+            _ = running.node().wait_removed() => true,
+        };
+        if !removed {
+            info!("shutting down");
+            running.stop().await;
+            return ExitCode::SUCCESS;
+        }
+        let old = running.node().id().to_string();
+        let mut attach = running.cluster.peer_addrs();
+        attach.extend(settings.attach.iter().filter(|a| !attach.contains(a)).cloned().collect::<Vec<_>>());
+        running.stop().await;
+        settings = Settings {
+            listen: running.addr.clone(),
+            web: running.web.clone().or(settings.web),
+            attach,
+            restore: None,
+            ..settings
+        };
+        warn!(old_id = %old, "this node was removed from the cluster; rejoining under a new id");
+        running = tokio::select! {
+            r = rejoin(&settings) => r,
+            _ = shutdown_signal() => return ExitCode::SUCCESS,
+        };
+        info!(id = running.node().id(), old_id = %old, "rejoined the cluster");
     }
-    ExitCode::SUCCESS
+}
+
+/// Starts again until it works: the cluster may still be unreachable.
+async fn rejoin(settings: &Settings) -> Running {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match start(settings.clone()).await {
+            Ok(r) => return r,
+            Err(e) => {
+                info!(error = %e, "cannot rejoin yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Reads and checks --restore and --journal completely before anything

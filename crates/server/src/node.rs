@@ -5,7 +5,7 @@
 //! the store changes, so held WAITs and revision watchers never miss an event.
 
 use crate::metrics::Metrics;
-use crate::waiters::{Fired, Notify, Owner, WaiterId, Waiters};
+use crate::waiters::{Fired, Notify, Owner, WaiterId, Waiters, Wake};
 use doozer_store::{Command, Event, Glob, HistoryLimits, Image, ImageError, Outcome, ReadError, Rev, Snapshot, Store};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
@@ -34,8 +34,9 @@ impl Default for Limits {
 pub enum WaitStart {
     /// The event is already in the history.
     Ready(Event),
-    /// Held: the event comes through the receiver; the guard unregisters on drop.
-    Held(oneshot::Receiver<Event>, WaitGuard),
+    /// Held: the event (or `None`: too late after all) comes through the
+    /// receiver; the guard unregisters on drop.
+    Held(oneshot::Receiver<Option<Event>>, WaitGuard),
     TooLate,
     /// The node holds as many waiters as it may.
     Full,
@@ -173,16 +174,24 @@ impl Node {
         self.store.read().image()
     }
 
-    /// Replaces the store with a snapshot's image; waiters hear of every event
-    /// in the image newer than what this node had.
+    /// Replaces the store with a snapshot's image. A held WAIT has seen
+    /// nothing matching up to this node's old revision; the image holds the
+    /// events from its own oldest on. So a waiter whose next unseen revision
+    /// is below that oldest, with a gap between, cannot be answered exactly:
+    /// it is told TOO_LATE. Every other waiter hears of the image's events
+    /// newer than what this node had, as if they had been applied one by one.
     pub fn install(&self, image: &Image) -> Result<(), ImageError> {
         let new = Store::from_image(image, self.limits.history)?;
         let mut fired = Fired::default();
         {
             let mut store = self.store.write();
             let old_rev = store.rev();
+            let known_from = new.oldest();
             *store = new;
             let mut waiters = self.waiters.lock();
+            if old_rev + 1 < known_from {
+                waiters.expire_below(known_from, &mut fired);
+            }
             for e in image.events.iter().filter(|e| e.rev > old_rev) {
                 waiters.dispatch(e, &mut fired);
             }
@@ -232,8 +241,11 @@ impl Node {
     /// a held one is answered through a channel.
     pub fn start_wait(self: &Arc<Node>, glob: Arc<Glob>, from: Rev) -> WaitStart {
         let (tx, rx) = oneshot::channel();
-        let notify: Notify = Box::new(move |e| {
-            let _ = tx.send(e.clone());
+        let notify: Notify = Box::new(move |wake| {
+            let _ = tx.send(match wake {
+                Wake::Event(e) => Some(e.clone()),
+                Wake::TooLate => None,
+            });
         });
         match self.register(glob, from, 0, notify) {
             Registered::TooLate => WaitStart::TooLate,
@@ -288,5 +300,72 @@ impl Node {
     /// Number of WAITs held on this node.
     pub fn waiters(&self) -> usize {
         self.waiters.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doozer_store::{Body, CLOBBER};
+
+    fn set(path: &str) -> Command {
+        Command::Set { path: path.into(), rev: CLOBBER, body: Body::from("x") }
+    }
+
+    /// A leader's image after `writes` more writes under `/w/` than `node` has,
+    /// with a history window of `window` revisions.
+    fn image_ahead(node: &Node, writes: usize, window: usize) -> Image {
+        let mut leader = Store::new(HistoryLimits { revs: window, bytes: usize::MAX });
+        leader.apply(&Command::Load { image: encode(&node.image()) });
+        for i in 0..writes {
+            leader.apply(&set(&format!("/w/{}", i % 7)));
+        }
+        leader.image()
+    }
+
+    fn encode(image: &Image) -> bytes::Bytes {
+        let mut out = Vec::new();
+        image.encode(&mut out);
+        out.into()
+    }
+
+    fn held(node: &Arc<Node>, glob: &str, from: Rev) -> oneshot::Receiver<Option<Event>> {
+        match node.start_wait(Arc::new(Glob::parse(glob).unwrap()), from) {
+            WaitStart::Held(rx, guard) => {
+                std::mem::forget(guard);
+                rx
+            }
+            _ => panic!("the WAIT should be held"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_past_a_held_wait_answers_it_too_late_never_with_a_later_event() {
+        let node = Node::new("N".into(), Limits::default());
+        for i in 0..5 {
+            node.apply(&set(&format!("/other/{i}")));
+        }
+        let mut watcher = held(&node, "/w/**", node.rev() + 1);
+        let mut future = held(&node, "/w/**", node.rev() + 3);
+        let mut later = held(&node, "/w/**", node.rev() + 60);
+        // 100 writes, of which the image's history keeps the last 50.
+        let image = image_ahead(&node, 100, 50);
+        node.install(&image).unwrap();
+        assert_eq!(node.rev(), 105);
+        assert_eq!(watcher.try_recv().unwrap(), None, "revisions 6..55 are unknown here: too late");
+        assert_eq!(future.try_recv().unwrap(), None);
+        let e = later.try_recv().unwrap().expect("revision 65 is in the image's history");
+        assert_eq!(e.rev, 65);
+        assert_eq!(node.waiters(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_whose_history_covers_the_gap_answers_held_waits_exactly() {
+        let node = Node::new("N".into(), Limits::default());
+        node.apply(&set("/other/a"));
+        let mut watcher = held(&node, "/w/3", 2);
+        let image = image_ahead(&node, 40, 100);
+        node.install(&image).unwrap();
+        assert_eq!(watcher.try_recv().unwrap().map(|e| e.rev), Some(5), "the first write to /w/3 is revision 5");
     }
 }

@@ -15,7 +15,7 @@ use crate::conn::Outbox;
 use crate::consensus::{Committed, Consensus, ProposeError};
 use crate::metrics::Metrics;
 use crate::node::{Hold, Node};
-use crate::waiters::Owner;
+use crate::waiters::{Owner, Wake};
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
 use doozer_store::{
@@ -343,7 +343,10 @@ impl Session {
         // A held WAIT is answered straight from the apply that satisfies it:
         // no task waits for it, and it goes when this connection closes.
         let reply = self.reply();
-        let notify = Box::new(move |e: &doozer_store::Event| reply.send(event_response(tag, e.clone())));
+        let notify = Box::new(move |wake: Wake<'_>| match wake {
+            Wake::Event(e) => reply.send(event_response(tag, e.clone())),
+            Wake::TooLate => reply.send(error(tag, ErrCode::TooLate)),
+        });
         match self.node.hold_wait(Arc::new(glob), rev, self.owner, notify) {
             Hold::Ready(e) => Ok(Some(event_response(tag, e))),
             Hold::TooLate => Err(error(tag, ErrCode::TooLate)),

@@ -6,30 +6,46 @@
 //! `/a/b/c`: the cost per event is the path's depth plus the waiters in those
 //! buckets, not every waiter on the node.
 //!
-//! A waiter is a callback, run once with the event that satisfies it: a
-//! client connection's callback queues the answer directly, with no task per
-//! held WAIT. Waiters may belong to an owner (a connection), so that all of
+//! A waiter is a callback, run once with the event that satisfies it (or
+//! with [`Wake::TooLate`] when the events it waits for can no longer be
+//! known: the node caught up by a snapshot past them): a client connection's
+//! callback queues the answer directly, with no task per held WAIT. Waiters may belong to an owner (a connection), so that all of
 //! an owner's waiters go at once when it closes.
 
 use doozer_store::{Event, Glob, Rev};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// What a waiter does with its event: run once, after the node's locks are
-/// released (it may write to a socket), and it must not block.
-pub type Notify = Box<dyn FnOnce(&Event) + Send>;
+/// What a held WAIT is told.
+pub enum Wake<'a> {
+    /// The first matching event at or after its revision.
+    Event(&'a Event),
+    /// The events from its revision on are not all known here any more (a
+    /// snapshot brought this node past them): the protocol's TOO_LATE.
+    TooLate,
+}
 
-/// Waiters an event satisfied, taken out of the table, to be told after the
-/// locks are released: [`Fired::notify`].
+/// What a waiter does with its answer: run once, after the node's locks are
+/// released (it may write to a socket), and it must not block.
+pub type Notify = Box<dyn FnOnce(Wake<'_>) + Send>;
+
+/// Waiters an event satisfied (or that became too late), taken out of the
+/// table, to be told after the locks are released: [`Fired::notify`].
 #[derive(Default)]
-pub struct Fired(Vec<(Event, Vec<Notify>)>);
+pub struct Fired {
+    events: Vec<(Event, Vec<Notify>)>,
+    too_late: Vec<Notify>,
+}
 
 impl Fired {
     /// Runs every fired waiter's callback.
     pub fn notify(self) {
-        for (event, notifies) in self.0 {
+        for n in self.too_late {
+            n(Wake::TooLate);
+        }
+        for (event, notifies) in self.events {
             for n in notifies {
-                n(&event);
+                n(Wake::Event(&event));
             }
         }
     }
@@ -134,6 +150,26 @@ impl Waiters {
         }
     }
 
+    /// Removes every waiter waiting from before `rev` and adds it to `fired`
+    /// as too late. Scans the whole table: only a snapshot install calls it.
+    pub fn expire_below(&mut self, rev: Rev, fired: &mut Fired) {
+        let mut gone = Vec::new();
+        for (key, bucket) in self.buckets.iter_mut() {
+            let ids: Vec<u64> = bucket.iter().filter(|(_, w)| w.from < rev).map(|(id, _)| *id).collect();
+            for id in ids {
+                if let Some(w) = bucket.remove(&id) {
+                    gone.push((key.clone(), id, w));
+                }
+            }
+        }
+        self.buckets.retain(|_, b| !b.is_empty());
+        for (_, id, w) in gone {
+            self.count -= 1;
+            self.unlist(w.owner, id);
+            fired.too_late.push(w.notify);
+        }
+    }
+
     /// Removes every waiter that `event` satisfies and adds it to `fired`.
     pub fn dispatch(&mut self, event: &Event, fired: &mut Fired) {
         let path: &str = &event.path;
@@ -160,7 +196,7 @@ impl Waiters {
                     answered.push((w.owner, id));
                 }
             }
-            fired.0.push((event.clone(), notifies));
+            fired.events.push((event.clone(), notifies));
             if bucket.is_empty() {
                 self.buckets.remove(key);
             }
@@ -199,8 +235,10 @@ mod tests {
 
     fn channel(owner: Owner, w: &mut Waiters, glob: &str, from: Rev) -> (Option<WaiterId>, oneshot::Receiver<Event>) {
         let (tx, rx) = oneshot::channel();
-        let notify: Notify = Box::new(move |e| {
-            let _ = tx.send(e.clone());
+        let notify: Notify = Box::new(move |wake| {
+            if let Wake::Event(e) = wake {
+                let _ = tx.send(e.clone());
+            }
         });
         (w.add(Arc::new(Glob::parse(glob).unwrap()), from, owner, notify), rx)
     }
@@ -253,5 +291,32 @@ mod tests {
         fire(&mut w, ev(5, "/b/c"));
         assert_eq!(w.len(), 0);
         assert!(w.by_owner.is_empty());
+    }
+
+    #[test]
+    fn expiry_takes_exactly_the_waiters_from_below_the_revision() {
+        let mut w = Waiters::new(10);
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for (owner, glob, from) in [(1, "/a", 3), (1, "/b/**", 9), (2, "/**", 10), (0, "/c", 12)] {
+            let told = told.clone();
+            let notify: Notify = Box::new(move |wake| {
+                let what = match wake {
+                    Wake::TooLate => "too late".to_string(),
+                    Wake::Event(e) => format!("event {}", e.rev),
+                };
+                told.lock().unwrap().push((glob, what));
+            });
+            w.add(Arc::new(Glob::parse(glob).unwrap()), from, owner, notify).unwrap();
+        }
+        let mut fired = Fired::default();
+        w.expire_below(10, &mut fired);
+        fired.notify();
+        let mut got = told.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec![("/a", "too late".to_string()), ("/b/**", "too late".to_string())]);
+        assert_eq!(w.len(), 2);
+        assert!(!w.by_owner.contains_key(&1), "an expired waiter is no longer listed");
+        fire(&mut w, ev(12, "/c"));
+        assert_eq!(w.len(), 0);
     }
 }

@@ -10,8 +10,12 @@
 //!   empties the member's slot, deletes `/ctl/node/<id>`, and takes it out of
 //!   the membership. Each step must commit, so a leader cut off from the
 //!   majority cannot remove anyone, and no removal can cost the quorum it needs.
-//! - A node that finds itself removed stops taking part and says so; it must be
-//!   restarted (with a new id) to rejoin.
+//! - A member whose address now answers as another node (its process was
+//!   restarted in place, under a new id) is gone for good: the leader removes
+//!   it at once, without waiting out `-timeout`, so the new node can claim
+//!   its slot.
+//! - A node that finds itself removed stops taking part; doozerd then joins
+//!   again under a new id (see `serve_until_shutdown` in the crate root).
 //! - The leader's own decisions (removals, tidying) are written by it as
 //!   leader and never forwarded, so a deposed leader that has not noticed yet
 //!   cannot get the new leader to carry them out.
@@ -29,7 +33,7 @@ use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 const TICK: Duration = Duration::from_millis(250);
 /// How long without replication before a node asks whether it is still a member.
@@ -68,7 +72,7 @@ pub fn spawn(c: Arc<Consensus>) {
             }
             let member = m.membership_config.membership().get_node(&c.id).is_some();
             if was_member && !member {
-                error!("this node was removed from the cluster; restart it with -a to rejoin under a new id");
+                info!("this node was removed from the cluster");
                 c.node.set_removed();
                 c.shutdown().await;
                 return;
@@ -93,7 +97,7 @@ pub fn spawn(c: Arc<Consensus>) {
                     last_check = Instant::now();
                 }
                 if was_member && due && c.removed_by_leader(&m).await {
-                    error!("this node was removed from the cluster; restart it with -a to rejoin under a new id");
+                    info!("this node was removed from the cluster");
                     c.node.set_removed();
                     c.shutdown().await;
                     return;
@@ -229,7 +233,7 @@ impl Consensus {
             .filter(|(id, _)| **id != self.id)
             .filter(|(id, _)| {
                 let heard = self.liveness.last_answer(**id).map_or(since, |t| t.max(since));
-                heard.elapsed() > self.opts.member_timeout
+                heard.elapsed() > self.opts.member_timeout || self.liveness.is_replaced(**id)
             })
             .map(|(id, n)| (*id, n.name.clone(), n.addr.clone()))
             .collect();

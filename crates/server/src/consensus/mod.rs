@@ -80,6 +80,8 @@ pub struct Consensus {
     heard: parking_lot::Mutex<Instant>,
     /// Writes waiting to be proposed, gathered into batches.
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
+    /// Cancelled by [`Consensus::shutdown`]: the tasks that hold this handle end.
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 /// A write waiting for its batch, and where its result goes.
@@ -183,7 +185,8 @@ impl Consensus {
         let raft = Raft::new(id, config, network, storage::LogStore::default(), sm).await.map_err(|e| e.to_string())?;
         let heard = parking_lot::Mutex::new(Instant::now());
         let (batcher, pending) = tokio::sync::mpsc::unbounded_channel();
-        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher });
+        let stopped = tokio_util::sync::CancellationToken::new();
+        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher, stopped });
         tokio::spawn(consensus.clone().batch_loop(pending));
         duties::spawn(consensus.clone());
         Ok(consensus)
@@ -288,7 +291,14 @@ impl Consensus {
     /// flight gave 55k writes/s, 2 gave 54k, 4 gave 53k, 16 gave 42k
     /// (docs/performance.md); one node does the same with 1 to 4.
     async fn batch_loop(self: Arc<Self>, mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
-        while let Some(first) = pending.recv().await {
+        loop {
+            let first = tokio::select! {
+                _ = self.stopped.cancelled() => return,
+                p = pending.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match pending.try_recv() {
@@ -419,7 +429,9 @@ impl Consensus {
     /// Serves a peer connection whose magic bytes have been read.
     pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
         let mut stream = BufStream::new(stream);
-        let Ok(hello) = read_msg::<_, Hello>(&mut stream, wire::MAX_HELLO).await else { return };
+        let hello =
+            tokio::time::timeout(crate::listen::FIRST_BYTES, read_msg::<_, Hello>(&mut stream, wire::MAX_HELLO));
+        let Ok(Ok(hello)) = hello.await else { return };
         let verdict = if hello.cluster != self.opts.cluster {
             Err(format!(
                 "cluster name mismatch: this cluster is {:?}, the peer is in {:?}",
@@ -428,7 +440,7 @@ impl Consensus {
         } else if !crate::access::same_secret(hello.secret.as_bytes(), &self.opts.secret) {
             Err("wrong cluster secret (DOOZER_RWSECRET)".to_string())
         } else if hello.to.is_some_and(|to| to != self.id) {
-            Err(format!("this address now serves node {}, not the node asked for", self.me.name))
+            Err(format!("{} {}, not the node asked for", wire::REPLACED, self.me.name))
         } else {
             Ok(())
         };
@@ -564,8 +576,16 @@ impl Consensus {
         }
     }
 
-    /// Stops this node's Raft.
+    /// Stops this node's Raft. Writes still queued are answered with an error.
     pub async fn shutdown(&self) {
+        self.stopped.cancel();
         let _ = self.raft.shutdown().await;
+    }
+
+    /// The addresses of the other members, as this node last knew them.
+    pub fn peer_addrs(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
     }
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::types::*;
-use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE};
+use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE, REPLACED};
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -26,17 +26,37 @@ const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
 /// How long to wait for a peer to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// When each member last answered an RPC from this node.
+/// When each member last answered an RPC from this node, and which members'
+/// addresses now answer as another node (restarted in place: gone for good).
 #[derive(Clone, Default)]
-pub struct Liveness(Arc<Mutex<HashMap<NodeId, Instant>>>);
+pub struct Liveness(Arc<Mutex<Seen>>);
+
+#[derive(Default)]
+struct Seen {
+    answered: HashMap<NodeId, Instant>,
+    replaced: std::collections::HashSet<NodeId>,
+}
 
 impl Liveness {
     pub fn touch(&self, id: NodeId) {
-        self.0.lock().insert(id, Instant::now());
+        let mut seen = self.0.lock();
+        seen.answered.insert(id, Instant::now());
+        seen.replaced.remove(&id);
     }
 
     pub fn last_answer(&self, id: NodeId) -> Option<Instant> {
-        self.0.lock().get(&id).copied()
+        self.0.lock().answered.get(&id).copied()
+    }
+
+    /// Notes that `id`'s address refused a connection meant for `id` because
+    /// another node now listens there.
+    pub fn replaced(&self, id: NodeId) {
+        self.0.lock().replaced.insert(id);
+    }
+
+    /// True if `id`'s address was last seen serving another node.
+    pub fn is_replaced(&self, id: NodeId) -> bool {
+        self.0.lock().replaced.contains(&id)
     }
 }
 
@@ -187,9 +207,19 @@ type RpcResult<T> = Result<T, RPCError<NodeId, Member, RaftError<NodeId>>>;
 
 impl PeerClient {
     async fn call(&self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
-        let resp = self.pool.call(Target { addr: &self.addr, id: Some(self.target) }, &req, ttl).await?;
-        self.liveness.touch(self.target);
-        Ok(resp)
+        let target = Target { addr: &self.addr, id: Some(self.target) };
+        match self.pool.call(target, &req, ttl).await {
+            Ok(resp) => {
+                self.liveness.touch(self.target);
+                Ok(resp)
+            }
+            Err(e) => {
+                if e.error.kind() == io::ErrorKind::PermissionDenied && e.error.to_string().starts_with(REPLACED) {
+                    self.liveness.replaced(self.target);
+                }
+                Err(e)
+            }
+        }
     }
 
     fn unexpected<T>(&self) -> RpcResult<T> {

@@ -22,6 +22,10 @@ pub const MAX_MESSAGE: usize = 1 << 30;
 /// Largest hello (and its answer): read before the sender is known.
 pub const MAX_HELLO: usize = 64 * 1024;
 
+/// How a refusal begins when the address asked for now serves another node
+/// (a member restarted in place): the node asked for is gone for good.
+pub const REPLACED: &str = "this address now serves node";
+
 /// The first message on a peer connection.
 #[derive(Serialize, Deserialize)]
 pub struct Hello {

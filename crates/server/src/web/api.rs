@@ -279,7 +279,11 @@ async fn step(mut f: Follow) -> Option<(Result<Bytes, Infallible>, Follow)> {
         return None;
     }
     loop {
-        match next_batch(f.web.node(), &f.glob, f.next, KEEPALIVE).await {
+        let batch = tokio::select! {
+            _ = f.web.stop.cancelled() => return None,
+            b = next_batch(f.web.node(), &f.glob, f.next, KEEPALIVE) => b,
+        };
+        match batch {
             Ok(Batch { events, through }) => {
                 f.next = through + 1;
                 if events.is_empty() {

@@ -139,6 +139,7 @@ async fn stream(web: &Web, mut socket: WebSocket, glob: &Arc<Glob>, mut next: Re
     let mut told = next - 1;
     loop {
         let batch = tokio::select! {
+            _ = web.stop.cancelled() => return,
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => continue,

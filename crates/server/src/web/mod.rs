@@ -39,6 +39,8 @@ pub struct Web {
     secrets: Arc<Secrets>,
     /// Open watch streams and page sockets.
     followers: Arc<AtomicUsize>,
+    /// Cancelled when the node stops: open streams and page sockets end.
+    stop: CancellationToken,
 }
 
 /// Most watch streams and page sockets open at once on a node.
@@ -60,11 +62,11 @@ pub async fn serve(
     secrets: Arc<Secrets>,
     stop: CancellationToken,
 ) -> Result<String, String> {
-    let listener = TcpListener::bind(addr)
+    let listener = bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for the web view: {e} (give -w HOST:PORT, or -w false)"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let app = router(Web { cluster, secrets, followers: Arc::default() });
+    let app = router(Web { cluster, secrets, followers: Arc::default(), stop: stop.clone() });
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = served {
@@ -72,6 +74,21 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Binds `addr`, giving a node that is rejoining its cluster a moment for
+/// its old self's listener to close.
+async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 fn router(web: Web) -> Router {

@@ -1,0 +1,248 @@
+//! The `-l` listener: accepts connections, tells peers from clients, and
+//! bounds both, so that no client can exhaust the node.
+//!
+//! - A connection first has [`FIRST_BYTES`] to send its first four bytes
+//!   (after the TLS handshake, on a TLS listener, within the same time). At
+//!   most [`MAX_HANDSHAKES`] connections may be at that stage at once; past
+//!   that the oldest is closed. A peer sends its four bytes at once, so idle
+//!   sockets cannot keep a peer out: they are the ones that go.
+//! - Client connections are capped (`--max-conns`): a client past the cap is
+//!   answered, on its first request, `OTHER: too many client connections`,
+//!   and closed. Peers do not count against it (they have their own cap,
+//!   [`MAX_PEERS`], far above what a cluster opens), so a node flooded by
+//!   clients still hears its cluster.
+//! - Stopping the listener closes every connection it accepted: a node that
+//!   rejoins its cluster under a new id leaves no client on the old one.
+//!
+//! Not here: what a client connection does (`conn`), what a peer says (`consensus`).
+
+use crate::access::Secrets;
+use crate::conn;
+use crate::consensus::{Consensus, PEER_MAGIC};
+use doozer_proto::{encode_frame, read_body, read_prefix, ErrCode, Request, Response, MAX_FRAME};
+use parking_lot::Mutex;
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// How long a new connection may take to send its first four bytes (and to
+/// finish its TLS handshake).
+pub const FIRST_BYTES: Duration = Duration::from_secs(10);
+/// Connections that have not yet said whether they are a peer or a client.
+pub const MAX_HANDSHAKES: usize = 1024;
+/// Peer connections open at once (a member opens a few per other member).
+pub const MAX_PEERS: usize = 1024;
+/// Client connections by default (`--max-conns`).
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+
+/// Counts open connections of one kind; a slot is given back on drop.
+struct Slots {
+    open: AtomicUsize,
+    max: usize,
+}
+
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots { open: AtomicUsize::new(0), max })
+    }
+
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let prev = self.open.fetch_add(1, Ordering::SeqCst);
+        if prev >= self.max {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Slot(self.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Connections still in their first bytes, oldest first: each can be closed
+/// to make room for a newer one.
+#[derive(Default)]
+struct Handshakes {
+    queue: Mutex<VecDeque<(u64, CancellationToken)>>,
+    next: AtomicUsize,
+}
+
+impl Handshakes {
+    /// Registers a new handshake, closing the oldest if there are too many.
+    fn begin(&self) -> (u64, CancellationToken) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+        let token = CancellationToken::new();
+        let mut q = self.queue.lock();
+        while q.len() >= MAX_HANDSHAKES {
+            if let Some((_, oldest)) = q.pop_front() {
+                oldest.cancel();
+            }
+        }
+        q.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn end(&self, id: u64) {
+        let mut q = self.queue.lock();
+        if let Some(i) = q.iter().position(|(h, _)| *h == id) {
+            q.remove(i);
+        }
+    }
+}
+
+/// What every accepted connection shares.
+struct Shared {
+    cluster: Arc<Consensus>,
+    secrets: Arc<Secrets>,
+    tls: Option<TlsAcceptor>,
+    clients: Arc<Slots>,
+    peers: Arc<Slots>,
+    handshakes: Handshakes,
+}
+
+/// Accepts on `listener` until `stop`, then closes every connection it accepted.
+pub async fn accept_loop(
+    listener: TcpListener,
+    cluster: Arc<Consensus>,
+    secrets: Arc<Secrets>,
+    tls: Option<TlsAcceptor>,
+    max_clients: usize,
+    stop: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        cluster,
+        secrets,
+        tls,
+        clients: Slots::new(max_clients),
+        peers: Slots::new(MAX_PEERS),
+        handshakes: Handshakes::default(),
+    });
+    let mut failing = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: say it once, back off instead of spinning.
+                if !failing {
+                    warn!(error = %e, "cannot accept connections (out of file descriptors?); retrying");
+                }
+                failing = true;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        failing = false;
+        debug!(%peer, "connection accepted");
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = serve(stream, &shared) => {}
+            }
+        });
+    }
+}
+
+/// One accepted connection, from its first bytes to its end.
+async fn serve(stream: TcpStream, shared: &Shared) {
+    let (id, evicted) = shared.handshakes.begin();
+    let opened = tokio::select! {
+        _ = evicted.cancelled() => None,
+        r = tokio::time::timeout(FIRST_BYTES, open(stream, shared)) => r.ok().flatten(),
+    };
+    shared.handshakes.end(id);
+    match opened {
+        Some(Opened::Tcp(stream, first)) => dispatch(stream, first, shared).await,
+        Some(Opened::Tls(stream, first)) => dispatch(*stream, first, shared).await,
+        None => debug!("closing a connection that sent nothing in time"),
+    }
+}
+
+enum Opened {
+    Tcp(TcpStream, [u8; 4]),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, [u8; 4]),
+}
+
+/// The TLS handshake, if any, and the first four bytes.
+async fn open(mut stream: TcpStream, shared: &Shared) -> Option<Opened> {
+    match &shared.tls {
+        None => {
+            let first = read_prefix(&mut stream).await.ok().flatten()?;
+            Some(Opened::Tcp(stream, first))
+        }
+        Some(tls) => {
+            let mut s = match tls.accept(stream).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return None;
+                }
+            };
+            let first = read_prefix(&mut s).await.ok().flatten()?;
+            Some(Opened::Tls(Box::new(s), first))
+        }
+    }
+}
+
+/// A stream whose first bytes have come: a peer's, or a client's.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    fn serve_client(self, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) -> conn::Serving;
+}
+
+impl Stream for TcpStream {
+    fn serve_client(self, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) -> conn::Serving {
+        Box::pin(conn::serve_tcp(self, first, cluster, secrets))
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn serve_client(self, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) -> conn::Serving {
+        Box::pin(conn::serve(self, first, cluster, secrets))
+    }
+}
+
+async fn dispatch<S: Stream>(mut stream: S, first: [u8; 4], shared: &Shared) {
+    if first == PEER_MAGIC {
+        let Some(_slot) = shared.peers.take() else {
+            debug!("closing a peer connection: too many open");
+            return;
+        };
+        return shared.cluster.clone().serve_peer(stream).await;
+    }
+    match shared.clients.take() {
+        Some(_slot) => stream.serve_client(first, shared.cluster.clone(), shared.secrets.clone()).await,
+        None => refuse(&mut stream, first, shared.clients.max).await,
+    }
+}
+
+/// Answers a client past the cap on its first request, then closes.
+async fn refuse<S: Stream>(stream: &mut S, first: [u8; 4], max: usize) {
+    let body = tokio::time::timeout(FIRST_BYTES, read_body(stream, first, MAX_FRAME)).await;
+    let tag = match body {
+        Ok(Ok(b)) => Request::decode(b).ok().and_then(|r| r.tag),
+        _ => None,
+    };
+    let detail = format!("too many client connections on this node (limit {max}); try another node or later");
+    let mut frame = bytes::BytesMut::new();
+    encode_frame(&Response::error(tag, ErrCode::Other, detail), &mut frame);
+    let _ = tokio::time::timeout(FIRST_BYTES, stream.write_all(&frame)).await;
+    let _ = stream.shutdown().await;
+}
