@@ -234,3 +234,52 @@ async fn a_journal_that_fell_out_of_the_history_takes_a_fresh_snapshot() {
         store.current().files().into_iter().map(|(p, f)| (p, f.rev, f.body.to_bytes())).collect();
     assert_eq!(restored, dump(&d.addr, last).await);
 }
+
+/// The reproduction, with the default -hist: a journal following a
+/// follower that is paused under fast small writes (so it catches up by a
+/// snapshot) must stay restorable: it was left with a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_on_a_follower_that_catches_up_by_snapshot_stays_restorable() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let lagging = (0..3).find(|&i| i != leader).unwrap();
+    let log = dir.path().join("journal.err");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doozer"))
+        .args(["-a", &nodes[lagging].uri(), "journal", journal.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let journal_reaches = |rev: i64| {
+        std::fs::read(&journal)
+            .ok()
+            .and_then(|b| doozer_store::read_journal(&b).ok())
+            .is_some_and(|j| j.torn.is_none() && j.records.last().is_some_and(|r| r.rev() >= rev))
+    };
+    let start = client(&nodes[leader].addr).await.set("/before", -1, "x").await.unwrap();
+    common::wait_until("the journal's first entries", || journal_reaches(start));
+    nodes[lagging].signal("STOP");
+    common::flood(&nodes[leader].addr, "/w", 50, 64, 2.0).await;
+    nodes[lagging].signal("CONT");
+    let last = client(&nodes[leader].addr).await.set("/after", -1, "y").await.unwrap();
+    let began = std::time::Instant::now();
+    while !journal_reaches(last) {
+        if began.elapsed() > common::DEADLINE {
+            let _ = child.kill();
+            panic!("the journal did not reach {last}; it said: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    let j = doozer_store::read_journal(&std::fs::read(&journal).unwrap()).unwrap();
+    let store = doozer_store::restore(None, Some(&j), doozer_store::HistoryLimits::default())
+        .unwrap_or_else(|e| panic!("the journal does not restore: {e}; the journal said: {said}"));
+    assert!(store.rev() >= last);
+    let restored: Vec<(String, i64, bytes::Bytes)> =
+        store.snapshot(Some(last)).unwrap().files().into_iter().map(|(p, f)| (p, f.rev, f.body.to_bytes())).collect();
+    assert_eq!(restored, dump(&nodes[leader].addr, last).await, "the journal holds the tree at {last}");
+}

@@ -414,3 +414,34 @@ async fn dialing_passes_over_a_hung_node() {
     nodes[hung].signal("CONT");
     assert_eq!((out.code, out.out().as_str()), (0, "here"), "{}", out.stderr);
 }
+
+/// The issue's reproduction, with the default -hist: a WAIT held on a
+/// follower that is paused while the leader's log moves far past it must be
+/// answered with exactly the first event it asked for or TOO_LATE, never a
+/// later event (it was answered tens of thousands of revisions later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_wait_across_a_snapshot_catch_up_never_skips_events() {
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let lagging = (0..3).find(|&i| i != leader).unwrap();
+    let c = client(&nodes[lagging].addr).await;
+    let from = c.rev().await.unwrap() + 1;
+    let held = {
+        let c = c.clone();
+        tokio::spawn(async move { c.wait("/w/**", from).await })
+    };
+    // Let the WAIT reach the follower and be held there.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    nodes[lagging].signal("STOP");
+    let (first, last) = common::flood(&nodes[leader].addr, "/w", 50, 64, 3.0).await;
+    nodes[lagging].signal("CONT");
+    assert!(last - first > 4000, "the flood must move well past the history window ({first}..{last})");
+    let answer = tokio::time::timeout(common::DEADLINE, held).await.expect("the held WAIT is answered").unwrap();
+    match answer {
+        Ok(e) => assert_eq!(e.rev, first, "the held WAIT got a later event than the first after {from}"),
+        Err(e) => assert_eq!(e.code(), Some(ErrCode::TooLate), "{e}"),
+    }
+    // And the follower has caught up with everything.
+    let (body, _) = client(&nodes[lagging].addr).await.get("/w/0", Some(last)).await.unwrap();
+    assert_eq!(body, "v".as_bytes());
+}

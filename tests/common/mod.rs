@@ -385,3 +385,32 @@ impl Drop for WatchProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Writes as fast as `clients` pipelining connections can send them, to
+/// `prefix`/0..`keys`, for `secs`: many small Raft entries, so that a paused
+/// follower falls behind the leader's log and must catch up by a snapshot.
+/// Returns the first and last acknowledged revisions.
+pub async fn flood(addr: &str, prefix: &str, keys: usize, clients: usize, secs: f64) -> (i64, i64) {
+    let until = Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let c = client(addr).await;
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let (mut first, mut last, mut i) = (i64::MAX, 0, 0usize);
+            while Instant::now() < until {
+                let rev = c.set(&format!("{prefix}/{}", (t + i * clients) % keys), -1, "v").await.unwrap();
+                first = first.min(rev);
+                last = last.max(rev);
+                i += 1;
+            }
+            (first, last)
+        }));
+    }
+    let mut range = (i64::MAX, 0);
+    for t in tasks {
+        let (f, l) = t.await.unwrap();
+        range = (range.0.min(f), range.1.max(l));
+    }
+    range
+}

@@ -76,17 +76,29 @@ pub async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A snapshot record of the tree at the current revision; returns that revision.
+/// A snapshot record of the tree at the current revision; returns that
+/// revision. A node that is catching up may move its history window past
+/// the revision while the walk goes on (TOO_LATE): then it starts again at
+/// the node's new revision.
 async fn snapshot_record(c: &Client) -> Result<(i64, Vec<u8>), Failure> {
-    let rev = c.rev().await?;
-    let mut files = Vec::new();
-    walk_all(c, rev, |e| {
-        files.push((e.path, e.rev, e.body));
-        Ok(())
-    })
-    .await?;
-    let rec = journal_snapshot(rev, files.iter().map(|(p, r, b)| (p.as_str(), *r, &b[..])));
-    Ok((rev, rec))
+    let mut tries = 0;
+    loop {
+        let rev = c.rev().await?;
+        let mut files = Vec::new();
+        let walked = walk_all(c, rev, |e| {
+            files.push((e.path, e.rev, e.body));
+            Ok(())
+        })
+        .await;
+        match walked {
+            Ok(_) => {
+                let rec = journal_snapshot(rev, files.iter().map(|(p, r, b)| (p.as_str(), *r, &b[..])));
+                return Ok((rev, rec));
+            }
+            Err(Failure::Error(e)) if e.code() == Some(ErrCode::TooLate) && tries < 10 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// How often unsynced journal entries are flushed to disk at the latest.
