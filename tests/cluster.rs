@@ -445,3 +445,20 @@ async fn a_held_wait_across_a_snapshot_catch_up_never_skips_events() {
     let (body, _) = client(&nodes[lagging].addr).await.get("/w/0", Some(last)).await.unwrap();
     assert_eq!(body, "v".as_bytes());
 }
+
+/// 64 clients writing 1 MiB values at once: batches are bounded by bytes, so
+/// no peer message goes past its limit (an AppendEntries could carry 16 × 256
+/// MiB, and the followers looked unreachable and were removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_from_many_clients_keep_every_follower() {
+    let nodes = cluster(3, &[]).await;
+    let leader = leader_index(&nodes, &[0, 1, 2]).await;
+    let value = bytes::Bytes::from(vec![1u8; 1 << 20]);
+    let (_, last) = common::flood_with(&nodes[leader].addr, "/big", 20, 64, 3.0, value).await;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for a in &addrs {
+        let (body, _) = client(a).await.get("/big/0", Some(last)).await.unwrap();
+        assert_eq!(body.len(), 1 << 20);
+    }
+    voters_are(&addrs[leader], 3).await;
+}

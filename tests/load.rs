@@ -105,3 +105,82 @@ async fn futures_join(n: usize, addr: &str) -> Vec<TcpStream> {
     }
     out
 }
+
+/// `--max-conns 20` instead of the default 16,384 so that the test needs few
+/// sockets (the test above holds 10,000 under the default): a client past the
+/// cap is told why on its first request and closed; peers do not count, so a
+/// new node still joins through the full node; a freed slot is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_past_the_cap_are_told_and_peers_still_get_in() {
+    let seed = Doozerd::start(&["--max-conns", "20"]);
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let mut c = common::Raw::connect(&seed.addr).await;
+        assert!(c.call(req(Verb::Rev, i)).await.err_code.is_none());
+        held.push(c);
+    }
+    let mut over = common::Raw::connect(&seed.addr).await;
+    let r = over.call(req(Verb::Rev, 5)).await;
+    assert_eq!((r.tag, r.err_code), (Some(5), Some(doozer_proto::ErrCode::Other as i32)));
+    assert!(r.err_detail.unwrap_or_default().contains("too many client connections"));
+    assert!(over.closed_by_server().await);
+    // A node attaching through the full node is a peer: it gets in.
+    let _joined = Doozerd::start(&["-a", &seed.addr]);
+    common::voters_are(&_joined.addr, 2).await;
+    // A closed client frees its slot.
+    drop(held.pop());
+    common::eventually("a freed slot", || async {
+        let mut c = common::Raw::connect(&seed.addr).await;
+        c.call(req(Verb::Rev, 1)).await.err_code.is_none()
+    })
+    .await;
+}
+
+/// Default settings: connections that never send a byte are closed, the
+/// oldest first once more than 1,024 wait, and after 10 s in any case; they
+/// never keep a real client out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_never_crowd_out_clients() {
+    let d = Doozerd::start(&[]);
+    let mut silent = futures_join(1100, &d.addr).await;
+    let mut c = common::Raw::connect(&d.addr).await;
+    assert!(c.call(req(Verb::Rev, 1)).await.err_code.is_none(), "a client is served beside 1,100 silent sockets");
+    let mut first = common::Raw { stream: silent.remove(0) };
+    assert!(first.closed_by_server().await, "the oldest silent connection was closed to make room");
+    // The rest go after the first-bytes timeout.
+    let mut last = common::Raw { stream: silent.pop().unwrap() };
+    assert!(last.closed_by_server().await, "a silent connection is closed after 10 s");
+    assert!(c.call(req(Verb::Rev, 2)).await.err_code.is_none());
+}
+
+/// The measurement, with the defaults: 3,000 SETs of 1 MiB values,
+/// 10 in flight, over 10 keys. Before the history and Raft log were bounded
+/// by bytes the node held 3.1 GB; the bound (256 MiB of history, 64 MiB of
+/// Raft log, 10 MiB of files) must keep it well under 1 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_stay_within_the_memory_bounds() {
+    let d = Doozerd::start(&[]);
+    let value = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let mut s = TcpStream::connect(&d.addr).await.unwrap();
+    let mut sent = 0usize;
+    let mut done = 0usize;
+    let mut peak = 0;
+    while done < 3000 {
+        while sent < 3000 && sent - done < 10 {
+            let mut buf = bytes::BytesMut::new();
+            let r = Request { value: Some(value.clone()), ..set(sent as i32, &format!("/big/{}", sent % 10), -1, b"") };
+            encode_frame(&r, &mut buf);
+            s.write_all(&buf).await.unwrap();
+            sent += 1;
+        }
+        let r = recv(&mut s).await;
+        assert!(r.err_code.is_none(), "{r:?}");
+        done += 1;
+        if done % 100 == 0 {
+            peak = peak.max(rss_kib(d.pid()));
+        }
+    }
+    let mib = peak / 1024;
+    println!("peak rss {mib} MiB after {done} writes of 1 MiB");
+    assert!(mib < 1024, "the node held {mib} MiB");
+}

@@ -391,15 +391,21 @@ impl Drop for WatchProcess {
 /// follower falls behind the leader's log and must catch up by a snapshot.
 /// Returns the first and last acknowledged revisions.
 pub async fn flood(addr: &str, prefix: &str, keys: usize, clients: usize, secs: f64) -> (i64, i64) {
+    flood_with(addr, prefix, keys, clients, secs, bytes::Bytes::from_static(b"v")).await
+}
+
+/// [`flood`] with another value.
+pub async fn flood_with(addr: &str, prefix: &str, keys: usize, clients: usize, secs: f64, value: Bytes) -> (i64, i64) {
     let until = Instant::now() + std::time::Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for t in 0..clients {
         let c = client(addr).await;
         let prefix = prefix.to_string();
+        let value = value.clone();
         tasks.push(tokio::spawn(async move {
             let (mut first, mut last, mut i) = (i64::MAX, 0, 0usize);
             while Instant::now() < until {
-                let rev = c.set(&format!("{prefix}/{}", (t + i * clients) % keys), -1, "v").await.unwrap();
+                let rev = c.set(&format!("{prefix}/{}", (t + i * clients) % keys), -1, value.clone()).await.unwrap();
                 first = first.min(rev);
                 last = last.max(rev);
                 i += 1;

@@ -40,7 +40,7 @@ pub const MAX_HANDSHAKES: usize = 1024;
 /// Peer connections open at once (a member opens a few per other member).
 pub const MAX_PEERS: usize = 1024;
 /// Client connections by default (`--max-conns`).
-pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+pub const DEFAULT_MAX_CLIENTS: usize = 16_384;
 
 /// Counts open connections of one kind; a slot is given back on drop.
 struct Slots {

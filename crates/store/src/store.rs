@@ -31,6 +31,22 @@ pub enum Command {
     Batch(Arc<[Command]>),
 }
 
+impl Command {
+    /// About how many bytes the command holds (paths, bodies, images), for
+    /// the bounds that count bytes: batches, the Raft log, peer messages.
+    pub fn bytes(&self) -> usize {
+        const OVERHEAD: usize = 32;
+        OVERHEAD
+            + match self {
+                Command::Set { path, body, .. } => path.len() + body.len(),
+                Command::Del { path, .. } => path.len(),
+                Command::Nop => 0,
+                Command::Load { image } => image.len(),
+                Command::Batch(cmds) => cmds.iter().map(Command::bytes).sum(),
+            }
+    }
+}
+
 /// What a change did to a path.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +192,9 @@ pub struct Store {
     base: Snapshot,
     /// Estimated bytes of the readable entries.
     history_bytes: usize,
+    /// Estimated bytes of the hidden entries: they count against the bound
+    /// too, since they are in memory until dropped.
+    hidden_bytes: usize,
     /// The last past tree rebuilt: reads at or just after the same revision
     /// (paging, a client reading at a fixed revision) start from it.
     recent: std::sync::Mutex<Option<Snapshot>>,
@@ -195,6 +214,7 @@ impl Store {
             history: VecDeque::new(),
             hidden: 0,
             history_bytes: 0,
+            hidden_bytes: 0,
             base,
             recent: std::sync::Mutex::new(None),
             keep_tree_every: KEEP_TREE_EVERY,
@@ -234,9 +254,16 @@ impl Store {
         self.history.get(self.hidden).map_or(self.rev + 1, |e| e.event.rev)
     }
 
-    /// Number of revisions in the history window and their estimated bytes.
+    /// History entries in memory, readable or not: for tests of the bounds.
+    #[doc(hidden)]
+    pub fn held_entries(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Number of revisions in the history window and the history's estimated
+    /// bytes. The bytes count the entries below the window not dropped yet, too.
     pub fn history_size(&self) -> (usize, usize) {
-        (self.history.len() - self.hidden, self.history_bytes)
+        (self.history.len() - self.hidden, self.history_bytes + self.hidden_bytes)
     }
 
     /// Applies one command. Deterministic: the same commands in the same order
@@ -357,10 +384,13 @@ impl Store {
         let hidden_before = self.hidden;
         loop {
             let readable = self.history.len() - self.hidden;
-            if readable <= self.limits.revs && (readable <= 1 || self.history_bytes <= self.limits.bytes) {
+            let bytes = self.history_bytes + self.hidden_bytes;
+            if readable <= self.limits.revs && (readable <= 1 || bytes <= self.limits.bytes) {
                 break;
             }
-            self.history_bytes -= self.history[self.hidden].cost;
+            let cost = self.history[self.hidden].cost;
+            self.history_bytes -= cost;
+            self.hidden_bytes += cost;
             self.hidden += 1;
         }
         // The newest kept tree below the window becomes the base; what is older
@@ -369,10 +399,27 @@ impl Store {
         if let Some(j) = (hidden_before..self.hidden).rev().find(|&i| self.history[i].tree.is_some()) {
             if let Some(root) = self.history[j].tree.clone() {
                 self.base = Snapshot { rev: self.history[j].event.rev, root };
-                self.history.drain(..=j);
+                let gone: usize = self.history.drain(..=j).map(|e| e.cost).sum();
                 self.hidden -= j + 1;
+                self.hidden_bytes -= gone;
             }
         }
+        // Large bodies: hidden entries would take much of the bound from the
+        // readable window until the next kept tree; rebuild the floor's tree
+        // as the base instead (at most half of KEEP_TREE_EVERY events to replay).
+        if self.hidden_bytes > self.limits.bytes / 4 {
+            self.rebase();
+        }
+    }
+
+    /// Makes the tree just below the window the base and drops every hidden entry.
+    fn rebase(&mut self) {
+        let floor = self.oldest() - 1;
+        let root = self.tree_at(floor);
+        self.base = Snapshot { rev: floor, root };
+        self.history.drain(..self.hidden);
+        self.hidden = 0;
+        self.hidden_bytes = 0;
     }
 
     /// The tree at `rev`, between the base and now, rebuilt from the nearest

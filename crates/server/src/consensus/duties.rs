@@ -70,6 +70,7 @@ pub fn spawn(c: Arc<Consensus>) {
             if m.running_state.is_err() || m.state == ServerState::Shutdown {
                 return;
             }
+            c.bound_log(&m).await;
             let member = m.membership_config.membership().get_node(&c.id).is_some();
             if was_member && !member {
                 info!("this node was removed from the cluster");

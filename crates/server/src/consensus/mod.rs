@@ -82,6 +82,8 @@ pub struct Consensus {
     batcher: tokio::sync::mpsc::UnboundedSender<Pending>,
     /// Cancelled by [`Consensus::shutdown`]: the tasks that hold this handle end.
     stopped: tokio_util::sync::CancellationToken,
+    /// The Raft log (shared with openraft), to bound it by bytes.
+    log: storage::LogStore,
 }
 
 /// A write waiting for its batch, and where its result goes.
@@ -92,6 +94,34 @@ pub type Done = Box<dyn FnOnce(Result<Committed, ProposeError>) + Send>;
 
 /// Most writes in one batch (one Raft entry).
 const MAX_BATCH: usize = 256;
+/// Most bytes in one batch: a batch of large values stops here (one write
+/// alone may be larger, up to the value limit), so that an entry fits in an
+/// AppendEntries message ([`network::MAX_APPEND_BYTES`]).
+const MAX_BATCH_BYTES: usize = 2 << 20;
+/// Most bytes the Raft log holds before a snapshot is taken and the log
+/// behind it purged (to half this); a follower that needs what was purged
+/// catches up by the snapshot.
+pub const MAX_LOG_BYTES: usize = 64 << 20;
+
+/// `first` and whatever else is queued, up to [`MAX_BATCH`] writes and
+/// [`MAX_BATCH_BYTES`]; the write that would go past the bytes is handed back
+/// for the next batch.
+fn gather(
+    first: Pending,
+    pending: &mut tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    let mut bytes = first.0.bytes();
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let Ok(p) = pending.try_recv() else { break };
+        bytes += p.0.bytes();
+        if bytes > MAX_BATCH_BYTES {
+            return (batch, Some(p));
+        }
+        batch.push(p);
+    }
+    (batch, None)
+}
 
 /// Where a write was committed from.
 enum Route {
@@ -182,12 +212,14 @@ impl Consensus {
         let network = Network { pool: pool.clone(), liveness: liveness.clone() };
         let config = Arc::new(raft_config(&opts)?);
         let sm = storage::StateMachine::new(node.clone());
-        let raft = Raft::new(id, config, network, storage::LogStore::default(), sm).await.map_err(|e| e.to_string())?;
+        let log = storage::LogStore::new(MAX_LOG_BYTES);
+        let raft = Raft::new(id, config, network, log.clone(), sm).await.map_err(|e| e.to_string())?;
         let heard = parking_lot::Mutex::new(Instant::now());
         let (batcher, pending) = tokio::sync::mpsc::unbounded_channel();
         let stopped = tokio_util::sync::CancellationToken::new();
-        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher, stopped });
+        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher, stopped, log });
         tokio::spawn(consensus.clone().batch_loop(pending));
+        tokio::spawn(consensus.clone().log_bound_loop());
         duties::spawn(consensus.clone());
         Ok(consensus)
     }
@@ -291,22 +323,57 @@ impl Consensus {
     /// flight gave 55k writes/s, 2 gave 54k, 4 gave 53k, 16 gave 42k
     /// (docs/performance.md); one node does the same with 1 to 4.
     async fn batch_loop(self: Arc<Self>, mut pending: tokio::sync::mpsc::UnboundedReceiver<Pending>) {
+        let mut carry: Option<Pending> = None;
         loop {
-            let first = tokio::select! {
-                _ = self.stopped.cancelled() => return,
-                p = pending.recv() => match p {
-                    Some(p) => p,
-                    None => return,
+            let first = match carry.take() {
+                Some(p) => p,
+                None => tokio::select! {
+                    _ = self.stopped.cancelled() => return,
+                    p = pending.recv() => match p {
+                        Some(p) => p,
+                        None => return,
+                    },
                 },
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match pending.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
+            let (batch, next) = gather(first, &mut pending);
             self.commit_batch(batch).await;
+            carry = next;
+        }
+    }
+
+    /// Bounds the log as soon as an append takes it past [`MAX_LOG_BYTES`].
+    async fn log_bound_loop(self: Arc<Self>) {
+        let over = self.log.over_limit();
+        loop {
+            tokio::select! {
+                _ = self.stopped.cancelled() => return,
+                _ = over.notified() => {}
+            }
+            let m = self.raft.metrics().borrow().clone();
+            self.bound_log(&m).await;
+            // A snapshot or purge takes a moment to land: do not ask again at once.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Keeps the Raft log within [`MAX_LOG_BYTES`]: past it, purges what the
+    /// latest snapshot covers down to half, or asks for a snapshot first.
+    pub(crate) async fn bound_log(&self, m: &types::Metrics) {
+        if self.log.bytes() <= MAX_LOG_BYTES {
+            return;
+        }
+        let snapshot = m.snapshot.map(|l| l.index);
+        let applied = m.last_applied.map(|l| l.index);
+        match snapshot.and_then(|s| self.log.purge_point(s, MAX_LOG_BYTES / 2)) {
+            Some(upto) => {
+                debug!(upto, bytes = self.log.bytes(), "purging the Raft log");
+                let _ = self.raft.trigger().purge_log(upto).await;
+            }
+            None if applied > snapshot => {
+                debug!(bytes = self.log.bytes(), "taking a snapshot to purge the Raft log");
+                let _ = self.raft.trigger().snapshot().await;
+            }
+            None => {}
         }
     }
 

@@ -23,6 +23,13 @@ use tokio::net::TcpStream;
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The least time an AppendEntries may take before it is given up.
 const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
+/// Most bytes of entries in one AppendEntries: openraft gives each one a
+/// heartbeat interval (100 ms) to be answered, and a message of many large
+/// entries cannot travel and be stored in that time, so it would be sent
+/// again and again and the follower would never catch up. Past this, the
+/// entries that fit are sent and answered as a partial success; openraft
+/// sends the rest next.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
 /// How long to wait for a peer to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -232,6 +239,26 @@ impl PeerClient {
     }
 }
 
+/// Keeps the first entries of `rpc` that fit in [`MAX_APPEND_BYTES`] (at
+/// least one); returns the last kept entry's id if any were left out.
+fn fit_append(mut rpc: AppendEntriesRequest<TypeConfig>) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut bytes = 0;
+    let keep = rpc
+        .entries
+        .iter()
+        .position(|e| {
+            bytes += super::storage::entry_bytes(e);
+            bytes > MAX_APPEND_BYTES
+        })
+        .map_or(rpc.entries.len(), |i| i.max(1));
+    if keep == rpc.entries.len() {
+        return (rpc, None);
+    }
+    rpc.entries.truncate(keep);
+    let cut = rpc.entries.last().map(|e| e.log_id);
+    (rpc, cut)
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -242,7 +269,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // applying a large append may take longer, and a timeout would count
         // as silence and get it removed. Slow is not dead: wait longer.
         let ttl = option.hard_ttl().max(MIN_APPEND_TTL);
+        let (rpc, cut) = fit_append(rpc);
         match self.call(PeerRequest::Append(rpc), ttl).await {
+            Ok(PeerResponse::Append(Ok(AppendEntriesResponse::Success))) if cut.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(cut))
+            }
             Ok(PeerResponse::Append(r)) => self.remote(r),
             Ok(_) => self.unexpected(),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),

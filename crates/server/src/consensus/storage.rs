@@ -19,12 +19,39 @@ struct Log {
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
+    /// What the entries hold, by [`entry_bytes`].
+    bytes: usize,
+}
+
+/// About how many bytes an entry holds.
+pub(crate) fn entry_bytes(e: &Entry) -> usize {
+    const OVERHEAD: usize = 64;
+    match &e.payload {
+        EntryPayload::Normal(cmd) => OVERHEAD + cmd.bytes(),
+        _ => OVERHEAD,
+    }
+}
+
+impl Log {
+    fn insert(&mut self, e: Entry) {
+        self.bytes += entry_bytes(&e);
+        if let Some(old) = self.entries.insert(e.log_id.index, e) {
+            self.bytes -= entry_bytes(&old);
+        }
+    }
+
+    fn forget(&mut self, gone: BTreeMap<u64, Entry>) {
+        self.bytes -= gone.values().map(entry_bytes).sum::<usize>();
+    }
 }
 
 /// The Raft log and vote. Clones share the same log (one is the log reader).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LogStore {
     log: Arc<Mutex<Log>>,
+    /// Past this many bytes an append wakes [`LogStore::over_limit`]'s waiter.
+    limit: usize,
+    over: Arc<tokio::sync::Notify>,
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -75,7 +102,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut log = self.log.lock();
             for e in entries {
-                log.entries.insert(e.log_id.index, e);
+                log.insert(e);
+            }
+            if log.bytes > self.limit {
+                self.over.notify_one();
             }
         }
         // Memory is the durable medium here: appended is flushed.
@@ -84,16 +114,52 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.log.lock().entries.split_off(&log_id.index);
+        let mut log = self.log.lock();
+        let gone = log.entries.split_off(&log_id.index);
+        log.forget(gone);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut log = self.log.lock();
         let keep = log.entries.split_off(&(log_id.index + 1));
-        log.entries = keep;
+        let gone = std::mem::replace(&mut log.entries, keep);
+        log.forget(gone);
         log.purged = Some(log_id);
         Ok(())
+    }
+}
+
+impl LogStore {
+    /// An empty log that says when it holds more than `limit` bytes.
+    pub fn new(limit: usize) -> LogStore {
+        LogStore { log: Arc::default(), limit, over: Arc::default() }
+    }
+
+    /// Woken when an append takes the log past its limit.
+    pub fn over_limit(&self) -> Arc<tokio::sync::Notify> {
+        self.over.clone()
+    }
+
+    /// Bytes the log's entries hold.
+    pub fn bytes(&self) -> usize {
+        self.log.lock().bytes
+    }
+
+    /// The last index to purge, at most `upto`, so that the entries left
+    /// hold at most `keep` bytes; `None` if nothing need go.
+    pub fn purge_point(&self, upto: u64, keep: usize) -> Option<u64> {
+        let log = self.log.lock();
+        let mut left = log.bytes;
+        let mut point = None;
+        for (index, e) in log.entries.range(..=upto) {
+            if left <= keep {
+                break;
+            }
+            left -= entry_bytes(e);
+            point = Some(*index);
+        }
+        point
     }
 }
 
