@@ -462,3 +462,68 @@ async fn large_values_from_many_clients_keep_every_follower() {
     }
     voters_are(&addrs[leader], 3).await;
 }
+
+/// Writes through followers while the leader is killed, three times over:
+/// each is answered normally after the stall, none with "may or may not have
+/// been applied", and none is applied twice (each is a create-only SET, which
+/// a second application would answer REV_MISMATCH). Default settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_followers_survive_leader_kills_exactly_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut nodes = cluster(3, &[]).await;
+    let mut answered = Vec::new();
+    for round in 0..3 {
+        let live: Vec<usize> = (0..3).collect();
+        let leader = leader_index(&nodes, &live).await;
+        let followers: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for (k, &f) in followers.iter().enumerate() {
+            for w in 0..4 {
+                let c = client(&nodes[f].addr).await;
+                let stop = stop.clone();
+                writers.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let path = format!("/once/{round}/{k}/{w}/{i}");
+                        let r = c.set(&path, 0, path.clone()).await.map_err(|e| (e.code(), e.to_string()));
+                        out.push((path, r));
+                        i += 1;
+                    }
+                    out
+                }));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let addr = nodes[leader].addr.clone();
+        nodes[leader].kill();
+        // Writes commit again under a new leader, then a little more load.
+        write_until_ok(&nodes[followers[0]].addr, &format!("/once/{round}/probe"), "p").await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            answered.extend(w.await.unwrap());
+        }
+        // The killed node comes back at its address; it replaces its old self at once.
+        nodes[leader] = Doozerd::start(&["-l", &addr, "-a", &nodes[followers[0]].addr]);
+        voters_are(&nodes[followers[0]].addr, 3).await;
+    }
+    let failed: Vec<_> = answered.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} writes failed: {:?}",
+        failed.len(),
+        answered.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let c = client(&nodes[0].addr).await;
+    let last = c.rev().await.unwrap();
+    for (path, r) in &answered {
+        let rev = *r.as_ref().unwrap();
+        let (body, at) = c.get(path, Some(last)).await.unwrap();
+        assert_eq!((body, at), (path.as_bytes().to_vec().into(), rev), "{path}");
+    }
+    println!("{} writes through followers across 3 leader kills, each applied once", answered.len());
+}

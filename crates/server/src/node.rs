@@ -180,8 +180,7 @@ impl Node {
     /// is below that oldest, with a gap between, cannot be answered exactly:
     /// it is told TOO_LATE. Every other waiter hears of the image's events
     /// newer than what this node had, as if they had been applied one by one.
-    pub fn install(&self, image: &Image) -> Result<(), ImageError> {
-        let new = Store::from_image(image, self.limits.history)?;
+    pub fn install(&self, new: Store) {
         let mut fired = Fired::default();
         {
             let mut store = self.store.write();
@@ -192,13 +191,18 @@ impl Node {
             if old_rev + 1 < known_from {
                 waiters.expire_below(known_from, &mut fired);
             }
-            for e in image.events.iter().filter(|e| e.rev > old_rev) {
+            for e in store.events_after(old_rev) {
                 waiters.dispatch(e, &mut fired);
             }
             self.rev_tx.send_replace(store.rev());
         }
         fired.notify();
-        Ok(())
+    }
+
+    /// The store a snapshot's image makes, for [`Node::install`]: slow for a
+    /// large tree, so the caller runs it where it blocks nobody.
+    pub fn prepare(&self, image: &Image) -> Result<Store, ImageError> {
+        Store::from_image(image, self.limits.history)
     }
 
     /// Applies a committed change: the store moves and the satisfied waiters
@@ -350,7 +354,7 @@ mod tests {
         let mut later = held(&node, "/w/**", node.rev() + 60);
         // 100 writes, of which the image's history keeps the last 50.
         let image = image_ahead(&node, 100, 50);
-        node.install(&image).unwrap();
+        node.install(node.prepare(&image).unwrap());
         assert_eq!(node.rev(), 105);
         assert_eq!(watcher.try_recv().unwrap(), None, "revisions 6..55 are unknown here: too late");
         assert_eq!(future.try_recv().unwrap(), None);
@@ -365,7 +369,7 @@ mod tests {
         node.apply(&set("/other/a"));
         let mut watcher = held(&node, "/w/3", 2);
         let image = image_ahead(&node, 40, 100);
-        node.install(&image).unwrap();
+        node.install(node.prepare(&image).unwrap());
         assert_eq!(watcher.try_recv().unwrap().map(|e| e.rev), Some(5), "the first write to /w/3 is revision 5");
     }
 }

@@ -529,6 +529,11 @@ impl Store {
         Ok((out, self.rev))
     }
 
+    /// The readable events after revision `rev`, oldest first.
+    pub fn events_after(&self, rev: Rev) -> impl Iterator<Item = &Event> {
+        self.history.iter().skip(self.hidden).map(|e| &e.event).filter(move |e| e.rev > rev)
+    }
+
     /// The event that made revision `rev`, while it is in the history.
     pub fn event_at(&self, rev: Rev) -> Option<&Event> {
         self.entry(rev).map(|e| &e.event)

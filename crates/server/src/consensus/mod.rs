@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 use tracing::{debug, info, warn};
-use types::{Member, NodeId, Raft};
+use types::{Member, NodeId, Proposal, Raft, WriteId};
 use wire::{read_msg, write_msg, ForwardError, Hello, PeerRequest, PeerResponse};
 
 /// Settings for a node's part in the cluster.
@@ -84,6 +84,8 @@ pub struct Consensus {
     stopped: tokio_util::sync::CancellationToken,
     /// The Raft log (shared with openraft), to bound it by bytes.
     log: storage::LogStore,
+    /// The last proposal id this node gave out.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 /// A write waiting for its batch, and where its result goes.
@@ -217,7 +219,20 @@ impl Consensus {
         let heard = parking_lot::Mutex::new(Instant::now());
         let (batcher, pending) = tokio::sync::mpsc::unbounded_channel();
         let stopped = tokio_util::sync::CancellationToken::new();
-        let consensus = Arc::new(Consensus { raft, id, me, node, opts, pool, liveness, heard, batcher, stopped, log });
+        let consensus = Arc::new(Consensus {
+            raft,
+            id,
+            me,
+            node,
+            opts,
+            pool,
+            liveness,
+            heard,
+            batcher,
+            stopped,
+            log,
+            seq: Default::default(),
+        });
         tokio::spawn(consensus.clone().batch_loop(pending));
         tokio::spawn(consensus.clone().log_bound_loop());
         duties::spawn(consensus.clone());
@@ -416,24 +431,32 @@ impl Consensus {
     /// decisions a leader makes from what it alone sees (who is silent), which a
     /// deposed leader must not get another node to carry out.
     pub(crate) async fn propose_as_leader(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        let write = self.raft.client_write(cmd);
+        let write = self.raft.client_write(Proposal { id: None, cmd });
         match tokio::time::timeout(self.opts.write_timeout, write).await {
-            Ok(Ok(resp)) => Ok(resp.data.into()),
+            Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
             Err(_) => Err(ProposeError::Failed("not committed in time".into())),
         }
     }
 
+    /// Commits `cmd` through whoever leads, under one id: a proposal whose
+    /// leader went away before answering (lost connection, leader change,
+    /// leader stopping) is sent again, to the new leader, and the state
+    /// machine applies it once. Only the caller's timeout leaves it unknown.
     async fn propose_until_done(&self, cmd: Command) -> Result<(Committed, Route), ProposeError> {
+        let id = WriteId { origin: self.id, seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 };
+        let proposal = Proposal { id: Some(id), cmd };
         loop {
             // A member that knows another node leads forwards at once, rather
             // than asking its own Raft to be told so.
             let (leader_id, leader) = match self.known_leader() {
                 Some(known) => known,
-                None => match self.raft.client_write(cmd.clone()).await {
-                    Ok(resp) => return Ok((resp.data.into(), Route::Here)),
+                None => match self.raft.client_write(proposal.clone()).await {
+                    Ok(resp) => return Ok((resp.data, Route::Here)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
-                    Err(e) => return Err(ProposeError::Failed(e.to_string())),
+                    Err(RaftError::APIError(e)) => return Err(ProposeError::Failed(e.to_string())),
+                    // This node's Raft stopped: nothing was proposed through it.
+                    Err(RaftError::Fatal(e)) => return Err(ProposeError::Failed(e.to_string())),
                 },
             };
             let Some(leader) = leader else {
@@ -443,19 +466,24 @@ impl Consensus {
                 self.await_leader_change().await;
                 continue;
             };
-            let req = PeerRequest::Propose(cmd.clone());
+            let req = PeerRequest::Propose(proposal.clone());
             let target = Target { addr: &leader.addr, id: leader_id };
             match self.pool.call(target, &req, self.opts.write_timeout).await {
                 Ok(PeerResponse::Propose(Ok(c))) => return Ok((c, Route::Forwarded)),
                 Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
                 | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
-                Ok(PeerResponse::Propose(Err(ForwardError::Failed(e)))) => return Err(ProposeError::Failed(e)),
-                Ok(_) => return Err(ProposeError::Failed("unexpected answer from the leader".into())),
-                Err(e) => {
-                    return Err(ProposeError::Failed(format!(
-                        "lost the connection to the leader ({e}); the write may or may not have been applied"
-                    )))
+                // The leader failed (stopped, lost its office) or the connection
+                // broke with the proposal sent: it may be committed or not;
+                // sent again under its id, it is applied at most once.
+                Ok(PeerResponse::Propose(Err(ForwardError::Failed(e)))) => {
+                    debug!(error = %e, "the leader failed a forwarded write; sending it again");
+                    self.await_leader_change().await
                 }
+                Err(e) => {
+                    debug!(error = %e, "lost the leader with a forwarded write; sending it again");
+                    self.await_leader_change().await
+                }
+                Ok(_) => return Err(ProposeError::Failed("unexpected answer from the leader".into())),
             }
         }
     }
@@ -537,17 +565,23 @@ impl Consensus {
                 PeerResponse::Append(self.raft.append_entries(rpc).await)
             }
             PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
-            PeerRequest::Snapshot { vote, meta, image } => match Image::decode(&image) {
-                Ok(image) => {
-                    let snapshot = types::Snapshot { meta, snapshot: Box::new(image) };
-                    PeerResponse::Snapshot(self.raft.install_full_snapshot(vote, snapshot).await)
+            PeerRequest::Snapshot { vote, meta, image, applied } => {
+                // Decoding the whole tree is slow: not on a runtime worker.
+                let decoded = tokio::task::spawn_blocking(move || Image::decode(&image)).await;
+                match decoded {
+                    Ok(Ok(image)) => {
+                        let data = types::SnapshotData { image, applied };
+                        let snapshot = types::Snapshot { meta, snapshot: Box::new(data) };
+                        PeerResponse::Snapshot(self.raft.install_full_snapshot(vote, snapshot).await)
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "rejected a snapshot from the leader");
+                        PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked))
+                    }
+                    Err(_) => PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked)),
                 }
-                Err(e) => {
-                    warn!(error = %e, "rejected a snapshot from the leader");
-                    PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked))
-                }
-            },
-            PeerRequest::Propose(cmd) => PeerResponse::Propose(match self.raft.client_write(cmd).await {
+            }
+            PeerRequest::Propose(p) => PeerResponse::Propose(match self.raft.client_write(p).await {
                 Ok(resp) => Ok(resp.data.into()),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ForwardError::NotLeader),
                 Err(e) => Err(ForwardError::Failed(e.to_string())),

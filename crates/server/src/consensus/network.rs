@@ -295,9 +295,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
-        let mut image = Vec::new();
-        snapshot.snapshot.encode(&mut image);
-        let req = PeerRequest::Snapshot { vote, meta: snapshot.meta, image };
+        // Encoding the whole tree and its history is slow: not on a runtime worker.
+        let data = *snapshot.snapshot;
+        let encode = tokio::task::spawn_blocking(move || {
+            let mut image = Vec::new();
+            data.image.encode(&mut image);
+            (image, data.applied)
+        });
+        let (image, applied) = match encode.await {
+            Ok(done) => done,
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        };
+        let req = PeerRequest::Snapshot { vote, meta: snapshot.meta, image, applied };
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = self.call(req, SNAPSHOT_TIMEOUT) => r,

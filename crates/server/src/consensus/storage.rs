@@ -3,8 +3,8 @@
 //! lost all of it and rejoins under a new id.
 
 use super::types::*;
+use super::wire::Committed;
 use crate::node::Node;
-use doozer_store::{Image, Outcome};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
 use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 use parking_lot::Mutex;
@@ -27,7 +27,7 @@ struct Log {
 pub(crate) fn entry_bytes(e: &Entry) -> usize {
     const OVERHEAD: usize = 64;
     match &e.payload {
-        EntryPayload::Normal(cmd) => OVERHEAD + cmd.bytes(),
+        EntryPayload::Normal(p) => OVERHEAD + p.cmd.bytes(),
         _ => OVERHEAD,
     }
 }
@@ -164,13 +164,15 @@ impl LogStore {
 }
 
 /// The latest snapshot, shared by the state machine and its builders.
-type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, Image)>>>;
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, SnapshotData)>>>;
 
 /// The state machine: applies committed entries to the node's store.
 pub struct StateMachine {
     node: Arc<Node>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Each member's last applied proposal, so a resent one applies once.
+    applied: Applied,
     current: CurrentSnapshot,
     builders: u64,
 }
@@ -181,9 +183,32 @@ impl StateMachine {
             node,
             last_applied: None,
             membership: StoredMembership::default(),
+            applied: Applied::new(),
             current: Arc::default(),
             builders: 0,
         }
+    }
+
+    /// Applies a proposal once: a resent one (same id) is answered with the
+    /// outcome of its first application. One older than its origin's last
+    /// was given up by its origin (its client was told it may or may not be
+    /// applied) and is not applied now: that keeps "at most once" without
+    /// remembering every id.
+    fn apply_proposal(&mut self, p: Proposal) -> Committed {
+        let Some(id) = p.id else {
+            return self.node.apply(&p.cmd).into();
+        };
+        if let Some((seq, out)) = self.applied.get(&id.origin) {
+            if id.seq == *seq {
+                return out.clone();
+            }
+            if id.seq < *seq {
+                return Committed::Unchanged;
+            }
+        }
+        let out: Committed = self.node.apply(&p.cmd).into();
+        self.applied.insert(id.origin, (id.seq, out.clone()));
+        out
     }
 }
 
@@ -198,7 +223,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Committed>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -207,11 +232,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
-                EntryPayload::Blank => Outcome::Unchanged,
-                EntryPayload::Normal(cmd) => self.node.apply(&cmd),
+                EntryPayload::Blank => Committed::Unchanged,
+                EntryPayload::Normal(p) => self.apply_proposal(p),
                 EntryPayload::Membership(m) => {
+                    // Former members' proposals are never resent.
+                    self.applied.retain(|id, _| m.get_node(id).is_some());
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Outcome::Unchanged
+                    Committed::Unchanged
                 }
             });
         }
@@ -228,37 +255,47 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id: id };
-        SnapshotBuilder { meta, image: self.node.image(), current: self.current.clone() }
+        let data = SnapshotData { image: self.node.image(), applied: self.applied.clone() };
+        SnapshotBuilder { meta, data, current: self.current.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Image>, StorageError> {
-        Ok(Box::new(self.node.image()))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData { image: self.node.image(), applied: self.applied.clone() }))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, image: Box<Image>) -> Result<(), StorageError> {
-        self.node.install(&image).map_err(storage_error)?;
+    /// Rebuilding the store from the image (up to the whole tree and its
+    /// history) runs on a blocking thread, not on a runtime worker.
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Box<SnapshotData>) -> Result<(), StorageError> {
+        let node = self.node.clone();
+        let image = data.image.clone();
+        let store = tokio::task::spawn_blocking(move || node.prepare(&image))
+            .await
+            .map_err(storage_error)?
+            .map_err(storage_error)?;
+        self.node.install(store);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.current.lock() = Some((meta.clone(), *image));
+        self.applied = data.applied.clone();
+        *self.current.lock() = Some((meta.clone(), *data));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let current = self.current.lock();
-        Ok(current.as_ref().map(|(meta, image)| Snapshot { meta: meta.clone(), snapshot: Box::new(image.clone()) }))
+        Ok(current.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(data.clone()) }))
     }
 }
 
 /// Hands over the image taken by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
-    image: Image,
+    data: SnapshotData,
     current: CurrentSnapshot,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        *self.current.lock() = Some((self.meta.clone(), self.image.clone()));
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(self.image.clone()) })
+        *self.current.lock() = Some((self.meta.clone(), self.data.clone()));
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(self.data.clone()) })
     }
 }

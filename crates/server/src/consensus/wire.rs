@@ -6,7 +6,7 @@
 //! 4-byte big-endian length and a postcard-encoded message.
 
 use super::types::*;
-use doozer_store::{Command, Outcome, Rev, StoreError};
+use doozer_store::{Outcome, Rev, StoreError};
 use openraft::error::{Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::de::DeserializeOwned;
@@ -45,9 +45,10 @@ pub enum PeerRequest {
         vote: Vote,
         meta: SnapshotMeta,
         image: Vec<u8>,
+        applied: Applied,
     },
-    /// A client write forwarded to the leader.
-    Propose(Command),
+    /// A client write forwarded to the leader, with its id.
+    Propose(Proposal),
     /// A new node asks to be added as a learner.
     Join {
         id: NodeId,
