@@ -582,7 +582,7 @@ impl Consensus {
                 }
             }
             PeerRequest::Propose(p) => PeerResponse::Propose(match self.raft.client_write(p).await {
-                Ok(resp) => Ok(resp.data.into()),
+                Ok(resp) => Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ForwardError::NotLeader),
                 Err(e) => Err(ForwardError::Failed(e.to_string())),
             }),
