@@ -176,7 +176,7 @@ async fn large_values_stay_within_the_memory_bounds() {
         let r = recv(&mut s).await;
         assert!(r.err_code.is_none(), "{r:?}");
         done += 1;
-        if done % 100 == 0 {
+        if done.is_multiple_of(100) {
             peak = peak.max(rss_kib(d.pid()));
         }
     }
