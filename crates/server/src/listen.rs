@@ -1,16 +1,19 @@
 //! The `-l` listener: accepts connections, tells peers from clients, and
 //! bounds both, so that no client can exhaust the node.
 //!
-//! - A connection first has [`FIRST_BYTES`] to send its first four bytes
-//!   (after the TLS handshake, on a TLS listener, within the same time). At
-//!   most [`MAX_HANDSHAKES`] connections may be at that stage at once; past
-//!   that the oldest is closed. A peer sends its four bytes at once, so idle
-//!   sockets cannot keep a peer out: they are the ones that go.
-//! - Client connections are capped (`--max-conns`): a client past the cap is
+//! - Every connection counts as a client from the moment it is accepted
+//!   (`--max-conns`, default [`DEFAULT_MAX_CLIENTS`], lowered to leave room
+//!   in the open-files limit for peers); one that turns out to be a peer
+//!   moves to the peers' own cap, [`MAX_PEERS`], far above what a cluster
+//!   opens. So a node flooded by clients still hears its cluster.
+//! - A connection has [`FIRST_BYTES`] to send its first four bytes (and to
+//!   finish its TLS handshake): idle connections do not stay forever.
+//! - Past the client cap a connection is still accepted, since it may be a
+//!   peer: at most [`MAX_HANDSHAKES`] of those wait for their first bytes at
+//!   once, and past that the oldest is closed (a peer sends its bytes at
+//!   once, so idle sockets cannot keep one out). A client among them is
 //!   answered, on its first request, `OTHER: too many client connections`,
-//!   and closed. Peers do not count against it (they have their own cap,
-//!   [`MAX_PEERS`], far above what a cluster opens), so a node flooded by
-//!   clients still hears its cluster.
+//!   and closed.
 //! - Stopping the listener closes every connection it accepted: a node that
 //!   rejoins its cluster under a new id leaves no client on the old one.
 //!
@@ -34,8 +37,9 @@ use tracing::{debug, warn};
 
 /// How long a new connection may take to send its first four bytes (and to
 /// finish its TLS handshake).
-pub const FIRST_BYTES: Duration = Duration::from_secs(10);
-/// Connections that have not yet said whether they are a peer or a client.
+pub const FIRST_BYTES: Duration = Duration::from_secs(30);
+/// Connections past the client cap that have not yet said whether they are
+/// a peer or a client.
 pub const MAX_HANDSHAKES: usize = 1024;
 /// Peer connections open at once (a member opens a few per other member).
 pub const MAX_PEERS: usize = 1024;
@@ -161,17 +165,23 @@ pub async fn accept_loop(
     }
 }
 
-/// One accepted connection, from its first bytes to its end.
+/// One accepted connection, from its first bytes to its end. Within the
+/// client cap it holds a client slot from the start; past it, it is a
+/// handshake that a newer one may push out.
 async fn serve(stream: TcpStream, shared: &Shared) {
-    let (id, evicted) = shared.handshakes.begin();
+    let slot = shared.clients.take();
+    let handshake = slot.is_none().then(|| shared.handshakes.begin());
+    let evicted = handshake.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
     let opened = tokio::select! {
         _ = evicted.cancelled() => None,
         r = tokio::time::timeout(FIRST_BYTES, open(stream, shared)) => r.ok().flatten(),
     };
-    shared.handshakes.end(id);
+    if let Some((id, _)) = handshake {
+        shared.handshakes.end(id);
+    }
     match opened {
-        Some(Opened::Tcp(stream, first)) => dispatch(stream, first, shared).await,
-        Some(Opened::Tls(stream, first)) => dispatch(*stream, first, shared).await,
+        Some(Opened::Tcp(stream, first)) => dispatch(stream, first, slot, shared).await,
+        Some(Opened::Tls(stream, first)) => dispatch(*stream, first, slot, shared).await,
         None => debug!("closing a connection that sent nothing in time"),
     }
 }
@@ -219,15 +229,16 @@ impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-async fn dispatch<S: Stream>(mut stream: S, first: [u8; 4], shared: &Shared) {
+async fn dispatch<S: Stream>(mut stream: S, first: [u8; 4], client_slot: Option<Slot>, shared: &Shared) {
     if first == PEER_MAGIC {
+        drop(client_slot);
         let Some(_slot) = shared.peers.take() else {
             debug!("closing a peer connection: too many open");
             return;
         };
         return shared.cluster.clone().serve_peer(stream).await;
     }
-    match shared.clients.take() {
+    match client_slot {
         Some(_slot) => stream.serve_client(first, shared.cluster.clone(), shared.secrets.clone()).await,
         None => refuse(&mut stream, first, shared.clients.max).await,
     }

@@ -12,7 +12,8 @@
 //! - no acknowledged write is lost: every SET answered with revision R is the
 //!   log's change at R, and every node ends with the log's tree.
 //! - watch completeness: each watcher saw, in order and once, exactly the
-//!   log's changes matching its glob from where it started to where it stopped.
+//!   log's changes matching its glob from where it started to where it
+//!   stopped, except in ranges it was told TOO_LATE for (and none in them).
 
 use crate::history::{Change, History, Op, Record, Ret, Rev, NEVER};
 use crate::wgl::{linearizable, Model, Timed};
@@ -313,7 +314,9 @@ fn check_watches(h: &History, log: &Log, a: &mut Vec<String>) {
             continue;
         }
         let Some(end) = w.events.last().map(|e| e.rev) else { continue };
+        let told_too_late = |rev: Rev| w.gaps.iter().any(|&(lo, hi)| lo <= rev && rev <= hi);
         let want: Vec<&Change> = (w.from.max(1)..=end)
+            .filter(|rev| !told_too_late(*rev))
             .filter_map(|rev| log.by_rev.get(&rev).copied())
             .filter(|c| glob.matches(&c.path))
             .collect();

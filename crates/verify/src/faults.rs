@@ -17,6 +17,12 @@ pub enum Kind {
     Partition,
     /// Empty a voter's /ctl/cal slot, then add a new slot.
     Membership,
+    /// SIGSTOP a follower for 3-6 s while a flood of small writes goes to the
+    /// leader, so that it catches up by a snapshot; a watcher is parked on it.
+    Lag,
+    /// SIGKILL a follower and start a new node in its place while a flood
+    /// of writes goes to the leader: it joins and catches up under load.
+    Join,
 }
 
 impl Kind {
@@ -26,6 +32,8 @@ impl Kind {
             "pause" => Kind::Pause,
             "partition" => Kind::Partition,
             "membership" => Kind::Membership,
+            "lag" => Kind::Lag,
+            "join" => Kind::Join,
             _ => return None,
         })
     }
@@ -58,6 +66,14 @@ pub enum Fault {
         pick: usize,
         hold: Duration,
     },
+    /// The follower is the `pick`-th non-leader slot.
+    Lag {
+        pick: usize,
+        hold: Duration,
+    },
+    Join {
+        pick: usize,
+    },
 }
 
 fn millis(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -82,6 +98,8 @@ impl Schedule {
             Kind::Kill => Fault::Kill { slot: rng.random_range(0..n), down: millis(rng, 200, 2000) },
             Kind::Pause => Fault::Pause { slot: rng.random_range(0..n), hold: millis(rng, 1000, 5000) },
             Kind::Membership => Fault::Membership { pick: rng.random_range(0..n), hold: millis(rng, 1000, 4000) },
+            Kind::Lag => Fault::Lag { pick: rng.random_range(0..n), hold: millis(rng, 3000, 6000) },
+            Kind::Join => Fault::Join { pick: rng.random_range(0..n) },
             Kind::Partition => {
                 let hold = millis(rng, 1500, 5000);
                 let mut order: Vec<usize> = (0..n).collect();
@@ -115,15 +133,8 @@ fn between(a: &[usize], b: &[usize]) -> Vec<(usize, usize)> {
     a.iter().flat_map(|&x| b.iter().map(move |&y| (x, y))).collect()
 }
 
-/// Restarts every slot whose process has exited (killed, or removed by the
-/// cluster after a long pause or partition); returns how many.
-pub async fn restart_exited(c: &mut Cluster) -> Result<usize, String> {
-    let mut n = 0;
-    for i in 0..c.slots.len() {
-        if !c.is_running(i) {
-            c.restart(i).await?;
-            n += 1;
-        }
-    }
-    Ok(n)
+/// The slots whose process has exited although the harness did not kill it:
+/// a node must never leave by itself (a removed node rejoins).
+pub fn exited(c: &mut Cluster) -> Vec<usize> {
+    (0..c.slots.len()).filter(|&i| !c.is_running(i)).collect()
 }

@@ -73,6 +73,10 @@ pub struct WatchLog {
     pub glob: String,
     pub from: Rev,
     pub events: Vec<Change>,
+    /// Revision ranges (inclusive) the watcher was told it cannot see: a
+    /// TOO_LATE, after which it went on from a later revision. The checker
+    /// holds it to every matching event outside them, and to nothing inside.
+    pub gaps: Vec<(Rev, Rev)>,
 }
 
 /// Everything a run produced.

@@ -31,12 +31,17 @@ struct Args {
     /// Keys the clients use.
     #[arg(long, default_value_t = 5)]
     keys: usize,
-    /// Faults to inject: any of kill, pause, partition, membership (comma-separated); "none" for none.
-    #[arg(long, default_value = "kill,pause,partition,membership")]
+    /// Faults to inject: any of kill, pause, partition, membership, lag (a follower paused under a
+    /// write flood, catching up by snapshot), join (a node joining under a write flood); "none" for none.
+    #[arg(long, default_value = "kill,pause,partition,membership,lag,join")]
     faults: String,
-    /// The nodes' -timeout in seconds.
+    /// The nodes' -timeout in seconds (not the default 60, so that pauses and
+    /// partitions outlast it within a run: removals and rejoins happen).
     #[arg(long, default_value_t = 3.0)]
     timeout: f64,
+    /// No writer of values near the 1 MiB limit beside the clients.
+    #[arg(long)]
+    no_big_values: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         keys: args.keys,
         kinds,
         member_timeout: args.timeout,
+        big_values: !args.no_big_values,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

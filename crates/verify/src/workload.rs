@@ -44,8 +44,18 @@ fn uri(nodes: &Nodes) -> String {
 }
 
 fn change(e: &Event) -> Change {
-    let value = e.is_set().then(|| String::from_utf8_lossy(&e.body).into_owned());
+    let value = e.is_set().then(|| body_text(&e.body));
     Change { rev: e.rev, path: e.path.clone(), value }
+}
+
+/// A body as the checkers compare it: the text, or for a large body (the
+/// big writer's) its length and digest, so a run does not hold gigabytes.
+pub fn body_text(body: &[u8]) -> String {
+    if body.len() <= 1024 {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    let digest = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    format!("#{}:{digest:016x}", body.len())
 }
 
 /// Follows `glob` from `from` across node failures, until `until` names the
@@ -56,7 +66,7 @@ pub async fn follow(
     from: Rev,
     mut until: watch::Receiver<Option<Rev>>,
 ) -> Result<WatchLog, String> {
-    let mut log = WatchLog { glob: glob.clone(), from, events: Vec::new() };
+    let mut log = WatchLog { glob: glob.clone(), from, events: Vec::new(), gaps: Vec::new() };
     let mut next = from;
     loop {
         let mut w = Watch::new(&uri(&nodes), &glob, next).map_err(|e| e.to_string())?;
@@ -84,14 +94,186 @@ pub async fn follow(
                     next = e.rev + 1;
                     log.events.push(change(&e));
                 }
+                // Told honestly that it fell out of the window: note the
+                // range it cannot see and go on from the node's revision now.
                 Err(e) if e.code() == Some(ErrCode::TooLate) => {
-                    return Err(format!("watch of {glob} fell out of the history window at {next}"));
+                    let Some(now) = current_rev(&nodes).await else { break };
+                    log.gaps.push((next, now));
+                    next = now + 1;
+                    break;
                 }
                 Err(_) => break, // every node it knew failed: start over with the nodes now live
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The revision of any live node that answers.
+async fn current_rev(nodes: &Nodes) -> Option<Rev> {
+    let addrs: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
+    for a in addrs {
+        let rev = async { Client::connect(&a).await.ok()?.rev().await.ok() };
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(1), rev).await {
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// WAITs held on one node only (no failover), from `from` until the node
+/// has passed `until`'s revision: a watcher parked on a node that is paused
+/// and then catches up (by a snapshot, under load). A TOO_LATE is a gap.
+pub async fn follow_on(addr: String, glob: String, from: Rev, until: watch::Receiver<Option<Rev>>) -> WatchLog {
+    let mut log = WatchLog { glob: glob.clone(), from, events: Vec::new(), gaps: Vec::new() };
+    let Ok(c) = Client::connect(&addr).await else { return log };
+    let mut next = from;
+    loop {
+        if until.borrow().is_some_and(|u| next > u) {
+            return log;
+        }
+        let got = match tokio::time::timeout(Duration::from_secs(2), c.wait(&glob, next)).await {
+            Err(_) if until.borrow().is_some() => return log,
+            Err(_) => continue,
+            Ok(r) => r,
+        };
+        match got {
+            Ok(e) if until.borrow().is_some_and(|u| e.rev > u) => return log,
+            Ok(e) => {
+                next = e.rev + 1;
+                log.events.push(change(&e));
+            }
+            Err(e) if e.code() == Some(ErrCode::TooLate) => {
+                let Ok(now) = c.rev().await else { return log };
+                log.gaps.push((next, now));
+                next = now + 1;
+            }
+            Err(_) => return log,
+        }
+    }
+}
+
+/// The committed log from `from`, read with many WAITs on `/**` in flight
+/// (each answers exactly its revision, since every revision matches), so
+/// the recorder keeps up with a cluster writing as fast as it can, within
+/// the default history window. Fails over across nodes; a TOO_LATE (the
+/// recorder fell out of the window) fails the run, since the checks need
+/// every revision.
+pub async fn record(nodes: Nodes, from: Rev, mut until: watch::Receiver<Option<Rev>>) -> Result<WatchLog, String> {
+    const IN_FLIGHT: i64 = 256;
+    let mut log = WatchLog { glob: "/**".into(), from, events: Vec::new(), gaps: Vec::new() };
+    let mut next = from;
+    let mut turn = 0usize;
+    loop {
+        if until.borrow().is_some_and(|u| next > u) {
+            return Ok(log);
+        }
+        let addr = {
+            let live = nodes.lock();
+            if live.is_empty() {
+                None
+            } else {
+                turn += 1;
+                Some(live[turn % live.len()].1.clone())
+            }
+        };
+        let Some(addr) = addr else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut pending = std::collections::VecDeque::new();
+        loop {
+            while pending.len() < IN_FLIGHT as usize {
+                let rev = next + pending.len() as Rev;
+                let c = c.clone();
+                pending.push_back(tokio::spawn(async move { c.wait("/**", rev).await }));
+            }
+            let Some(first) = pending.pop_front() else { break };
+            // A node that stops answering (paused, cut off) is left for another;
+            // an idle cluster is asked again when the end of the run is known.
+            let got = tokio::select! {
+                r = first => r.map_err(|e| e.to_string())?,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    if until.borrow().is_some_and(|u| next > u) {
+                        return Ok(log);
+                    }
+                    break;
+                }
+                _ = until.changed() => {
+                    break;
+                }
+            };
+            match got {
+                Ok(e) if e.rev == next => {
+                    log.events.push(change(&e));
+                    next += 1;
+                }
+                Ok(e) => return Err(format!("the recorder asked for revision {next} and got {}", e.rev)),
+                Err(e) if e.code() == Some(ErrCode::TooLate) => {
+                    return Err(format!("the recorder fell out of the history window at revision {next}"));
+                }
+                Err(_) => break,
+            }
+        }
+        for p in pending {
+            p.abort();
+        }
+    }
+}
+
+/// Writes small values to `/load/*` as fast as `clients` connections to
+/// `addr` can, until `stop`: many small Raft entries, so that a paused
+/// follower falls out of the leader's log.
+pub async fn flood(addr: String, clients: usize, stop: watch::Receiver<bool>) -> usize {
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(c) = Client::connect(&addr).await else { return 0 };
+            let mut n = 0;
+            while !*stop.borrow() {
+                let path = format!("/load/{t}/{}", n % 50);
+                let write = c.set(&path, -1, format!("{n}"));
+                match tokio::time::timeout(Duration::from_secs(2), write).await {
+                    Ok(Ok(_)) => n += 1,
+                    _ => break,
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total
+}
+
+/// Clobber SETs of values near the 1 MiB limit to `/big/*` through random
+/// nodes, a few a second, until `stop`: large entries in every path (Raft
+/// log, snapshots, history). Outside the linearizability records.
+pub async fn big_writer(nodes: Nodes, seed: u64, stop: watch::Receiver<bool>) -> usize {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut n = 0;
+    while !*stop.borrow() {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+        let addr = {
+            let live = nodes.lock();
+            (!live.is_empty()).then(|| live[rng.random_range(0..live.len())].1.clone())
+        };
+        let Some(addr) = addr else { continue };
+        let len = (1 << 20) - rng.random_range(0..4096);
+        let body = vec![b'a' + (n % 26) as u8; len];
+        let write = async { Client::connect(&addr).await?.set(&format!("/big/{}", n % 4), -1, body).await };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), write).await {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// One client's loop: random operations on random keys through a random node.

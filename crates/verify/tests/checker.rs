@@ -44,6 +44,7 @@ fn clean() -> History {
         get(1, "/k", Some(4), None, 0, (53, 55)),
     ];
     let watches = vec![WatchLog {
+        gaps: Vec::new(),
         glob: "/k".into(),
         from: 2,
         events: vec![change(2, "/k", Some("b")), change(4, "/k", None), change(5, "/k", Some("c"))],
