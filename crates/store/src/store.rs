@@ -676,9 +676,15 @@ impl Snapshot {
     /// WALK: every file matching `glob`, depth first with each directory's entries
     /// in byte order. Directories the glob cannot reach are not visited.
     pub fn walk(&self, glob: &Glob) -> Vec<(String, File)> {
+        self.walk_first(glob, usize::MAX)
+    }
+
+    /// The first `max` files of [`Snapshot::walk`]: the scan stops there, so
+    /// a page of a huge tree costs the page, not the tree.
+    pub fn walk_first(&self, glob: &Glob, max: usize) -> Vec<(String, File)> {
         let mut out = Vec::new();
         let mut prefix = String::from("/");
-        walk_dir(&self.root, glob, &mut prefix, &mut out);
+        walk_dir(&self.root, glob, &mut prefix, &mut out, max);
         out
     }
 }
@@ -698,8 +704,11 @@ fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) 
     }
 }
 
-fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, File)>) {
+fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, File)>, max: usize) {
     for (name, node) in dir.entries() {
+        if out.len() >= max {
+            return;
+        }
         let len = prefix.len();
         prefix.push_str(name);
         match node {
@@ -708,7 +717,7 @@ fn walk_dir(dir: &Dir, glob: &Glob, prefix: &mut String, out: &mut Vec<(String, 
             Node::Dir(d) => {
                 prefix.push('/');
                 if glob.could_match_below(prefix) {
-                    walk_dir(d, glob, prefix, out);
+                    walk_dir(d, glob, prefix, out, max);
                 }
             }
         }

@@ -307,3 +307,18 @@ fn empty_directories_vanish() {
     // The past still shows them.
     assert_eq!(s.snapshot(Some(1)).unwrap().stat("/a/b/c"), Stat::File { rev: 1, len: 0 });
 }
+
+#[test]
+fn a_limited_walk_is_the_first_files_of_the_whole_walk() {
+    let mut s = Store::new(HistoryLimits::default());
+    for i in 0..300 {
+        s.apply(&Command::Set { path: format!("/d{}/f{}", i % 7, i), rev: -1, body: Body::default() });
+    }
+    let glob = Glob::parse("/**").unwrap();
+    let all = s.current().walk(&glob);
+    for max in [0, 1, 5, 299, 300, 1000] {
+        let first = s.current().walk_first(&glob, max);
+        assert_eq!(first.len(), max.min(300));
+        assert!(all.iter().zip(&first).all(|(a, b)| a.0 == b.0), "walk_first({max}) is a prefix");
+    }
+}

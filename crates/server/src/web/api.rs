@@ -230,7 +230,7 @@ async fn walk(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> A
     let limit = int_param(&q, "limit")?.map_or(WALK_DEFAULT, |n| usize::try_from(n).unwrap_or(0)).min(WALK_MAX);
     let snap = snapshot_at(&web, int_param(&q, "rev")?).await?;
     let base64 = q.get("encoding").is_some_and(|e| e == "base64");
-    let (files, truncated) = files_json(&snap.walk(&glob), limit, None, base64);
+    let (files, truncated) = files_json(&snap.walk_first(&glob, limit.saturating_add(1)), limit, None, base64);
     Ok(Json(json!({"at": snap.rev(), "files": files, "truncated": truncated})).into_response())
 }
 

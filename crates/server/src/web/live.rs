@@ -122,7 +122,8 @@ async fn follow(web: Web, mut socket: WebSocket) {
 /// Sends the tree matching `glob` now; returns its revision.
 async fn send_snapshot(web: &Web, socket: &mut WebSocket, glob: &Glob) -> Option<Rev> {
     let snap = web.node().snapshot(None).ok()?;
-    let (files, truncated) = files_json(&snap.walk(glob), SNAPSHOT_FILES, Some(PREVIEW), false);
+    let (files, truncated) =
+        files_json(&snap.walk_first(glob, SNAPSHOT_FILES + 1), SNAPSHOT_FILES, Some(PREVIEW), false);
     let msg = json!({
         "type": "snapshot",
         "rev": snap.rev(),
