@@ -38,6 +38,8 @@ pub struct Outcome {
     pub faults: Vec<String>,
     pub revisions: Rev,
     pub watch_events: usize,
+    /// TOO_LATE answers the watchers were given (each a range they were not held to).
+    pub watch_gaps: usize,
     /// Where the nodes' logs are; kept when the run found anomalies.
     pub dir: Option<PathBuf>,
 }
@@ -47,11 +49,12 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let r = &self.report;
         format!(
-            "ops={} keys={} revisions={} watch_events={} faults={} anomalies={}",
+            "ops={} keys={} revisions={} watch_events={} watch_too_late={} faults={} anomalies={}",
             r.ops,
             r.keys,
             self.revisions,
             self.watch_events,
+            self.watch_gaps,
             self.faults.len(),
             r.anomalies.len()
         )
@@ -134,6 +137,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
         finals.push(dump(&addr, final_rev).await?);
     }
     let watch_events = watches.iter().map(|w| w.events.len()).sum();
+    let watch_gaps = watches.iter().map(|w| w.gaps.len()).sum();
     let records = std::mem::take(&mut *records.lock());
     let history = History {
         records,
@@ -144,7 +148,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     };
     let report = check(&history);
     let dir = keep_on_error.finish(!report.ok());
-    Ok(Outcome { report, faults, revisions: final_rev, watch_events, dir })
+    Ok(Outcome { report, faults, revisions: final_rev, watch_events, watch_gaps, dir })
 }
 
 /// Keeps the run's directory if the run ends early with an error.

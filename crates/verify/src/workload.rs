@@ -153,74 +153,114 @@ pub async fn follow_on(addr: String, glob: String, from: Rev, until: watch::Rece
     }
 }
 
-/// The committed log from `from`, read with many WAITs on `/**` in flight
-/// (each answers exactly its revision, since every revision matches), so
-/// the recorder keeps up with a cluster writing as fast as it can, within
-/// the default history window. Fails over across nodes; a TOO_LATE (the
-/// recorder fell out of the window) fails the run, since the checks need
-/// every revision.
-pub async fn record(nodes: Nodes, from: Rev, mut until: watch::Receiver<Option<Rev>>) -> Result<WatchLog, String> {
-    const IN_FLIGHT: i64 = 256;
-    let mut log = WatchLog { glob: "/**".into(), from, events: Vec::new(), gaps: Vec::new() };
-    let mut next = from;
-    let mut turn = 0usize;
+/// The recorder's progress, shared by its readers.
+struct Recorded {
+    /// Every revision below `next` is in `events`.
+    next: Rev,
+    events: Vec<Change>,
+    /// Readers (by node address) that were told TOO_LATE at `next`.
+    too_late: std::collections::HashSet<String>,
+}
+
+/// The committed log from `from`, read from every live node at once, each
+/// reader keeping 256 WAITs on `/**` in flight (each answers exactly its
+/// revision, since every revision matches): whichever node has a revision
+/// first supplies it, so a paused or lagging node never holds the recorder
+/// back, and it keeps up with write floods within the default window. If
+/// every live node has let `next` go (TOO_LATE), the run fails: the checks
+/// need every revision.
+pub async fn record(nodes: Nodes, from: Rev, until: watch::Receiver<Option<Rev>>) -> Result<WatchLog, String> {
+    let shared = Arc::new(Mutex::new(Recorded { next: from, events: Vec::new(), too_late: Default::default() }));
+    let mut readers: std::collections::HashMap<String, tokio::task::JoinHandle<()>> = Default::default();
     loop {
-        if until.borrow().is_some_and(|u| next > u) {
-            return Ok(log);
-        }
-        let addr = {
-            let live = nodes.lock();
-            if live.is_empty() {
-                None
-            } else {
-                turn += 1;
-                Some(live[turn % live.len()].1.clone())
+        let live: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
+        {
+            let r = shared.lock();
+            if until.borrow().is_some_and(|u| r.next > u) {
+                break;
             }
-        };
-        let Some(addr) = addr else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let mut pending = std::collections::VecDeque::new();
-        loop {
-            while pending.len() < IN_FLIGHT as usize {
-                let rev = next + pending.len() as Rev;
-                let c = c.clone();
-                pending.push_back(tokio::spawn(async move { c.wait("/**", rev).await }));
-            }
-            let Some(first) = pending.pop_front() else { break };
-            // A node that stops answering (paused, cut off) is left for another;
-            // an idle cluster is asked again when the end of the run is known.
-            let got = tokio::select! {
-                r = first => r.map_err(|e| e.to_string())?,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                    if until.borrow().is_some_and(|u| next > u) {
-                        return Ok(log);
-                    }
-                    break;
-                }
-                _ = until.changed() => {
-                    break;
-                }
-            };
-            match got {
-                Ok(e) if e.rev == next => {
-                    log.events.push(change(&e));
-                    next += 1;
-                }
-                Ok(e) => return Err(format!("the recorder asked for revision {next} and got {}", e.rev)),
-                Err(e) if e.code() == Some(ErrCode::TooLate) => {
-                    return Err(format!("the recorder fell out of the history window at revision {next}"));
-                }
-                Err(_) => break,
+            if !live.is_empty() && live.iter().all(|a| r.too_late.contains(a)) {
+                let next = r.next;
+                drop(r);
+                readers.values().for_each(|t| t.abort());
+                return Err(format!("the recorder fell out of every node's history window at revision {next}"));
             }
         }
-        for p in pending {
-            p.abort();
+        readers.retain(|addr, t| {
+            let keep = live.contains(addr) && !t.is_finished();
+            if !keep {
+                t.abort();
+            }
+            keep
+        });
+        for addr in live {
+            readers.entry(addr.clone()).or_insert_with(|| tokio::spawn(read_from(addr, shared.clone())));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    readers.values().for_each(|t| t.abort());
+    let events = std::mem::take(&mut shared.lock().events);
+    Ok(WatchLog { glob: "/**".into(), from, events, gaps: Vec::new() })
+}
+
+/// One node's reader for [`record`]: reads revisions from the shared `next`
+/// on, pipelined, and hands over those nobody has yet. Ends when its node
+/// fails; the recorder starts another while the node is live.
+async fn read_from(addr: String, shared: Arc<Mutex<Recorded>>) {
+    const IN_FLIGHT: usize = 256;
+    let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await else { return };
+    let mut pending = std::collections::VecDeque::new();
+    let mut asked = shared.lock().next;
+    loop {
+        let next = shared.lock().next;
+        if asked < next {
+            // Others got ahead: skip what they have.
+            pending.iter().for_each(|(_, t): &(Rev, tokio::task::JoinHandle<_>)| t.abort());
+            pending.clear();
+            asked = next;
+        }
+        while pending.len() < IN_FLIGHT {
+            let (rev, c) = (asked, c.clone());
+            pending.push_back((rev, tokio::spawn(async move { c.wait("/**", rev).await })));
+            asked += 1;
+        }
+        let Some((rev, first)) = pending.pop_front() else { return };
+        let got = match tokio::time::timeout(Duration::from_millis(200), first).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return,
+            // Slow here (paused, lagging, or no new revision yet): ask again from
+            // wherever the recorder has got to.
+            Err(_) => {
+                pending.iter().for_each(|(_, t)| t.abort());
+                pending.clear();
+                asked = shared.lock().next;
+                continue;
+            }
+        };
+        let too_late = match got {
+            Ok(e) if e.rev == rev => {
+                let mut r = shared.lock();
+                if rev == r.next {
+                    r.events.push(change(&e));
+                    r.next += 1;
+                    r.too_late.remove(&addr);
+                }
+                false
+            }
+            Err(e) if e.code() == Some(ErrCode::TooLate) => {
+                let mut r = shared.lock();
+                if rev <= r.next {
+                    r.too_late.insert(addr.clone());
+                }
+                true
+            }
+            _ => return,
+        };
+        if too_late {
+            pending.iter().for_each(|(_, t)| t.abort());
+            pending.clear();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            asked = shared.lock().next;
         }
     }
 }

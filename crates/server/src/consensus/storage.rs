@@ -299,3 +299,35 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(self.data.clone()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{Limits, Node};
+    use doozer_store::{Body, Command};
+
+    fn proposal(origin: NodeId, seq: u64, path: &str) -> Proposal {
+        let cmd = Command::Set { path: path.into(), rev: 0, body: Body::from("x") };
+        Proposal { id: Some(WriteId { origin, seq }), cmd }
+    }
+
+    #[test]
+    fn a_resent_proposal_is_applied_once_and_answered_as_the_first_time() {
+        let node = Node::new("N".into(), Limits::default());
+        let mut sm = StateMachine::new(node.clone());
+        assert_eq!(sm.apply_proposal(proposal(7, 1, "/a")), Committed::Changed(1));
+        // The same id again (its leader died before answering): not applied again.
+        assert_eq!(sm.apply_proposal(proposal(7, 1, "/a")), Committed::Changed(1));
+        assert_eq!(node.rev(), 1);
+        // Another member's proposal with the same seq is its own.
+        assert_eq!(sm.apply_proposal(proposal(8, 1, "/b")), Committed::Changed(2));
+        assert_eq!(sm.apply_proposal(proposal(7, 2, "/c")), Committed::Changed(3));
+        // One its origin gave up on (older than its last) is not applied.
+        assert_eq!(sm.apply_proposal(proposal(7, 1, "/d")), Committed::Unchanged);
+        assert_eq!(node.rev(), 3);
+        // Without an id (a leader's own decision) it is applied as it comes.
+        let own = Proposal { id: None, cmd: Command::Nop };
+        assert_eq!(sm.apply_proposal(own.clone()), Committed::Changed(4));
+        assert_eq!(sm.apply_proposal(own), Committed::Changed(5));
+    }
+}
