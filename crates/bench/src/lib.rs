@@ -213,7 +213,7 @@ where
         ops: clock.ops.load(Ordering::Relaxed),
         seconds: clock.seconds(),
         latencies: vec![percentiles("latency", &all)],
-        extra: vec![("clients".into(), clients.to_string())],
+        extra: vec![("clients".into(), clients.to_string()), ("latency_max_us".into(), all.max().to_string())],
     })
 }
 

@@ -310,8 +310,14 @@ async fn await_healthy(cluster: &mut Cluster, nodes: &Nodes, n: usize) -> Result
             return Err(format!("the process in slot(s) {gone:?} exited by itself"));
         }
         *nodes.lock() = cluster.live();
-        if healthy(cluster, n).await {
-            return Ok(());
+        // Healthy twice, a second apart, and every node caught up: a node
+        // still catching up after a pause may yet be removed as silent, and
+        // a second fault then would be two voters lost at once.
+        if healthy(cluster, n).await && caught_up(cluster).await {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if healthy(cluster, n).await && caught_up(cluster).await {
+                return Ok(());
+            }
         }
         if start.elapsed() > RECOVER {
             return Err(format!("the cluster did not recover within {RECOVER:?}"));
@@ -337,6 +343,20 @@ async fn healthy(cluster: &mut Cluster, n: usize) -> bool {
         let addr = text(&c, &format!("/ctl/node/{id}/addr")).await;
         let voter = matches!(role.as_deref(), Some("leader" | "voter"));
         if !voter || !addr.is_some_and(|a| live.contains(&a)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// True if every live node has applied, within a second, the revision one
+/// of them has now.
+async fn caught_up(cluster: &mut Cluster) -> bool {
+    let Some(c) = any_client(cluster).await else { return false };
+    let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(1), c.rev()).await else { return false };
+    for (_, addr) in cluster.live() {
+        let read = async { Client::connect(&addr).await.ok()?.get("/ctl/name", Some(rev)).await.ok() };
+        if !matches!(tokio::time::timeout(Duration::from_secs(1), read).await, Ok(Some(_))) {
             return false;
         }
     }

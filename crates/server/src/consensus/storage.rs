@@ -195,20 +195,41 @@ impl StateMachine {
     /// applied) and is not applied now: that keeps "at most once" without
     /// remembering every id.
     fn apply_proposal(&mut self, p: Proposal) -> Committed {
-        let Some(id) = p.id else {
-            return self.node.apply(&p.cmd).into();
-        };
-        if let Some((seq, out)) = self.applied.get(&id.origin) {
-            if id.seq == *seq {
-                return out.clone();
-            }
-            if id.seq < *seq {
-                return Committed::Unchanged;
-            }
+        if let Some(seen) = self.seen(&p) {
+            return seen;
         }
         let out: Committed = self.node.apply(&p.cmd).into();
-        self.applied.insert(id.origin, (id.seq, out.clone()));
+        self.remember(&p, &out);
         out
+    }
+
+    /// [`StateMachine::apply_proposal`] for a Load (a restored cluster's first
+    /// entry: the whole tree), which runs on a blocking thread.
+    async fn apply_load(&mut self, p: Proposal) -> Result<Committed, StorageError> {
+        if let Some(seen) = self.seen(&p) {
+            return Ok(seen);
+        }
+        let (node, cmd) = (self.node.clone(), p.cmd.clone());
+        let out: Committed = tokio::task::spawn_blocking(move || node.apply(&cmd)).await.map_err(storage_error)?.into();
+        self.remember(&p, &out);
+        Ok(out)
+    }
+
+    /// The answer to a proposal already applied (or given up by its origin).
+    fn seen(&self, p: &Proposal) -> Option<Committed> {
+        let id = p.id?;
+        let (seq, out) = self.applied.get(&id.origin)?;
+        match id.seq.cmp(seq) {
+            std::cmp::Ordering::Equal => Some(out.clone()),
+            std::cmp::Ordering::Less => Some(Committed::Unchanged),
+            std::cmp::Ordering::Greater => None,
+        }
+    }
+
+    fn remember(&mut self, p: &Proposal, out: &Committed) {
+        if let Some(id) = p.id {
+            self.applied.insert(id.origin, (id.seq, out.clone()));
+        }
     }
 }
 
@@ -233,6 +254,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Committed::Unchanged,
+                EntryPayload::Normal(p) if matches!(p.cmd, doozer_store::Command::Load { .. }) => {
+                    self.apply_load(p).await?
+                }
                 EntryPayload::Normal(p) => self.apply_proposal(p),
                 EntryPayload::Membership(m) => {
                     // Former members' proposals are never resent.
