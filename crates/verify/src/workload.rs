@@ -97,7 +97,8 @@ pub async fn follow(
                 // Told honestly that it fell out of the window: note the
                 // range it cannot see and go on from the node's revision now.
                 Err(e) if e.code() == Some(ErrCode::TooLate) => {
-                    let Some(now) = current_rev(&nodes).await else { break };
+                    // (A node asked may be behind the one that said TOO_LATE.)
+                    let Some(now) = current_rev(&nodes).await.map(|r| r.max(next)) else { break };
                     log.gaps.push((next, now));
                     next = now + 1;
                     break;
@@ -144,7 +145,7 @@ pub async fn follow_on(addr: String, glob: String, from: Rev, until: watch::Rece
                 log.events.push(change(&e));
             }
             Err(e) if e.code() == Some(ErrCode::TooLate) => {
-                let Ok(now) = c.rev().await else { return log };
+                let Ok(now) = c.rev().await.map(|r| r.max(next)) else { return log };
                 log.gaps.push((next, now));
                 next = now + 1;
             }
