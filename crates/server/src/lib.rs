@@ -185,7 +185,8 @@ const RESERVED_FDS: u64 = 2048;
 fn client_cap(asked: usize, open_files: Option<u64>) -> usize {
     let Some(limit) = open_files else { return asked };
     let room = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX).max(64);
-    if asked > room {
+    // Said only to someone who asked for more: the default fits itself quietly.
+    if asked > room && asked != listen::DEFAULT_MAX_CLIENTS {
         warn!(asked, room, open_files = limit, "--max-conns lowered to fit the open-files limit");
     }
     asked.min(room)
