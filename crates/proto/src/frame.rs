@@ -66,7 +66,17 @@ pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, prefix: [u8; 4], max: us
     // The buffer grows as bytes arrive: a length prefix alone (a client that
     // announces a megabyte and sends nothing) reserves at most FIRST_READ.
     let n = n as usize;
-    let mut body = Vec::with_capacity(n.min(FIRST_READ));
+    let truncated = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    };
+    if n <= FIRST_READ {
+        // The common case, exactly sized: no growth, no copy.
+        let mut body = BytesMut::zeroed(n);
+        r.read_exact(&mut body).await.map_err(truncated)?;
+        return Ok(body.freeze());
+    }
+    let mut body = Vec::with_capacity(FIRST_READ);
     let got = r.take(n as u64).read_to_end(&mut body).await.map_err(FrameError::Io)?;
     if got < n {
         return Err(FrameError::Truncated);
