@@ -424,22 +424,22 @@ async fn a_held_wait_across_a_snapshot_catch_up_never_skips_events() {
     let nodes = cluster(3, &[]).await;
     let leader = leader_index(&nodes, &[0, 1, 2]).await;
     let lagging = (0..3).find(|&i| i != leader).unwrap();
-    let c = client(&nodes[lagging].addr).await;
-    let from = c.rev().await.unwrap() + 1;
-    let held = {
-        let c = c.clone();
-        tokio::spawn(async move { c.wait("/w/**", from).await })
-    };
-    // Let the WAIT reach the follower and be held there.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // WAIT then REV on one connection: the server reads them in order, so
+    // the REV's answer means the WAIT is held.
+    let mut raw = common::Raw::connect(&nodes[lagging].addr).await;
+    let from = raw.call(common::req(doozer_proto::Verb::Rev, 1)).await.rev.unwrap() + 1;
+    raw.send(&doozer_proto::Request { rev: Some(from), ..common::path(doozer_proto::Verb::Wait, 2, "/w/**") }).await;
+    assert_eq!(raw.call(common::req(doozer_proto::Verb::Rev, 3)).await.tag, Some(3), "the WAIT is held");
+    let held = tokio::spawn(async move { raw.recv().await });
     nodes[lagging].signal("STOP");
     let (first, last) = common::flood(&nodes[leader].addr, "/w", 50, 64, 3.0).await;
     nodes[lagging].signal("CONT");
     assert!(last - first > 4000, "the flood must move well past the history window ({first}..{last})");
     let answer = tokio::time::timeout(common::DEADLINE, held).await.expect("the held WAIT is answered").unwrap();
-    match answer {
-        Ok(e) => assert_eq!(e.rev, first, "the held WAIT got a later event than the first after {from}"),
-        Err(e) => assert_eq!(e.code(), Some(ErrCode::TooLate), "{e}"),
+    assert_eq!(answer.tag, Some(2));
+    match answer.err_code {
+        None => assert_eq!(answer.rev, Some(first), "the held WAIT got a later event than the first after {from}"),
+        Some(code) => assert_eq!(code, ErrCode::TooLate as i32, "{answer:?}"),
     }
     // And the follower has caught up with everything.
     let (body, _) = client(&nodes[lagging].addr).await.get("/w/0", Some(last)).await.unwrap();

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -46,32 +47,21 @@ pub const MAX_PEERS: usize = 1024;
 /// Client connections by default (`--max-conns`).
 pub const DEFAULT_MAX_CLIENTS: usize = 16_384;
 
-/// Counts open connections of one kind; a slot is given back on drop.
+/// Open connections of one kind: a permit each, given back on drop.
 struct Slots {
-    open: AtomicUsize,
+    permits: Arc<Semaphore>,
     max: usize,
 }
 
-struct Slot(Arc<Slots>);
+type Slot = OwnedSemaphorePermit;
 
 impl Slots {
-    fn new(max: usize) -> Arc<Slots> {
-        Arc::new(Slots { open: AtomicUsize::new(0), max })
+    fn new(max: usize) -> Slots {
+        Slots { permits: Arc::new(Semaphore::new(max)), max }
     }
 
-    fn take(self: &Arc<Self>) -> Option<Slot> {
-        let prev = self.open.fetch_add(1, Ordering::SeqCst);
-        if prev >= self.max {
-            self.open.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(Slot(self.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    fn take(&self) -> Option<Slot> {
+        self.permits.clone().try_acquire_owned().ok()
     }
 }
 
@@ -111,8 +101,8 @@ struct Shared {
     cluster: Arc<Consensus>,
     secrets: Arc<Secrets>,
     tls: Option<TlsAcceptor>,
-    clients: Arc<Slots>,
-    peers: Arc<Slots>,
+    clients: Slots,
+    peers: Slots,
     handshakes: Handshakes,
 }
 
