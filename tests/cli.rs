@@ -35,7 +35,7 @@ fn quickstart_and_formats() {
     assert_eq!(id.len(), 16, "self prints the id with no newline");
     let find = ok(&doozer(&u, &["find", "/"], b""));
     let expect = format!(
-        "/\n/ctl\n/ctl/cal\n/ctl/cal/0\n/ctl/cal/1\n/ctl/cal/2\n/ctl/leader\n/ctl/name\n/ctl/node\n/ctl/node/{id}\n/ctl/node/{id}/addr\n/ctl/node/{id}/hostname\n/ctl/node/{id}/role\n/ctl/node/{id}/version\n/ctl/node/{id}/writable\n/message\n"
+        "/\n/ctl\n/ctl/cal\n/ctl/cal/0\n/ctl/cal/1\n/ctl/cal/2\n/ctl/leader\n/ctl/name\n/ctl/node\n/ctl/node/{id}\n/ctl/node/{id}/addr\n/ctl/node/{id}/hostname\n/ctl/node/{id}/role\n/ctl/node/{id}/version\n/ctl/node/{id}/writable\n/ctl/ns\n/ctl/ns/local\n/ctl/ns/local/{id}\n/message\n"
     );
     assert_eq!(find, expect);
     assert_eq!(ok(&doozer(&u, &["nop"], b"")), "");
@@ -77,8 +77,18 @@ fn revisions_and_errors() {
         &["set", "/x", "99999999999999999999"],
         "Error: strconv.ParseInt: parsing \"99999999999999999999\": value out of range\n",
     );
-    for p in ["relative", "/a/", "/a b", "/under_score"] {
-        err(&["set", p, "0"], "Error: BAD_PATH\n");
+    // BAD_PATH keeps the original's words first and names the rule after them.
+    let rules = [
+        ("relative", "does not start with /"),
+        ("/a/", "ends with /"),
+        ("/a b", "has the character ' '"),
+        ("/under_score", "has the character '_'"),
+    ];
+    for (p, rule) in rules {
+        let out = doozer(&u, &["set", p, "0"], b"");
+        assert_eq!((out.out().as_str(), out.code), ("", 2), "{p}");
+        assert!(out.stderr.starts_with("Error: BAD_PATH: ") && out.stderr.contains(rule), "{p}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "one line");
     }
     err(&["set", "/ctl", "0"], "Error: ISDIR\n");
     rev_of(&doozer(&u, &["set", "/message", "0"], b"m"));
@@ -126,14 +136,17 @@ fn reads_at_a_revision() {
     assert_eq!(ok(&doozer(&u, &["-r", &r1.to_string(), "stat", "/f"], b"")), format!("{r1} 3\n"));
     let at = ok(&doozer(&u, &["-r", &(r1 - 1).to_string(), "find", "/"], b""));
     assert!(!at.contains("/f\n"), "find at an older rev does not show /f: {at}");
-    // find of a missing path: NOENT on stderr, exit 0; too old a rev: TOO_LATE, exit 0.
+    // find of a missing path is an error, with the path (the original printed
+    // NOENT and exited 0); so is too old a rev (the original: TOO_LATE, exit 0).
     let out = doozer(&u, &["find", "/nope"], b"");
-    assert_eq!((out.out().as_str(), out.stderr.as_str(), out.code), ("", "NOENT\n", 0));
+    assert_eq!(out.out(), "");
+    assert!(out.stderr.starts_with("Error: /nope: no such file or directory"), "{}", out.stderr);
+    assert_eq!(out.code, 2);
     for _ in 0..10 {
         doozer(&u, &["nop"], b"");
     }
     let out = doozer(&u, &["-r", "1", "find", "/"], b"");
-    assert_eq!((out.stderr.as_str(), out.code), ("TOO_LATE\n", 0));
+    assert_eq!((out.stderr.as_str(), out.code), ("Error: TOO_LATE\n", 2));
     let out = doozer(&u, &["-r", "1", "wait", "/**"], b"");
     assert_eq!((out.stderr.as_str(), out.code), ("Error: TOO_LATE\n", 2));
 }
@@ -221,4 +234,176 @@ fn usage_help_and_exit_codes() {
     }
     assert_eq!(doozer(u, &["-v"], b"").out(), format!("doozer {}\n", env!("CARGO_PKG_VERSION")));
     assert_eq!(doozer(u, &["-z", "rev"], b"").code, 127);
+}
+
+#[test]
+fn help_version_and_generated_documents() {
+    let u = "doozer:?ca=127.0.0.1:1";
+    // `doozer help` alone lists every command, one line each, on stdout.
+    let out = doozer(u, &["help"], b"");
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+    for name in ["get", "set", "log", "status", "members", "completion", "man", "backup", "journal"] {
+        assert!(out.out().contains(&format!("\n  {name} ")), "{name} listed: {}", out.out());
+    }
+    assert_eq!(doozer(u, &["--help"], b"").code, 0);
+    assert_eq!(doozer(u, &["get", "--help"], b"").out(), doozer(u, &["help", "get"], b"").out());
+    assert_eq!(doozer(u, &["--version"], b"").out(), format!("doozer {}\n", env!("CARGO_PKG_VERSION")));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = doozer(u, &["completion", shell], b"");
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        assert!(out.out().contains("doozer") && out.out().contains("watch"), "{shell}");
+    }
+    assert_eq!(doozer(u, &["completion", "tcsh"], b"").code, 2);
+    let man = doozer(u, &["man"], b"");
+    assert_eq!(man.code, 0);
+    assert!(man.out().starts_with(".ie") || man.out().contains(".TH doozer"), "{}", man.out());
+    assert!(man.out().contains("DOOZER_URI"));
+}
+
+#[test]
+fn timeouts_bound_every_command_that_waits() {
+    let d = Doozerd::start(&[]);
+    let u = d.uri();
+    // A read at a future revision says what it waits for, and -t ends it.
+    for cmd in [&["get", "/x"][..], &["stat", "/"], &["find", "/"], &["log", "/x"]] {
+        let args: Vec<&str> = ["-r", "999999", "-t", "300ms"].iter().copied().chain(cmd.iter().copied()).collect();
+        let out = doozer(&u, &args, b"");
+        assert_eq!((out.out().as_str(), out.code), ("", 2), "{cmd:?}");
+        assert!(out.stderr.contains("waiting for revision 999999"), "{cmd:?}: {}", out.stderr);
+        assert!(out.stderr.contains("timed out after 300ms (-t)"), "{cmd:?}: {}", out.stderr);
+    }
+    let out = doozer(&u, &["-t", "200ms", "wait", "/never"], b"");
+    assert_eq!((out.stderr.as_str(), out.code), ("Error: wait timeout\n", 2));
+    let out = doozer(&u, &["-t", "200ms", "watch", "/never"], b"");
+    assert_eq!((out.stderr.as_str(), out.code), ("Error: watch timed out after 200ms (-t)\n", 2));
+    // A silent address (accepts, never answers) is bounded too.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("doozer:?ca={}", silent.local_addr().unwrap());
+    let out = doozer(&uri, &["-t", "300ms", "get", "/x"], b"");
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let d = Doozerd::start_env(&["-w", "127.0.0.1:0"], &[("DOOZER_RWSECRET", "s3cret")]);
+    let u = d.uri();
+    // Only a read-write secret: anyone may read, writing needs the secret.
+    let out = doozer(&u, &["set", "/x", "0"], b"");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.starts_with("Error: OTHER: permission denied") && out.stderr.contains("sk="), "{}", out.stderr);
+    let u = format!("{u}&sk=s3cret");
+    // Over the limit: refused before anything is sent, not "Broken pipe".
+    let out = doozer(&u, &["set", "/big", "0"], &vec![b'x'; (1 << 20) + 1]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("at most 1048576"), "{}", out.stderr);
+    assert_eq!(doozer(&u, &["stat", "/big"], b"").code, 2, "nothing was written");
+    // Pointed at the web port.
+    let web = d.web.clone().expect("web address");
+    let out = doozer(&format!("doozer:?ca={web}"), &["get", "/x"], b"");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("speaks HTTP"), "{}", out.stderr);
+}
+
+#[test]
+fn json_output_one_object_per_line() {
+    let d = Doozerd::start(&[]);
+    let u = d.uri();
+    let set = doozer(&u, &["--json", "set", "/j/a", "0"], b"one");
+    let v: serde_json::Value = serde_json::from_str(&ok(&set)).unwrap();
+    let r = v["rev"].as_i64().unwrap();
+    assert_eq!(v["path"], "/j/a");
+    let get: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["-w", "json", "get", "/j/a"], b""))).unwrap();
+    assert_eq!((get["body"].as_str(), get["rev"].as_i64(), get["len"].as_i64()), (Some("one"), Some(r), Some(3)));
+    let missing: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["--json", "get", "/j/no"], b""))).unwrap();
+    assert_eq!(missing["exists"], false);
+    doozer(&u, &["set", "/j/bin", "0"], &[0xff, 0x00]);
+    let bin: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["--json", "get", "/j/bin"], b""))).unwrap();
+    assert_eq!(bin["body_base64"], "/wA=");
+    let stat: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["--json", "stat", "/j"], b""))).unwrap();
+    assert_eq!((stat["dir"].as_bool(), stat["entries"].as_i64()), (Some(true), Some(2)));
+    let found = ok(&doozer(&u, &["--json", "find", "/j"], b""));
+    let paths: Vec<String> = found
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, ["/j", "/j/a", "/j/bin"]);
+    let rev: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["--json", "rev"], b""))).unwrap();
+    assert!(rev["rev"].as_i64().unwrap() >= r);
+    let id: serde_json::Value = serde_json::from_str(&ok(&doozer(&u, &["--json", "self"], b""))).unwrap();
+    assert_eq!(id["id"].as_str().unwrap().len(), 16);
+    let r1 = r.to_string();
+    let wait = ok(&doozer(&u, &["--json", "-r", &r1, "wait", "/j/*"], b""));
+    let e: serde_json::Value = serde_json::from_str(&wait).unwrap();
+    assert_eq!((e["kind"].as_str(), e["rev"].as_i64(), e["body"].as_str()), (Some("set"), Some(r), Some("one")));
+    for line in ok(&doozer(&u, &["--json", "status"], b"")).lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!((m["reachable"].as_bool(), m["lag"].as_i64()), (Some(true), Some(0)));
+    }
+}
+
+#[test]
+fn log_lists_a_paths_changes_newest_first() {
+    let d = Doozerd::start(&[]);
+    let u = d.uri();
+    let r1 = rev_of(&doozer(&u, &["set", "/cfg", "0"], b"one"));
+    doozer(&u, &["set", "/other", "0"], b"x");
+    let r2 = rev_of(&doozer(&u, &["set", "/cfg", "-1"], b"two"));
+    assert_eq!(ok(&doozer(&u, &["del", "/cfg", "-1"], b"")), "");
+    let r3 = rev_of(&doozer(&u, &["rev"], b""));
+    let log = ok(&doozer(&u, &["log", "/cfg"], b""));
+    assert_eq!(log, format!("/cfg {r3} del 0\n\n/cfg {r2} set 3\ntwo\n/cfg {r1} set 3\none\n"));
+    // -r: the changes at or before that revision; a glob matches several paths.
+    let at = ok(&doozer(&u, &["-r", &r2.to_string(), "log", "/cfg"], b""));
+    assert_eq!(at, format!("/cfg {r2} set 3\ntwo\n/cfg {r1} set 3\none\n"));
+    let both = ok(&doozer(&u, &["-r", &r2.to_string(), "log", "/*"], b""));
+    assert_eq!(both.matches(" set ").count(), 3, "{both}");
+    assert_eq!(ok(&doozer(&u, &["log", "/never"], b"")), "");
+}
+
+#[test]
+fn log_stops_at_the_default_history_window() {
+    // Past the default window (2000 revisions) the oldest changes are gone,
+    // and log lists what is left without an error.
+    let d = Doozerd::start(&[]);
+    let u = d.uri();
+    let first = rev_of(&doozer(&u, &["set", "/w", "0"], b"first"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = common::client(&d.addr).await;
+        let writes: Vec<_> = (0..2100).map(|i| c.set("/w", -1, format!("{i}"))).collect();
+        for w in writes {
+            w.await.unwrap();
+        }
+    });
+    let log = ok(&doozer(&u, &["log", "/w"], b""));
+    let count = log.matches("/w ").count();
+    assert!((1900..=2000).contains(&count), "{count} changes listed");
+    assert!(!log.contains(&format!("/w {first} ")), "the first change has left the window");
+    assert!(log.starts_with("/w ") && log.contains("\n2099\n"), "newest first");
+}
+
+#[test]
+fn tls_from_the_cli() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let d = Doozerd::start(&["-tlscert", ca.to_str().unwrap(), "-tlskey", key.to_str().unwrap()]);
+    let u = d.uri();
+    let ca = ca.to_str().unwrap();
+    let r = rev_of(&doozer(&u, &["--cacert", ca, "set", "/tls", "0"], b"secure"));
+    assert_eq!(ok(&doozer(&u, &["-cacert", ca, "get", "/tls"], b"")), "secure");
+    assert_eq!(
+        ok(&doozer(&u, &["-cacert", ca, "-r", &r.to_string(), "wait", "/tls"], b"")),
+        format!("/tls {r} set 6\nsecure\n")
+    );
+    // Without the CA, the TLS port is recognised.
+    let out = doozer(&u, &["get", "/tls"], b"");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("TLS") || out.stderr.contains("EOF"), "{}", out.stderr);
+    // A bad CA file is one line saying which file.
+    let out = doozer(&u, &["--cacert", "/nonexistent.pem", "get", "/tls"], b"");
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("/nonexistent.pem"), "{}", out.stderr);
 }

@@ -457,7 +457,9 @@ async fn tls_listener_serves_the_protocol() {
 #[test]
 fn flags_version_and_signals() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd")).arg("-v").output().unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("doozerd {}\n", env!("CARGO_PKG_VERSION")));
+    // The original's version for the protocol level, ours as semver build metadata.
+    let version = format!("0.9.0-alpha+doozer-rs.{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("doozerd {version}\n"));
     assert!(out.status.success());
 
     // Single-dash long flags as in the original, and the cluster name lands in /ctl/name.

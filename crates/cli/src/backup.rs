@@ -2,7 +2,7 @@
 //! revision, and a journal that follows every change after it. Formats in
 //! doozer-store's `backup` module; restoring is `doozerd --restore`.
 
-use crate::commands::{dial, start_rev};
+use crate::commands::{dial, start_rev, watch_from};
 use crate::flags::Flags;
 use crate::Failure;
 use doozer_client::{Client, ErrCode, Watch};
@@ -72,7 +72,7 @@ pub async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     file.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, target).map_err(io_err(target))?;
     eprintln!("backed up revision {rev}: {files} files to {target}");
-    println!("{rev}");
+    crate::output::Out { json: flags.json }.rev(None, rev)?;
     Ok(())
 }
 
@@ -124,7 +124,7 @@ pub async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
         Err(e) => return Err(io_err(path)(e)),
     };
     let mut file = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
-    let mut watch = Watch::with_client(c.clone(), &flags.uri, "/**", next)?;
+    let mut watch = watch_from(&flags, c.clone(), "/**", next)?;
     let mut unsynced = 0usize;
     loop {
         let got = if unsynced > 0 {
@@ -189,7 +189,7 @@ async fn fresh_snapshot(flags: &Flags, file: &mut File, path: &str) -> Result<(i
     let (rev, rec) = snapshot_record(&c).await?;
     file.write_all(&rec).and_then(|_| file.sync_data()).map_err(io_err(path))?;
     eprintln!("journal {path}: snapshot at revision {rev}");
-    Ok((rev + 1, Watch::with_client(c, &flags.uri, "/**", rev + 1)?))
+    Ok((rev + 1, watch_from(flags, c, "/**", rev + 1)?))
 }
 
 /// Checks an existing journal, cuts off a torn last entry, and returns the

@@ -1,18 +1,23 @@
 //! The commands: each a short function over the client library, printing
-//! exactly what the original printed.
+//! exactly what the original printed (or JSON, see [`crate::output`]).
 
 use crate::flags::Flags;
+use crate::output::Out;
 use crate::Failure;
-use doozer_client::{Client, ErrCode, Event};
+use doozer_client::{Client, Cluster, ErrCode, Options, Tls, Watch};
+use doozer_proto::MAX_VALUE;
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::pin::Pin;
+use std::time::Duration;
 
 type Run = fn(Flags, Vec<String>) -> Pin<Box<dyn Future<Output = Result<(), Failure>>>>;
 
 pub struct Command {
     pub name: &'static str,
     pub args: &'static [&'static str],
+    /// The last argument may be left out.
+    pub optional_last: bool,
     pub short: &'static str,
     pub help: &'static str,
     pub run: Run,
@@ -31,7 +36,17 @@ macro_rules! glob_rules {
 
 macro_rules! cmd {
     ($name:literal, [$($arg:literal),*], $short:literal, $help:expr, $f:ident) => {
-        Command { name: $name, args: &[$($arg),*], short: $short, help: $help, run: |f, a| Box::pin($f(f, a)) }
+        cmd!($name, [$($arg),*], false, $short, $help, $f)
+    };
+    ($name:literal, [$($arg:literal),*], $optional:literal, $short:literal, $help:expr, $f:path) => {
+        Command {
+            name: $name,
+            args: &[$($arg),*],
+            optional_last: $optional,
+            short: $short,
+            help: $help,
+            run: |f, a| Box::pin($f(f, a)),
+        }
     };
 }
 
@@ -40,16 +55,22 @@ pub const COMMANDS: &[Command] = &[
         "Sets the body of the file at <path> only if it does not exist yet.\n\nEquivalent to\n\n  set <path> 0\n\nThe body is read from stdin.\n\nPrints the new revision on stdout, or an error message on stderr.\n", add),
     cmd!("backup", ["<file>"], "save a consistent snapshot",
         "Writes every file, with its revision, as of the current revision (or -r)\nto <file> (\"-\" for stdout), in a checksummed format. Prints the revision.\nRestore with: doozerd --restore <file>\n", backup),
+    cmd!("completion", ["<shell>"], false, "print a shell completion script",
+        "Prints a completion script for <shell>: bash, zsh, fish, elvish or powershell.\n\n  doozer completion bash > /etc/bash_completion.d/doozer\n", crate::docs::completion),
     cmd!("del", ["<path>", "<rev>"], "delete a file",
         "Deletes the file at <path>.\n\nIf <rev> is not greater than or equal to the revision of the file,\nno change will be made.\n", del),
     cmd!("find", ["<path>"], "list files",
         "Prints the tree rooted at <path>\n\nPrints the path for each file or directory, one per line.\n", find),
     cmd!("get", ["<path>"], "read a file", "Prints the body of the file at <path>.\n", get),
-    cmd!("help", ["<command>"], "provide detailed help on a command", "Prints detailed help on <command>.\n", help),
+    cmd!("help", ["<command>"], true, "provide detailed help on a command",
+        "Prints detailed help on <command>, or the list of commands.\n", help),
     cmd!("journal", ["<file>"], "record every change",
         "Appends every change to <file>, starting with a snapshot, until stopped.\nRestarted, it resumes after the last whole entry. If the cluster's history\nno longer holds the next revision, it appends a fresh snapshot instead of\nleaving a gap. Entries reach the disk (fsync) within 50 ms.\nRestore with: doozerd --restore <backup> --journal <file>, or --journal <file> alone\n", journal),
-    cmd!("members", [], "list the cluster's members",
-        "Prints one line per member: its id, address, role (leader, voter or\nnon-voter) and the revision it has applied, asked of the member itself\n(\"unreachable\" if it does not answer within 2s).\n", members),
+    cmd!("log", ["<glob>"], false, "list a path's changes, newest first", LOG_HELP, crate::inspect::log),
+    cmd!("man", [], false, "print the manual page",
+        "Prints doozer's manual page (roff).\n\n  doozer man > /usr/local/share/man/man1/doozer.1\n", crate::docs::man),
+    cmd!("members", [], false, "list the cluster's members",
+        "Prints one line per member: its id, address, role (leader, voter or\nnon-voter) and the revision it has applied, asked of the member itself\n(\"unreachable\" if it does not answer within 2s).\n", crate::inspect::members),
     cmd!("nop", [], "consensus", "Performs a consensus cycle (a revision that changes nothing).\n", nop),
     cmd!("rev", [], "print the current revision", "Prints the current revision.\n", rev),
     cmd!("self", [], "identify a node", "Prints the node's ID.\n", self_id),
@@ -57,11 +78,22 @@ pub const COMMANDS: &[Command] = &[
         "Sets the body of the file at <path>.\n\nThe body is read from stdin. If <rev> is not greater than or equal to\nthe revision of the file, no change will be made.\n\nPrints the new revision on stdout, or an error message on stderr.\n", set),
     cmd!("stat", ["<path>"], "print file status",
         "Print the status for each <path>.\n\nIf path is a directory, prints \"d\" and the number of entries.\nOtherwise, prints its revision and length.\n", stat),
+    cmd!("status", [], false, "check every member's health",
+        "Asks every member, directly, how it is: one line each with its id,\naddress, whether it answered (within 2s), its role, the revision it has\napplied, how far that is behind the most advanced member (LAG), and its\nversion. Exits 2 if a member is unreachable.\n", crate::inspect::status),
     cmd!("touch", ["<path>"], "update rev of a file",
         "Attempts to update the rev of a file to a value greater than\nthe current rev. If a file does not exist, it will be created.\n", touch),
     cmd!("wait", ["<glob>"], "wait for a change", WAIT_HELP, wait),
     cmd!("watch", ["<glob>"], "watch for a change", WATCH_HELP, watch),
 ];
+
+const LOG_HELP: &str = concat!(
+    "Prints the changes to files matching <glob> that the cluster's history\n",
+    "still holds (the last 2000 revisions by default, doozerd -hist), newest\n",
+    "first. With -r, the changes at or before that revision.\n\n",
+    glob_rules!(),
+    "\nOutput is a sequence of records, one for each change, as watch prints them:\n\n",
+    "  <path> <rev> <set|del> <len> LF <body> LF\n"
+);
 
 const WAIT_HELP: &str = concat!(
     "Prints the next change to a file matching <glob>.\n\n",
@@ -96,12 +128,45 @@ fn parse_rev(s: &str) -> Result<i64, Failure> {
 }
 
 /// The `-r` flag as a read revision: -1 means "now".
-fn read_rev(flags: &Flags) -> Option<i64> {
+pub(crate) fn read_rev(flags: &Flags) -> Option<i64> {
     (flags.rev != -1).then_some(flags.rev)
 }
 
+/// How the CLI connects: TLS from --cacert/--cert/--key, `cn=` through -b.
+/// A URI of one address is tried once; with several, a call moves on to the
+/// next for up to five seconds.
+pub(crate) fn options(flags: &Flags) -> Result<Options, Failure> {
+    let tls = match (&flags.cacert, &flags.cert, &flags.key) {
+        (None, None, None) => None,
+        (Some(ca), cert, key) => Some(Tls::from_files(ca, cert.as_deref(), key.as_deref())?),
+        (None, _, _) => {
+            return Err(Failure::Message(
+                "--cert and --key need --cacert, the CA that signed the server's certificate".into(),
+            ))
+        }
+    };
+    let several = doozer_client::parse_uri(&flags.uri).is_ok_and(|u| u.addrs.len() != 1);
+    Ok(Options {
+        tls,
+        boot: Some(flags.boot.clone()).filter(|b| !b.is_empty()),
+        retry_for: if several { Duration::from_secs(5) } else { Duration::ZERO },
+        ..Options::default()
+    })
+}
+
+/// One connection, to the first node of the URI that answers.
 pub(crate) async fn dial(flags: &Flags) -> Result<Client, Failure> {
-    Ok(Client::dial_uri(&flags.uri).await?)
+    Ok(Client::dial_uri_with(&flags.uri, &options(flags)?).await?)
+}
+
+/// The cluster, for calls that may move to another node.
+pub(crate) async fn cluster(flags: &Flags) -> Result<Cluster, Failure> {
+    Ok(Cluster::connect_with(&flags.uri, options(flags)?).await?)
+}
+
+/// A watch of `glob` from `rev`, on `client` first and then the URI's other nodes.
+pub(crate) fn watch_from(flags: &Flags, client: Client, glob: &str, rev: i64) -> Result<Watch, Failure> {
+    Ok(Watch::with_options(&flags.uri, options(flags)?, glob, rev)?.starting_with(client))
 }
 
 /// `-r`, or the node's current revision if `-r` was not given.
@@ -112,15 +177,37 @@ pub(crate) async fn start_rev(c: &Client, flags: &Flags) -> Result<i64, Failure>
     }
 }
 
-fn write_out(bytes: &[u8]) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Failure::Message(format!("write stdout: {e}")))
+/// A read at a revision the cluster has not reached blocks until it does;
+/// says so on stderr, so a person is not left looking at nothing.
+pub(crate) async fn say_if_future(
+    flags: &Flags,
+    now: impl Future<Output = doozer_client::Result<i64>>,
+) -> Result<(), Failure> {
+    if let Some(r) = read_rev(flags) {
+        let now = now.await?;
+        if r > now {
+            eprintln!("doozer: waiting for revision {r} (the cluster is at {now}); -t bounds the wait");
+        }
+    }
+    Ok(())
+}
+
+/// A server's BAD_PATH, with the rule the path breaks.
+pub(crate) fn path_error(path: &str) -> impl Fn(doozer_client::Error) -> Failure + '_ {
+    move |e| match (e.code(), doozer_store::path_problem(path)) {
+        (Some(ErrCode::BadPath), Some(problem)) => Failure::Message(format!("BAD_PATH: {problem}")),
+        _ => Failure::Error(e),
+    }
 }
 
 fn read_stdin() -> Result<Vec<u8>, Failure> {
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body).map_err(|e| Failure::Message(format!("read stdin: {e}")))?;
     Ok(body)
+}
+
+fn out(flags: &Flags) -> Out {
+    Out { json: flags.json }
 }
 
 async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
@@ -132,10 +219,16 @@ async fn journal(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
 }
 
 async fn set_with(flags: Flags, path: &str, rev: i64) -> Result<(), Failure> {
-    let c = dial(&flags).await?;
     let body = read_stdin()?;
-    let new_rev = c.set(path, rev, body).await?;
-    write_out(format!("{new_rev}\n").as_bytes())
+    if body.len() > MAX_VALUE {
+        return Err(Failure::Message(format!(
+            "the body is {} bytes; doozerd takes at most {MAX_VALUE} (1 MiB) per file: nothing was sent",
+            body.len()
+        )));
+    }
+    let c = cluster(&flags).await?;
+    let new_rev = c.set(path, rev, body).await.map_err(path_error(path))?;
+    out(&flags).rev(Some(path), new_rev)
 }
 
 async fn set(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
@@ -149,22 +242,28 @@ async fn add(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
 
 async fn del(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     let rev = parse_rev(&args[1])?;
-    Ok(dial(&flags).await?.del(&args[0], rev).await?)
+    cluster(&flags).await?.del(&args[0], rev).await.map_err(path_error(&args[0]))
 }
 
 async fn get(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
-    let (body, _) = dial(&flags).await?.get(&args[0], read_rev(&flags)).await?;
-    write_out(&body)
+    let c = cluster(&flags).await?;
+    say_if_future(&flags, c.rev()).await?;
+    let (body, rev) = c.get(&args[0], read_rev(&flags)).await.map_err(path_error(&args[0]))?;
+    out(&flags).file(&args[0], rev, &body)
 }
 
 async fn help(_flags: Flags, args: Vec<String>) -> Result<(), Failure> {
-    match COMMANDS.iter().find(|c| c.name == args[0]) {
+    let Some(name) = args.first() else {
+        crate::usage_to(&mut std::io::stdout());
+        return Ok(());
+    };
+    match COMMANDS.iter().find(|c| c.name == name) {
         Some(c) => {
             crate::help(c);
             Ok(())
         }
         None => {
-            eprintln!("Unknown command: {}", args[0]);
+            eprintln!("Unknown command: {name}");
             crate::usage();
             Err(Failure::Exit(127))
         }
@@ -172,44 +271,51 @@ async fn help(_flags: Flags, args: Vec<String>) -> Result<(), Failure> {
 }
 
 async fn nop(flags: Flags, _args: Vec<String>) -> Result<(), Failure> {
-    Ok(dial(&flags).await?.nop().await?)
+    Ok(cluster(&flags).await?.nop().await?)
 }
 
 async fn rev(flags: Flags, _args: Vec<String>) -> Result<(), Failure> {
-    let rev = dial(&flags).await?.rev().await?;
-    write_out(format!("{rev}\n").as_bytes())
+    let rev = cluster(&flags).await?.rev().await?;
+    out(&flags).rev(None, rev)
 }
 
 async fn self_id(flags: Flags, _args: Vec<String>) -> Result<(), Failure> {
-    let id = dial(&flags).await?.self_id().await?;
-    write_out(&id)
+    let id = cluster(&flags).await?.self_id().await?;
+    out(&flags).id(&id)
 }
 
 async fn stat(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
-    let (len, rev) = dial(&flags).await?.stat(&args[0], read_rev(&flags)).await?;
-    match rev {
-        0 => {
-            eprintln!("No such file or directory: {}", args[0]);
-            Err(Failure::Exit(2))
-        }
-        -2 => write_out(format!("d {len}\n").as_bytes()),
-        _ => write_out(format!("{rev} {len}\n").as_bytes()),
+    let c = cluster(&flags).await?;
+    say_if_future(&flags, c.rev()).await?;
+    let (len, rev) = c.stat(&args[0], read_rev(&flags)).await.map_err(path_error(&args[0]))?;
+    if rev == 0 {
+        eprintln!("No such file or directory: {}", args[0]);
+        return Err(Failure::Exit(2));
     }
+    out(&flags).stat(&args[0], len, rev)
 }
 
 async fn touch(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
-    let c = dial(&flags).await?;
-    let (body, rev) = c.get(&args[0], None).await?;
-    c.set(&args[0], rev, body).await?;
+    let c = cluster(&flags).await?;
+    let (body, rev) = c.get(&args[0], None).await.map_err(path_error(&args[0]))?;
+    c.set(&args[0], rev, body).await.map_err(path_error(&args[0]))?;
     Ok(())
 }
 
-/// Lists the tree under `root` at `rev`, parents before children. Like the
-/// original, errors go to stderr and do not change the exit status.
+/// Lists the tree under `root` at `rev`, parents before children. A missing
+/// or unreadable root is an error; below it, as in the original, errors go
+/// to stderr and the listing goes on.
 async fn find(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
+    let root = &args[0];
     let c = dial(&flags).await?;
+    say_if_future(&flags, c.rev()).await?;
     let rev = start_rev(&c, &flags).await?;
-    let mut stack = vec![args[0].clone()];
+    let (_, root_rev) = c.stat(root, Some(rev)).await.map_err(path_error(root))?;
+    if root_rev == 0 {
+        return Err(Failure::Message(format!("{root}: no such file or directory (at revision {rev})")));
+    }
+    let print = out(&flags);
+    let mut stack = vec![root.clone()];
     while let Some(path) = stack.pop() {
         let (_, file_rev) = match c.stat(&path, Some(rev)).await {
             Ok(s) => s,
@@ -222,7 +328,7 @@ async fn find(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
             eprintln!("{}", ErrCode::NoEnt);
             continue;
         }
-        write_out(format!("{path}\n").as_bytes())?;
+        print.found(&path, file_rev == -2)?;
         if file_rev != -2 {
             continue;
         }
@@ -237,71 +343,11 @@ async fn find(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One member's line: id, address, role, applied revision.
-async fn member_line(id: &str, addr: &str, role: &str) -> String {
-    let asked = async {
-        let c = Client::connect(addr).await?;
-        c.rev().await
-    };
-    let applied = match tokio::time::timeout(std::time::Duration::from_secs(2), asked).await {
-        Ok(Ok(rev)) => rev.to_string(),
-        _ => "unreachable".to_string(),
-    };
-    format!("{id:<16}  {addr:<21}  {role:<9}  {applied}\n")
-}
-
-async fn members(flags: Flags, _args: Vec<String>) -> Result<(), Failure> {
-    let c = dial(&flags).await?;
-    let rev = c.rev().await?;
-    let text = |path: String| {
-        let c = c.clone();
-        async move { c.get(&path, Some(rev)).await.map(|(b, _)| String::from_utf8_lossy(&b).into_owned()) }
-    };
-    let mut rows = Vec::new();
-    for id in c.getdir_all("/ctl/node", Some(rev)).await? {
-        let addr = text(format!("/ctl/node/{id}/addr")).await?;
-        let role = text(format!("/ctl/node/{id}/role")).await?;
-        let rank = match role.as_str() {
-            "leader" => 0,
-            "voter" => 1,
-            _ => 2,
-        };
-        rows.push((rank, id, addr, role));
-    }
-    rows.sort();
-    let mut out = format!("{:<16}  {:<21}  {:<9}  {}\n", "ID", "ADDR", "ROLE", "APPLIED");
-    for (_, id, addr, role) in &rows {
-        out.push_str(&member_line(id, addr, role).await);
-    }
-    write_out(out.as_bytes())
-}
-
-fn print_event(e: &Event) -> Result<(), Failure> {
-    let kind = if e.is_set() {
-        "set"
-    } else if e.is_del() {
-        "del"
-    } else {
-        ""
-    };
-    let mut record = format!("{} {} {} {}\n", e.path, e.rev, kind, e.body.len()).into_bytes();
-    record.extend_from_slice(&e.body);
-    record.push(b'\n');
-    write_out(&record)
-}
-
 async fn wait(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     let c = dial(&flags).await?;
     let rev = start_rev(&c, &flags).await?;
-    let event = if flags.timeout.is_zero() {
-        c.wait(&args[0], rev).await?
-    } else {
-        match tokio::time::timeout(flags.timeout, c.wait(&args[0], rev)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(Failure::Message("wait timeout".into())),
-        }
-    };
-    print_event(&event)
+    let event = c.wait(&args[0], rev).await?;
+    out(&flags).event(&event)
 }
 
 /// Prints every change; with several `ca=` addresses it moves to another node
@@ -309,8 +355,8 @@ async fn wait(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
 async fn watch(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     let c = dial(&flags).await?;
     let rev = start_rev(&c, &flags).await?;
-    let mut watch = doozer_client::Watch::with_client(c, &flags.uri, &args[0], rev)?;
+    let mut watch = watch_from(&flags, c, &args[0], rev)?;
     loop {
-        print_event(&watch.next().await?)?;
+        out(&flags).event(&watch.next().await?)?;
     }
 }

@@ -13,7 +13,16 @@ pub struct Flags {
     pub timeout: Duration,
     pub help: bool,
     pub version: bool,
+    /// `--json` or `-w json`: one JSON object per line instead of the original's text.
+    pub json: bool,
+    /// TLS: the CA certificate(s) to trust, and a client certificate and key.
+    pub cacert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["h", "help", "v", "version", "json"];
 
 impl Flags {
     pub fn from_env() -> Flags {
@@ -25,6 +34,10 @@ impl Flags {
             timeout: Duration::ZERO,
             help: false,
             version: false,
+            json: false,
+            cacert: env("DOOZER_CACERT"),
+            cert: env("DOOZER_CERT"),
+            key: env("DOOZER_KEY"),
         }
     }
 
@@ -49,16 +62,16 @@ impl Flags {
                 None => (body, None),
             };
             i += 1;
-            if name == "h" || name == "help" || name == "v" {
+            if SWITCHES.contains(&name) {
                 let on = match inline.as_deref() {
                     None | Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
                     Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
                     Some(v) => return Err(format!("invalid boolean value {v:?} for -{name}")),
                 };
-                if name == "v" {
-                    self.version = on;
-                } else {
-                    self.help = on;
+                match name {
+                    "v" | "version" => self.version = on,
+                    "json" => self.json = on,
+                    _ => self.help = on,
                 }
                 continue;
             }
@@ -80,6 +93,14 @@ impl Flags {
                     self.timeout = parse_duration(&value)
                         .ok_or_else(|| format!("invalid value {value:?} for flag -t: parse error"))?
                 }
+                "w" => match value.as_str() {
+                    "json" => self.json = true,
+                    "simple" | "text" => self.json = false,
+                    _ => return Err(format!("invalid value {value:?} for flag -w: json or simple")),
+                },
+                "cacert" => self.cacert = Some(value),
+                "cert" => self.cert = Some(value),
+                "key" => self.key = Some(value),
                 _ => return Err(format!("flag provided but not defined: -{name}")),
             }
         }
@@ -135,6 +156,11 @@ mod tests {
         let rest = f.parse(&strings(&["-h", "--", "-x"])).unwrap();
         assert!(f.help);
         assert_eq!(rest, ["-x"]);
+        let rest = f.parse(&strings(&["--json", "-w", "json", "--version", "--cacert=ca.pem", "get"])).unwrap();
+        assert_eq!(rest, ["get"]);
+        assert!(f.json && f.version);
+        assert_eq!(f.cacert.as_deref(), Some("ca.pem"));
+        assert!(f.parse(&strings(&["-w", "yaml"])).is_err());
     }
 
     #[test]

@@ -8,7 +8,10 @@
 
 mod backup;
 mod commands;
+mod docs;
 mod flags;
+mod inspect;
+mod output;
 
 use commands::{Command, COMMANDS};
 use flags::Flags;
@@ -43,12 +46,20 @@ Global Options:
     \t(default \"doozer:?ca=127.0.0.1:8046\")
   -b string
     \tthe DzNS uri
-  -h\tshow help
+  -cacert file
+    \tTLS: trust the CA certificate(s) in this PEM file (env DOOZER_CACERT)
+  -cert file, -key file
+    \tTLS: present this client certificate and key (env DOOZER_CERT, DOOZER_KEY)
+  -h, --help
+    \tshow help
+  -json, -w json
+    \tprint one JSON object per line
   -r int
     \trequest rev (default -1)
   -t duration
-    \twait timeout
-  -v\tprint version string
+    \ttimeout for the whole command (e.g. 2s, 1m30s; default: none)
+  -v, --version
+    \tprint version string
 
 Environment:
 
@@ -59,15 +70,30 @@ Environment:
 Commands:
 ";
 
-fn usage() {
+fn usage_text() -> String {
     let mut s = String::from("Use: doozer [options] <command> [options] [args]\n");
     s.push_str(USAGE_INTRO);
-    let line = |c: &Command| format!("{} {}", c.name, c.args.join(" "));
+    let line = |c: &Command| match (c.optional_last, c.args.split_last()) {
+        (true, Some((last, rest))) => {
+            format!("{} {}[{last}]", c.name, rest.iter().map(|a| format!("{a} ")).collect::<String>())
+        }
+        _ => format!("{} {}", c.name, c.args.join(" ")),
+    };
     let width = COMMANDS.iter().map(|c| line(c).len()).max().unwrap_or(0);
     for c in COMMANDS {
         s.push_str(&format!("  {:<width$} - {}\n", line(c), c.short));
     }
-    eprint!("{s}");
+    s
+}
+
+/// The usage on stderr, where the original printed it.
+fn usage() {
+    eprint!("{}", usage_text());
+}
+
+/// The usage where asked for (`doozer help` prints it on stdout).
+pub(crate) fn usage_to(w: &mut dyn Write) {
+    let _ = w.write_all(usage_text().as_bytes());
 }
 
 fn help(c: &Command) {
@@ -110,7 +136,8 @@ pub fn main() -> ExitCode {
         help(cmd);
         return ExitCode::SUCCESS;
     }
-    if args.len() != cmd.args.len() {
+    let fewest = cmd.args.len() - usize::from(cmd.optional_last);
+    if args.len() < fewest || args.len() > cmd.args.len() {
         eprintln!("{}: wrong number of arguments", cmd.name);
         help(cmd);
         return ExitCode::from(127);
@@ -122,11 +149,34 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = runtime.block_on((cmd.run)(flags.clone(), args));
+    let run = (cmd.run)(flags.clone(), args);
+    let result = runtime.block_on(async {
+        if flags.timeout.is_zero() {
+            return run.await;
+        }
+        match tokio::time::timeout(flags.timeout, run).await {
+            Ok(r) => r,
+            // The original's words for wait; scripts may look for them.
+            Err(_) if cmd.name == "wait" => Err(Failure::Message("wait timeout".into())),
+            Err(_) => Err(Failure::Message(format!("{} timed out after {:?} (-t)", cmd.name, flags.timeout))),
+        }
+    });
     let _ = std::io::stdout().flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => report(f, &flags),
+    }
+}
+
+/// Words after a server's error that say what to do about it.
+fn hint(e: &doozer_client::Error) -> &'static str {
+    use doozer_client::ErrCode;
+    match e {
+        doozer_client::Error::Server { code: ErrCode::Other, detail } if detail.contains("permission denied") => {
+            " (this cluster needs its secret: add &sk=SECRET to the uri in -a or DOOZER_URI)"
+        }
+        // The original's other error lines stay exactly as they were: scripts match them.
+        _ => "",
     }
 }
 
@@ -150,7 +200,7 @@ fn report(f: Failure, flags: &Flags) -> ExitCode {
             ExitCode::from(2)
         }
         Failure::Error(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("Error: {e}{}", hint(&e));
             ExitCode::from(if e.code() == Some(ErrCode::RevMismatch) { 1 } else { 2 })
         }
     }

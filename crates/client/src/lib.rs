@@ -1,24 +1,43 @@
 //! A Rust client for Doozer.
 //!
-//! What it is for: one connection per [`Client`], every request tagged and
-//! pipelined (many may be outstanding; answers are matched by tag), the
-//! `doozer:?ca=HOST:PORT&sk=SECRET` URI, and typed calls for every verb.
+//! - [`Client`]: one connection to one node, every request tagged and
+//!   pipelined (many may be outstanding; answers are matched by tag), and a
+//!   typed call for every verb.
+//! - [`Cluster`]: the cluster named by a `doozer:?ca=HOST:PORT&ca=...&sk=SECRET`
+//!   URI; a call that cannot reach its node moves to the next address, with
+//!   backoff, for up to [`Options::retry_for`].
+//! - [`Watch`]: follows a glob across the loss of a node, resuming from the
+//!   next revision, so no change is missed or repeated.
+//! - [`Options`]: connect timeout, [`Tls`], and the DzNS boot URI that
+//!   resolves `cn=NAME`.
 //!
-//! [`Watch`] follows a glob across the loss of a node, moving to another of
-//! the URI's addresses and resuming from the next revision.
+//! What it is not: a cache. A server's answer (`REV_MISMATCH`, `TOO_LATE`)
+//! comes back as [`Error::Server`] and the caller decides what to do.
 //!
-//! What it is not: a cache or a general retry layer. A call fails with
-//! [`Error`] and the caller decides what to do.
+//! ```no_run
+//! # async fn demo() -> doozer_client::Result<()> {
+//! let c = doozer_client::Cluster::connect("doozer:?ca=127.0.0.1:8046").await?;
+//! let rev = c.set("/config/greeting", 0, "hello").await?;
+//! assert_eq!(c.get_file("/config/greeting", None).await?.map(|f| f.rev), Some(rev));
+//! # Ok(()) }
+//! ```
 
+mod cluster;
+mod options;
 mod uri;
 mod watch;
 
+pub use bytes::Bytes;
+pub use cluster::Cluster;
 pub use doozer_proto::ErrCode;
+pub use options::{Options, Tls};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 
-use bytes::{Bytes, BytesMut};
-use doozer_proto::{encode_frame, read_frame, FrameError, Request, Response, Verb, FLAG_DEL, FLAG_SET, MAX_FRAME};
+use bytes::BytesMut;
+use doozer_proto::{
+    encode_frame, read_frame, FrameError, Request, Response, Verb, FLAG_DEL, FLAG_SET, MAX_FRAME, MAX_VALUE,
+};
 use parking_lot::Mutex;
 use prost::Message;
 use std::collections::HashMap;
@@ -33,6 +52,13 @@ pub type Rev = i64;
 /// How long a node of a multi-address URI has to answer when dialled.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A file as read: its body and the revision that last changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct File {
+    pub body: Bytes,
+    pub rev: Rev,
+}
+
 /// Why a call failed.
 #[derive(Debug, Clone)]
 pub enum Error {
@@ -44,6 +70,13 @@ pub enum Error {
     Disconnected(String),
     /// The URI is not `doozer:?ca=...` or `HOST:PORT`.
     InvalidUri,
+    /// The URI names a cluster (`cn=`) but no DzNS to look it up in, or the
+    /// DzNS lists no member of it.
+    NotFound(String),
+    /// The TLS settings cannot be used, or TLS with the server failed.
+    Tls(String),
+    /// The request is larger than any doozerd takes; it was not sent.
+    TooLarge(String),
 }
 
 impl Error {
@@ -64,6 +97,7 @@ impl std::fmt::Display for Error {
             Error::Server { code, detail } => write!(f, "{code}: {detail}"),
             Error::Dial(msg) | Error::Disconnected(msg) => f.write_str(msg),
             Error::InvalidUri => f.write_str("invalid uri"),
+            Error::NotFound(msg) | Error::Tls(msg) | Error::TooLarge(msg) => f.write_str(msg),
         }
     }
 }
@@ -120,25 +154,55 @@ fn dial_error(addr: &str, e: &std::io::Error) -> Error {
 }
 
 impl Client {
-    /// Connects to `HOST:PORT`.
+    /// Connects to `HOST:PORT` with the default [`Options`].
     pub async fn connect(addr: &str) -> Result<Client> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| dial_error(addr, &e))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Client::over(Box::new(stream), addr))
+        Client::connect_with(addr, &Options::default()).await
     }
 
-    /// Connects by URI (`doozer:?ca=A&ca=B&sk=S` or `HOST:PORT`): tries each
-    /// address in turn until one answers, then sends ACCESS if there is a
-    /// secret. With several addresses a node must also answer REV within two
-    /// seconds, so a hung node (one that accepts connections but does not
-    /// serve them) is passed over.
+    /// Connects to `HOST:PORT`: TCP within `opts.connect_timeout`, then TLS
+    /// if `opts.tls` is set.
+    pub async fn connect_with(addr: &str, opts: &Options) -> Result<Client> {
+        let timed_out = || Error::Dial(format!("dial tcp {addr}: no connection within {:?}", opts.connect_timeout));
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| dial_error(addr, &e))?;
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &opts.tls else { return Ok(Client::over(stream, addr)) };
+        let host = tls.server_name.clone().unwrap_or_else(|| host_of(addr).to_string());
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| Error::Tls(format!("{host:?} is not a name a certificate can carry")))?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let secured = tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| {
+                Error::Tls(format!("TLS with {addr} failed: {e} (does it serve TLS? doozerd does with -tlscert)"))
+            })?;
+        Ok(Client::over(secured, addr))
+    }
+
+    /// Connects by URI (`doozer:?ca=A&ca=B&sk=S` or `HOST:PORT`) with the
+    /// default [`Options`]; see [`Client::dial_uri_with`].
     pub async fn dial_uri(uri: &str) -> Result<Client> {
-        let uri = parse_uri(uri)?;
+        Client::dial_uri_with(uri, &Options::default()).await
+    }
+
+    /// Connects by URI: tries each address in turn until one answers, then
+    /// sends ACCESS if there is a secret. With several addresses a node must
+    /// also answer REV within two seconds, so a hung node (one that accepts
+    /// connections but does not serve them) is passed over. A `cn=NAME` is
+    /// looked up in the DzNS `opts.boot`.
+    pub async fn dial_uri_with(uri: &str, opts: &Options) -> Result<Client> {
+        Client::dial_parsed(&resolve(uri, opts).await?, opts).await
+    }
+
+    async fn dial_parsed(uri: &Uri, opts: &Options) -> Result<Client> {
         let probe = uri.addrs.len() > 1;
         let mut last = Error::InvalidUri;
         for addr in &uri.addrs {
             let attempt = async {
-                let c = Client::connect(addr).await?;
+                let c = Client::connect_with(addr, opts).await?;
                 if let Some(sk) = &uri.secret {
                     c.access(sk.as_bytes()).await?;
                 }
@@ -148,7 +212,7 @@ impl Client {
                 Ok::<Client, Error>(c)
             };
             let answered = if probe {
-                tokio::time::timeout(PROBE_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+                tokio::time::timeout(opts.connect_timeout.max(PROBE_TIMEOUT), attempt).await.unwrap_or_else(|_| {
                     Err(Error::Dial(format!("dial tcp {addr}: no answer within {PROBE_TIMEOUT:?}")))
                 })
             } else {
@@ -179,9 +243,20 @@ impl Client {
         &self.addr
     }
 
+    /// True once the connection is gone: every call on it fails.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.lock().is_some()
+    }
+
     /// Sends one request (its tag is assigned here) and waits for its answer.
     /// A server error comes back as `Err(Error::Server)`.
     pub async fn call(&self, mut req: Request) -> Result<Response> {
+        if let Some(value) = req.value.as_ref().filter(|v| v.len() > MAX_VALUE) {
+            return Err(Error::TooLarge(format!(
+                "the body is {} bytes; doozerd takes at most {MAX_VALUE} (1 MiB) per file",
+                value.len()
+            )));
+        }
         let (tag, rx) = self.register()?;
         req.tag = Some(tag);
         let mut frame = BytesMut::new();
@@ -223,10 +298,37 @@ impl Client {
         Request { verb: Some(verb as i32), ..Request::default() }
     }
 
-    /// GET: the body and revision of the file at `path` (rev 0 if missing).
+    /// GET: the body and revision of the file at `path` (rev 0 if missing),
+    /// as of revision `rev` (`None`: now). See [`Client::get_file`].
     pub async fn get(&self, path: &str, rev: Option<Rev>) -> Result<(Bytes, Rev)> {
         let r = self.call(Request { path: Some(path.into()), rev, ..Self::req(Verb::Get) }).await?;
         Ok((r.value.unwrap_or_default(), r.rev.unwrap_or(0)))
+    }
+
+    /// GET, telling a missing file (`None`) from an empty one.
+    pub async fn get_file(&self, path: &str, rev: Option<Rev>) -> Result<Option<File>> {
+        let (body, rev) = self.get(path, rev).await?;
+        Ok((rev != 0).then_some(File { body, rev }))
+    }
+
+    /// The addresses a DzNS lists for the members of `cluster`, under
+    /// `/ctl/ns/<cluster>/<id>`: `(id, addr)` pairs, by id.
+    pub async fn ns_lookup(&self, cluster: &str) -> Result<Vec<(String, String)>> {
+        let rev = self.rev().await?;
+        let dir = format!("/ctl/ns/{cluster}");
+        let ids = match self.getdir_all(&dir, Some(rev)).await {
+            Err(e) if e.code() == Some(ErrCode::NoEnt) => Vec::new(),
+            other => other?,
+        };
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(f) = self.get_file(&format!("{dir}/{id}"), Some(rev)).await? {
+                if !f.body.is_empty() {
+                    found.push((id, String::from_utf8_lossy(&f.body).into_owned()));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// SET: writes `body` if `rev` is -1 or at least the file's revision; returns the new revision.
@@ -292,11 +394,76 @@ impl Client {
         Ok(event(self.call(req).await?))
     }
 
+    /// LOG (an extension, verb 30): the `offset`-th newest change to a file
+    /// matching `glob` at or before `rev` (`None`: now), within the history
+    /// window. `Err` with [`ErrCode::Range`] past the oldest. Servers that do
+    /// not have it answer [`ErrCode::UnknownVerb`].
+    pub async fn log(&self, glob: &str, offset: i32, rev: Option<Rev>) -> Result<Event> {
+        let req = Request { path: Some(glob.into()), offset: Some(offset), rev, ..Self::req(Verb::Log) };
+        Ok(event(self.call(req).await?))
+    }
+
+    /// Up to `max` changes to files matching `glob`, newest first, at or
+    /// before `rev` (`None`: now), within the history window. The requests
+    /// are pipelined.
+    pub async fn log_all(&self, glob: &str, rev: Option<Rev>, max: usize) -> Result<Vec<Event>> {
+        let upto = match rev {
+            Some(r) => r,
+            None => self.rev().await?,
+        };
+        const BATCH: usize = 64;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let n = BATCH.min(max - out.len());
+            let from = out.len();
+            let calls = (from..from + n).map(|i| self.log(glob, i32::try_from(i).unwrap_or(i32::MAX), Some(upto)));
+            for r in futures_util::future::join_all(calls).await {
+                match r {
+                    Ok(e) => out.push(e),
+                    Err(e) if e.code() == Some(ErrCode::Range) => return Ok(out),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// WAIT: the first change at or after `rev` to a file matching `glob`.
     pub async fn wait(&self, glob: &str, rev: Rev) -> Result<Event> {
         let req = Request { path: Some(glob.into()), rev: Some(rev), ..Self::req(Verb::Wait) };
         Ok(event(self.call(req).await?))
     }
+}
+
+/// The host part of `HOST:PORT` (`[::1]:8046` gives `::1`).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+}
+
+/// Parses `uri` and, if it names a cluster (`cn=`), adds the addresses the
+/// DzNS `opts.boot` lists for it.
+pub async fn resolve(uri: &str, opts: &Options) -> Result<Uri> {
+    let mut parsed = parse_uri(uri)?;
+    let Some(name) = parsed.name.clone() else { return Ok(parsed) };
+    let Some(boot) = &opts.boot else {
+        if parsed.addrs.is_empty() {
+            return Err(Error::NotFound(format!("the uri names cluster {name:?} but no DzNS to find it in: give -b doozer:?ca=HOST:PORT (or DOOZER_BOOT_URI)")));
+        }
+        return Ok(parsed);
+    };
+    let dzns = Client::dial_parsed(&parse_uri(boot)?, opts).await?;
+    for (_, addr) in dzns.ns_lookup(&name).await? {
+        if !parsed.addrs.contains(&addr) {
+            parsed.addrs.push(addr);
+        }
+    }
+    if parsed.addrs.is_empty() {
+        return Err(Error::NotFound(format!(
+            "the DzNS {boot} lists no member of cluster {name:?} (under /ctl/ns/{name})"
+        )));
+    }
+    Ok(parsed)
 }
 
 fn event(r: Response) -> Event {
@@ -321,6 +488,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>) {
             // However the server went away, the original client said EOF.
             Err(FrameError::Truncated) => break "EOF".to_string(),
             Err(FrameError::Io(e)) if gone(&e) => break "EOF".to_string(),
+            Err(FrameError::BadLength(n)) => match doozer_proto::explain_bad_length(n) {
+                Some(why) => break why.to_string(),
+                None => break format!("bad frame length {n}: is that address a doozerd?"),
+            },
             Err(e) => break e.to_string(),
         };
         let resp = match Response::decode(body) {

@@ -65,7 +65,8 @@ pub fn parse_uri(s: &str) -> Result<Uri, Error> {
             _ => {}
         }
     }
-    if uri.addrs.is_empty() {
+    // A cluster name alone is looked up in a DzNS (see `resolve`).
+    if uri.addrs.is_empty() && uri.name.is_none() {
         return Err(Error::InvalidUri);
     }
     Ok(uri)
@@ -82,6 +83,8 @@ mod tests {
         assert_eq!(u.secret.as_deref(), Some("s=x"));
         assert_eq!(parse_uri("127.0.0.1:8046").unwrap().addrs, ["127.0.0.1:8046"]);
         assert_eq!(parse_uri("[::1]:8046").unwrap().addrs, ["[::1]:8046"]);
+        let named = parse_uri("doozer:?cn=prod").unwrap();
+        assert_eq!((named.addrs.len(), named.name.as_deref()), (0, Some("prod")));
         for bad in ["", "doozer:", "doozer:?sk=x", "http://x", "host", "doozer?:ca=h:1", "doozer:?ca=%zz"] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }

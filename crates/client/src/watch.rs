@@ -6,7 +6,7 @@
 //! waits again from the same revision, so no event is missed and none is
 //! repeated. With a single address it fails as the original client did.
 
-use crate::{parse_uri, Client, Error, Event, Result, Rev, Uri};
+use crate::{parse_uri, resolve, Client, Error, Event, Options, Result, Rev, Uri};
 use std::time::{Duration, Instant};
 
 /// How often the node in use is asked for REV while a WAIT is held, and how
@@ -16,8 +16,11 @@ const PROBE: Duration = Duration::from_secs(2);
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every change to the files matching a glob, in revision order, from a
+/// starting revision; see the module documentation.
 pub struct Watch {
     uri: Uri,
+    opts: Options,
     glob: String,
     next: Rev,
     client: Option<Client>,
@@ -28,15 +31,31 @@ pub struct Watch {
 impl Watch {
     /// A watch of `glob` from revision `from` (inclusive) on the cluster `uri`.
     pub fn new(uri: &str, glob: &str, from: Rev) -> Result<Watch> {
-        Ok(Watch { uri: parse_uri(uri)?, glob: glob.to_string(), next: from, client: None, at: 0 })
+        Watch::with_options(uri, Options::default(), glob, from)
+    }
+
+    /// As [`Watch::new`], connecting with `opts` (TLS, timeouts, a DzNS for `cn=`).
+    pub fn with_options(uri: &str, opts: Options, glob: &str, from: Rev) -> Result<Watch> {
+        Ok(Watch::resolved(parse_uri(uri)?, opts, glob, from))
+    }
+
+    pub(crate) fn resolved(uri: Uri, opts: Options, glob: &str, from: Rev) -> Watch {
+        Watch { uri, opts, glob: glob.to_string(), next: from, client: None, at: 0 }
     }
 
     /// Starts from an open connection to one of the URI's addresses.
     pub fn with_client(client: Client, uri: &str, glob: &str, from: Rev) -> Result<Watch> {
-        let mut w = Watch::new(uri, glob, from)?;
-        w.at = w.uri.addrs.iter().position(|a| a == client.addr()).unwrap_or(0);
-        w.client = Some(client);
-        Ok(w)
+        Ok(Watch::new(uri, glob, from)?.starting_with(client))
+    }
+
+    /// Uses `client`, a connection to one of the URI's addresses, first.
+    pub fn starting_with(mut self, client: Client) -> Watch {
+        self.at = self.uri.addrs.iter().position(|a| a == client.addr()).unwrap_or(0);
+        if !self.uri.addrs.iter().any(|a| a == client.addr()) {
+            self.uri.addrs.insert(0, client.addr().to_string());
+        }
+        self.client = Some(client);
+        self
     }
 
     /// The revision the next event will be at or after.
@@ -72,13 +91,18 @@ impl Watch {
 
     /// Connects to the next node that answers, starting at `self.at`.
     async fn connect(&mut self) -> Result<Client> {
+        if self.uri.addrs.is_empty() {
+            let named = Uri { addrs: Vec::new(), ..self.uri.clone() };
+            let text = format!("doozer:?cn={}", named.name.clone().unwrap_or_default());
+            self.uri.addrs = resolve(&text, &self.opts).await?.addrs;
+        }
         let start = Instant::now();
         let n = self.uri.addrs.len();
         let mut last = Error::InvalidUri;
         loop {
             for _ in 0..n {
                 let addr = self.uri.addrs[self.at].clone();
-                match tokio::time::timeout(CONNECT_TIMEOUT, self.open(&addr)).await {
+                match tokio::time::timeout(CONNECT_TIMEOUT.max(self.opts.connect_timeout), self.open(&addr)).await {
                     Ok(Ok(c)) => {
                         self.client = Some(c.clone());
                         return Ok(c);
@@ -96,7 +120,7 @@ impl Watch {
     }
 
     async fn open(&self, addr: &str) -> Result<Client> {
-        let c = Client::connect(addr).await?;
+        let c = Client::connect_with(addr, &self.opts).await?;
         if let Some(sk) = &self.uri.secret {
             c.access(sk.as_bytes()).await?;
         }

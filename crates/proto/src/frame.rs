@@ -8,6 +8,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// The largest body (value) a SET may carry: 1 MiB.
+pub const MAX_VALUE: usize = 1 << 20;
+
 /// The largest frame body either side accepts: a 1 MiB value plus room for the
 /// path (at most 4 KiB) and the other fields.
 pub const MAX_FRAME: usize = (1 << 20) + 64 * 1024;
@@ -34,6 +37,19 @@ impl std::fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+/// What a length prefix that is no frame says about the other side, for a
+/// person: an HTTP server (the web port) answers `HTTP`, a TLS server an alert.
+pub fn explain_bad_length(n: i64) -> Option<&'static str> {
+    let b = (n as u32).to_be_bytes();
+    if &b == b"HTTP" {
+        Some("that address speaks HTTP, not the Doozer protocol (the web view's port? clients use doozerd's -l port, 8046 by default)")
+    } else if matches!(b[0], 0x15 | 0x16) && b[1] == 0x03 {
+        Some("that address speaks TLS: give the CA that signed its certificate (--cacert FILE)")
+    } else {
+        None
+    }
+}
 
 /// Reads one frame body. `Ok(None)` is a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Bytes>, FrameError> {

@@ -10,5 +10,7 @@
 mod frame;
 mod msg;
 
-pub use frame::{encode_frame, read_body, read_frame, read_prefix, FrameError, MAX_FRAME};
+pub use frame::{
+    encode_frame, explain_bad_length, read_body, read_frame, read_prefix, FrameError, MAX_FRAME, MAX_VALUE,
+};
 pub use msg::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};

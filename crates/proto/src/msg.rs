@@ -86,6 +86,10 @@ pub enum Verb {
     Getdir = 14,
     Stat = 16,
     SelfId = 20,
+    /// Extension (the original never used 30): the `offset`-th newest change
+    /// to a file matching the glob `path`, at or before `rev` (default: now),
+    /// within the history window; RANGE past the oldest. See docs/protocol.md.
+    Log = 30,
     Access = 99,
 }
 
@@ -103,6 +107,7 @@ impl Verb {
             14 => Verb::Getdir,
             16 => Verb::Stat,
             20 => Verb::SelfId,
+            30 => Verb::Log,
             99 => Verb::Access,
             _ => return None,
         })
@@ -121,6 +126,7 @@ impl Verb {
             Verb::Getdir => "GETDIR",
             Verb::Stat => "STAT",
             Verb::SelfId => "SELF",
+            Verb::Log => "LOG",
             Verb::Access => "ACCESS",
         }
     }

@@ -89,6 +89,10 @@ pub struct Config {
     #[arg(long = "log-level")]
     pub log_level: Option<String>,
 
+    /// Log lines as text for people, or one JSON object per line for log collectors.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Once listening, write the bound address (useful with -l 127.0.0.1:0) to this file.
     #[arg(long = "addr-file")]
     pub addr_file: Option<String>,
@@ -104,6 +108,13 @@ pub struct Config {
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Long names that the original spelled with one dash.
@@ -122,6 +133,7 @@ const LONG: &[&str] = &[
     "tlscert",
     "tlskey",
     "log-level",
+    "log-format",
     "addr-file",
     "pulse",
     "fill",

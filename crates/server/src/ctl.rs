@@ -1,16 +1,33 @@
 //! The `/ctl` subtree, laid out as the original does: `/ctl/name`,
-//! `/ctl/node/<id>/{addr,hostname,version,writable}` and the `/ctl/cal/*`
-//! slots whose holders are the voters; plus `/ctl/leader`, the current
+//! `/ctl/node/<id>/{addr,hostname,version,writable}`, the `/ctl/cal/*`
+//! slots whose holders are the voters, and the DzNS entries
+//! `/ctl/ns/<cluster>/<id>` (the member's address) through which the
+//! original clients find a cluster by name; plus `/ctl/leader`, the current
 //! leader's id, and `/ctl/node/<id>/role` (`leader`, `voter`, `non-voter`).
 //! Node ids are 80 random bits in base32.
+//!
+//! As in the original, `writable` is written `true` once a node holds a
+//! `/ctl/cal` slot and votes (clients and the original's tests wait for it to
+//! know a node has joined); a node without a slot is still served and still
+//! takes writes, forwarding them to the leader.
 
 use crate::consensus::{Committed, Consensus};
 use doozer_store::Body;
 use doozer_store::{Command, CLOBBER};
 use rand::RngCore;
 
-/// The version written to `/ctl/node/<id>/version` and printed by `-v`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The original's version, for the protocol level this server implements.
+pub const PROTOCOL_VERSION: &str = "0.9.0-alpha";
+
+/// The version written to `/ctl/node/<id>/version` and printed by `-v`: the
+/// original's, so parsers of `0.9.0-alpha` keep working, and ours as semver
+/// build metadata after the `+`.
+pub const VERSION: &str = concat!("0.9.0-alpha+doozer-rs.", env!("CARGO_PKG_VERSION"));
+
+/// Where the DzNS entry of member `id` of `cluster` is.
+pub fn ns_path(cluster: &str, id: &str) -> String {
+    format!("/ctl/ns/{cluster}/{id}")
+}
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
@@ -53,6 +70,7 @@ fn node_files(c: &Consensus) -> Vec<(String, String)> {
         (format!("/ctl/node/{id}/addr"), c.addr().to_string()),
         (format!("/ctl/node/{id}/hostname"), hostname()),
         (format!("/ctl/node/{id}/version"), VERSION.to_string()),
+        (ns_path(c.cluster(), id), c.addr().to_string()),
     ]
 }
 
@@ -81,6 +99,15 @@ pub async fn forget_members(c: &Consensus) -> Result<(), String> {
             cmds.push(Command::Del { path: format!("/ctl/node/{id}/{f}"), rev: CLOBBER });
         }
     }
+    // Their DzNS entries too; entries of other clusters (this may be a DzNS) stay.
+    let old_members = snap.getdir("/ctl/node").unwrap_or_default();
+    for cluster in snap.getdir("/ctl/ns").unwrap_or_default() {
+        for id in snap.getdir(&format!("/ctl/ns/{cluster}")).unwrap_or_default() {
+            if old_members.contains(&id) {
+                cmds.push(Command::Del { path: ns_path(&cluster, &id), rev: CLOBBER });
+            }
+        }
+    }
     for slot in snap.getdir("/ctl/cal").unwrap_or_default() {
         let path = format!("/ctl/cal/{slot}");
         if snap.get(&path).ok().flatten().is_some_and(|f| !f.body.is_empty()) {
@@ -93,12 +120,16 @@ pub async fn forget_members(c: &Consensus) -> Result<(), String> {
     Ok(())
 }
 
-/// An attached node's `/ctl/node/<id>` files.
+/// An attached node's `/ctl/node/<id>` files (`writable` comes with a slot).
 pub async fn register_node(c: &Consensus) -> Result<(), String> {
     let mut files = node_files(c);
     files.push((format!("/ctl/node/{}/role", c.name()), "non-voter".to_string()));
-    files.push((format!("/ctl/node/{}/writable", c.name()), "true".to_string()));
     write_all(c, files).await
+}
+
+/// `/ctl/node/<id>/writable`, written once the node holds a slot and votes.
+pub async fn mark_writable(c: &Consensus) -> Result<(), String> {
+    write_all(c, vec![(format!("/ctl/node/{}/writable", c.name()), "true".to_string())]).await
 }
 
 #[cfg(test)]

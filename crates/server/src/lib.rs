@@ -4,7 +4,8 @@
 //! (framing and the per-connection reader and writer), [`session`] (what each
 //! verb does), [`consensus`] (Raft: writes, membership, peers), [`node`] (the
 //! store and held WAITs), [`waiters`] (the WAIT index), [`access`] (secrets),
-//! [`ctl`] (the `/ctl` files), [`tls`]. The data model lives in
+//! [`ctl`] (the `/ctl` files), [`dzns`] (booting by name through another
+//! cluster), [`tls`]. The data model lives in
 //! `doozer-store`, the wire format in `doozer-proto`.
 
 pub mod access;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod conn;
 pub mod consensus;
 pub mod ctl;
+pub mod dzns;
 pub mod listen;
 pub mod metrics;
 pub mod node;
@@ -41,8 +43,11 @@ pub struct Settings {
     pub listen: String,
     /// The address members and clients are told (default: the bound address).
     pub advertise: Option<String>,
-    /// Members to attach to; empty: start a new cluster (a seed).
+    /// Members to attach to; empty: start a new cluster (a seed), or ask `boot`.
     pub attach: Vec<String>,
+    /// A DzNS URI (`-b`): where to find the members, or to win the right to
+    /// start the cluster, when `attach` is empty or fails.
+    pub boot: Option<String>,
     pub limits: Limits,
     pub secrets: Secrets,
     pub tls: Option<TlsAcceptor>,
@@ -62,6 +67,7 @@ impl Settings {
             listen: "127.0.0.1:0".into(),
             advertise: None,
             attach: Vec::new(),
+            boot: None,
             limits: Limits::default(),
             secrets: Secrets::default(),
             tls: None,
@@ -113,30 +119,30 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         return Err(format!("listening on {addr} (all interfaces): give --advertise HOST:PORT, the address other nodes and clients should use"));
     }
     let advertised = settings.advertise.clone().unwrap_or_else(|| addr.clone());
-    let node = Node::new(ctl::new_id(), settings.limits);
-    let cluster = Consensus::start(node.clone(), advertised, bind_ip, settings.cluster).await?;
+    let id = ctl::new_id();
+    let node = Node::new(id.clone(), settings.limits.clone());
+    let cluster = Consensus::start(node.clone(), advertised.clone(), bind_ip, settings.cluster.clone()).await?;
     let stop = CancellationToken::new();
-    let secrets = Arc::new(settings.secrets);
+    let secrets = Arc::new(settings.secrets.clone());
     let accept = listen::accept_loop(
         listener,
         cluster.clone(),
         secrets.clone(),
-        settings.tls,
+        settings.tls.clone(),
         settings.max_clients,
         stop.clone(),
     );
     tokio::spawn(accept);
-    let joined = if settings.attach.is_empty() {
-        cluster.seed(settings.restore).await
-    } else {
-        cluster.join(&settings.attach).await
-    };
+    let joined = seed_or_join(&cluster, &settings, &id, &advertised).await;
     if let Err(e) = joined {
         stop.cancel();
         cluster.shutdown().await;
         return Err(e);
     }
     node.set_ready();
+    if let Some(boot) = &settings.boot {
+        dzns::keep_registered(boot.clone(), settings.cluster.secret.clone(), cluster.clone());
+    }
     let web = match &settings.web {
         None => None,
         // The web view is a convenience: a busy port must not keep the node from serving.
@@ -151,15 +157,43 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     Ok(Running { addr, web, cluster, stop })
 }
 
-fn init_logging(level: Option<&str>) {
-    let filter = level
-        .map(String::from)
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn,openraft=error,doozer_server=info".to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error,doozer_server=info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+/// The default log filter: doozerd's own news at INFO, everyone else's
+/// warnings. openraft is off: it logs an ERROR for every failed heartbeat to
+/// a down peer (about two a second) and names members by its internal
+/// numbers; the peer layer reports a down peer once, by its `/ctl` id, and
+/// once again when it is back. `--log-level openraft=debug` turns it on.
+const DEFAULT_LOG: &str = "warn,openraft=off,doozer_server=info";
+
+/// Seeds a new cluster or joins one: through `-a` first, then through the
+/// DzNS, as the original did.
+async fn seed_or_join(cluster: &Consensus, settings: &Settings, id: &str, addr: &str) -> Result<(), String> {
+    if !settings.attach.is_empty() {
+        let attached = cluster.join(&settings.attach).await;
+        match (&attached, &settings.boot) {
+            (Ok(()), _) | (Err(_), None) => return attached,
+            (Err(e), Some(_)) => info!(error = %e, "cannot attach through -a; booting through the DzNS"),
+        }
+    }
+    let Some(boot) = &settings.boot else { return cluster.seed(settings.restore.clone()).await };
+    match dzns::boot(boot, &settings.cluster.secret, cluster.cluster(), id, addr).await? {
+        dzns::Boot::Seed => cluster.seed(settings.restore.clone()).await,
+        dzns::Boot::Attach(addrs) => cluster.join(&addrs).await,
+    }
+}
+
+fn init_logging(level: Option<&str>, json: bool) {
+    let filter = level.map(String::from).or_else(|| std::env::var("RUST_LOG").ok());
+    let filter = filter.unwrap_or_else(|| DEFAULT_LOG.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("doozerd: ignoring --log-level {filter:?} ({e}); using {DEFAULT_LOG:?}");
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG)
+    });
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 }
 
 /// A server holds a descriptor per client: take the soft limit up to the hard
@@ -204,7 +238,7 @@ pub fn main() -> ExitCode {
         println!("doozerd {}", ctl::VERSION);
         return ExitCode::SUCCESS;
     }
-    init_logging(cfg.log_level.as_deref());
+    init_logging(cfg.log_level.as_deref(), cfg.log_format == config::LogFormat::Json);
     let open_files = raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -216,9 +250,6 @@ pub fn main() -> ExitCode {
 async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
     if cfg.listen.is_empty() {
         return fail("require a listen address (-l HOST:PORT)");
-    }
-    if cfg.boot.is_some() {
-        return fail("DzNS boot (-b, DOOZER_BOOT_URI) is not supported: use -a HOST:PORT of a cluster member");
     }
     let tls = match (&cfg.tlscert, &cfg.tlskey) {
         (None, None) => None,
@@ -245,6 +276,7 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
         listen: cfg.listen.clone(),
         advertise: cfg.advertise.clone(),
         attach: cfg.attach.clone(),
+        boot: cfg.boot.clone().filter(|b| !b.is_empty()),
         limits: Limits {
             max_pending: cfg.max_pending.max(1),
             max_waiters: cfg.max_waits,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Verbs in the order their counters are kept; the last slot counts unknown verbs.
-const VERBS: [Option<Verb>; 12] = [
+const VERBS: [Option<Verb>; 13] = [
     Some(Verb::Get),
     Some(Verb::Set),
     Some(Verb::Del),
@@ -22,6 +22,7 @@ const VERBS: [Option<Verb>; 12] = [
     Some(Verb::Getdir),
     Some(Verb::Stat),
     Some(Verb::SelfId),
+    Some(Verb::Log),
     Some(Verb::Access),
     None,
 ];

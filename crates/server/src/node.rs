@@ -26,7 +26,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_value: 1 << 20, max_pending: 4096, max_waiters: 250_000, history: HistoryLimits::default() }
+        Limits {
+            max_value: doozer_proto::MAX_VALUE,
+            max_pending: 4096,
+            max_waiters: 250_000,
+            history: HistoryLimits::default(),
+        }
     }
 }
 
@@ -289,6 +294,12 @@ impl Node {
     /// scan got through (see [`Store::events_from`]).
     pub fn events_from(&self, from: Rev, glob: &Glob, max: usize) -> Result<(Vec<Event>, Rev), ReadError> {
         self.store.read().events_from(from, glob, max)
+    }
+
+    /// Changes to files matching `glob` at or before `upto`, newest first
+    /// (see [`Store::events_before`]).
+    pub fn events_before(&self, upto: Rev, glob: &Glob, skip: usize, max: usize) -> Result<Vec<Event>, ReadError> {
+        self.store.read().events_before(upto, glob, skip, max)
     }
 
     /// The fingerprint of the event that made revision `rev`, if still in history.

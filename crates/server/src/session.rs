@@ -204,7 +204,7 @@ impl Session {
         let allowed = match verb {
             Verb::Rev | Verb::SelfId | Verb::Access => true,
             Verb::Set | Verb::Del | Verb::Nop => self.rights.write,
-            Verb::Get | Verb::Wait | Verb::Walk | Verb::Getdir | Verb::Stat => self.rights.read,
+            Verb::Get | Verb::Wait | Verb::Walk | Verb::Getdir | Verb::Stat | Verb::Log => self.rights.read,
         };
         if allowed {
             Ok(())
@@ -226,6 +226,7 @@ impl Session {
             Verb::Getdir => self.getdir(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
             Verb::Walk => self.walk(tag, need(req.path, tag)?, need(req.offset, tag)?, req.rev),
             Verb::Wait => self.wait(tag, need(req.path, tag)?, need(req.rev, tag)?),
+            Verb::Log => self.log(tag, need(req.path, tag)?, req.offset.unwrap_or(0), req.rev),
             Verb::Set => self.set(tag, need(req.path, tag)?, need(req.rev, tag)?, req.value.unwrap_or_default()),
             Verb::Del => self.del(tag, need(req.path, tag)?, need(req.rev, tag)?),
             Verb::Nop => {
@@ -336,6 +337,29 @@ impl Session {
                 Err(e) => e,
             }
         })
+    }
+
+    /// LOG: the `offset`-th newest change matching `pattern` at or before `rev`.
+    fn log(&self, tag: Option<i32>, pattern: String, offset: i32, rev: Option<Rev>) -> Handled {
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+        let Ok(skip) = usize::try_from(offset) else { return Err(error(tag, ErrCode::Range)) };
+        let answer = move |found: Result<Vec<Event>, ReadError>| match found {
+            Ok(mut events) if !events.is_empty() => event_response(tag, events.swap_remove(0)),
+            Ok(_) => error(tag, ErrCode::Range),
+            Err(_) => error(tag, ErrCode::TooLate),
+        };
+        let upto = rev.unwrap_or_else(|| self.node.rev()).max(1);
+        match self.node.events_before(upto, &glob, skip, 1) {
+            Err(ReadError::Future(r)) => {
+                let node = self.node.clone();
+                self.spawn_cancellable(async move {
+                    node.wait_for_rev(r).await;
+                    answer(node.events_before(r, &glob, skip, 1))
+                });
+                Ok(None)
+            }
+            found => Ok(Some(answer(found))),
+        }
     }
 
     fn wait(&self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {

@@ -24,7 +24,7 @@ pub use backup::{
 pub use body::Body;
 pub use glob::{Glob, GlobError};
 pub use image::{Image, ImageError};
-pub use path::{is_valid_path, MAX_PATH};
+pub use path::{is_valid_path, path_problem, MAX_PATH};
 pub use store::{Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError};
 pub use tree::File;
 

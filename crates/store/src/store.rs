@@ -529,6 +529,22 @@ impl Store {
         Ok((out, self.rev))
     }
 
+    /// Up to `max` changes to files matching `glob` at or before revision
+    /// `upto`, newest first, after passing over the `skip` newest: what
+    /// `doozer log` prints. NOPs are not changes to a file and never match.
+    /// Costs a scan of the history window below `upto`.
+    pub fn events_before(&self, upto: Rev, glob: &Glob, skip: usize, max: usize) -> Result<Vec<Event>, ReadError> {
+        if upto > self.rev {
+            return Err(ReadError::Future(upto));
+        }
+        if upto < self.oldest() {
+            return Err(ReadError::TooLate);
+        }
+        let readable = self.history.iter().skip(self.hidden).map(|e| &e.event);
+        let changes = readable.rev().skip_while(|e| e.rev > upto).filter(|e| e.kind != EventKind::Nop);
+        Ok(changes.filter(|e| glob.matches(&e.path)).skip(skip).take(max).cloned().collect())
+    }
+
     /// The readable events after revision `rev`, oldest first.
     pub fn events_after(&self, rev: Rev) -> impl Iterator<Item = &Event> {
         self.history.iter().skip(self.hidden).map(|e| &e.event).filter(move |e| e.rev > rev)

@@ -84,6 +84,7 @@ pub fn spawn(c: Arc<Consensus>) {
                 continue;
             }
             c.track_slot(&mut claims);
+            c.publish_writable(&m, &claims).await;
             if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
                 let since = *leading_since.get_or_insert_with(Instant::now);
                 c.lead(&m, since).await;
@@ -184,9 +185,25 @@ impl Consensus {
                 continue;
             }
             info!(node = %id, "deleting /ctl/node files of a non-member");
-            for f in snap.getdir(&format!("/ctl/node/{id}")).unwrap_or_default() {
-                self.write(Command::Del { path: format!("/ctl/node/{id}/{f}"), rev: doozer_store::CLOBBER }).await;
+            self.forget(&id).await;
+        }
+        let ns = format!("/ctl/ns/{}", self.cluster());
+        for id in snap.getdir(&ns).unwrap_or_default() {
+            if !members.contains(&*id) {
+                info!(node = %id, "deleting the /ctl/ns entry of a non-member");
+                self.forget(&id).await;
             }
+        }
+    }
+
+    /// Deletes a removed member's `/ctl/node/<id>` files and its `/ctl/ns` entry.
+    async fn forget(&self, name: &str) {
+        let files = self.node.snapshot(None).ok().and_then(|s| s.getdir(&format!("/ctl/node/{name}")).ok());
+        let mut paths: Vec<String> =
+            files.unwrap_or_default().iter().map(|f| format!("/ctl/node/{name}/{f}")).collect();
+        paths.push(crate::ctl::ns_path(self.cluster(), name));
+        for path in paths {
+            self.write(Command::Del { path, rev: doozer_store::CLOBBER }).await;
         }
     }
 
@@ -243,10 +260,7 @@ impl Consensus {
             for slot in self.slots().into_iter().filter(|s| s.holder == name) {
                 self.write(Command::Set { path: slot.path, rev: slot.rev, body: Body::default() }).await;
             }
-            let files = self.node.snapshot(None).ok().and_then(|s| s.getdir(&format!("/ctl/node/{name}")).ok());
-            for f in files.unwrap_or_default() {
-                self.write(Command::Del { path: format!("/ctl/node/{name}/{f}"), rev: doozer_store::CLOBBER }).await;
-            }
+            self.forget(&name).await;
             let is_voter = membership.voter_ids().any(|v| v == id);
             let change = if is_voter {
                 ChangeMembers::RemoveVoters(BTreeSet::from([id]))
@@ -283,20 +297,42 @@ impl Consensus {
         // wait until the dead one has been removed.
         let live = wanted.iter().filter(|id| self.alive(**id, since)).count();
         if live < wanted.len() / 2 + 1 {
-            debug!(?wanted, live, "postponing a voter change that would leave no live majority");
+            debug!(wanted = wanted.len(), live, "postponing a voter change that would leave no live majority");
             return;
         }
-        info!(?wanted, ?voters, "changing the voters to match /ctl/cal");
+        let names = |ids: &BTreeSet<NodeId>| -> Vec<String> {
+            ids.iter().filter_map(|id| membership.get_node(id).map(|n| n.name.clone())).collect()
+        };
+        info!(voters = ?names(&wanted), before = ?names(&voters), "changing the voters to match /ctl/cal");
         if let Err(e) = self.raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), true).await {
             debug!(error = %e, "voter change not made yet");
         }
     }
 
-    /// A member whose `/ctl/node` files have gone (a removal that did not
-    /// finish) writes them again.
+    /// `writable`, once: this node holds a slot and votes.
+    async fn publish_writable(&self, m: &Metrics, claims: &Claims) {
+        let votes = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+        if claims.held.is_none() || !votes {
+            return;
+        }
+        let path = format!("/ctl/node/{}/writable", self.me.name);
+        if self.node.snapshot(None).ok().and_then(|s| s.get(&path).ok().flatten()).is_none() {
+            if let Err(e) = crate::ctl::mark_writable(self).await {
+                debug!(error = %e, "could not write writable yet");
+            }
+        }
+    }
+
+    /// A member whose `/ctl/node` files or `/ctl/ns` entry have gone (a
+    /// removal that did not finish) writes them again.
     async fn reregister(&self) {
-        let path = format!("/ctl/node/{}/addr", self.me.name);
-        let present = self.node.snapshot(None).ok().and_then(|s| s.get(&path).ok().flatten()).is_some();
+        let addr = format!("/ctl/node/{}/addr", self.me.name);
+        let ns = crate::ctl::ns_path(self.cluster(), &self.me.name);
+        let present = self
+            .node
+            .snapshot(None)
+            .ok()
+            .is_some_and(|s| [&addr, &ns].iter().all(|p| s.get(p).ok().flatten().is_some()));
         if !present {
             info!("this member's /ctl/node files are missing; writing them again");
             if let Err(e) = crate::ctl::register_node(self).await {

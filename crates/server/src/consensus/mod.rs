@@ -309,6 +309,11 @@ impl Consensus {
         &self.me.addr
     }
 
+    /// The cluster's name (`-c`).
+    pub fn cluster(&self) -> &str {
+        &self.opts.cluster
+    }
+
     /// Commits `cmd` through the leader and returns its outcome here. Writes
     /// that arrive while others are being committed share the next entry.
     pub async fn propose(&self, cmd: Command) -> Result<Committed, ProposeError> {
@@ -681,6 +686,11 @@ impl Consensus {
     pub async fn shutdown(&self) {
         self.stopped.cancel();
         let _ = self.raft.shutdown().await;
+    }
+
+    /// Completes once this node's consensus has stopped.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await
     }
 
     /// The addresses of the other members, as this node last knew them.

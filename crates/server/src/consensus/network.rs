@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
+use tracing::{info, warn};
 
 /// How long a snapshot may take to travel; it can hold the whole tree.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,13 +43,42 @@ pub struct Liveness(Arc<Mutex<Seen>>);
 struct Seen {
     answered: HashMap<NodeId, Instant>,
     replaced: std::collections::HashSet<NodeId>,
+    /// Members reported unreachable, and since when their calls fail.
+    failing: HashMap<NodeId, Instant>,
+    down: std::collections::HashSet<NodeId>,
 }
+
+/// How long a member's calls must keep failing before it is reported down:
+/// one lost heartbeat is not news.
+const REPORT_DOWN_AFTER: Duration = Duration::from_secs(2);
 
 impl Liveness {
     pub fn touch(&self, id: NodeId) {
         let mut seen = self.0.lock();
         seen.answered.insert(id, Instant::now());
         seen.replaced.remove(&id);
+        seen.failing.remove(&id);
+        seen.down.remove(&id);
+    }
+
+    /// Notes an answered call; says so once if the member had been reported down.
+    fn answered(&self, id: NodeId, name: &str, addr: &str) {
+        let was_down = self.0.lock().down.contains(&id);
+        self.touch(id);
+        if was_down {
+            info!(node = %name, %addr, "peer reachable again");
+        }
+    }
+
+    /// Notes a failed call; the first failure that has lasted
+    /// [`REPORT_DOWN_AFTER`] is logged, once, until the member answers again.
+    fn failed(&self, id: NodeId, name: &str, addr: &str, error: &io::Error) {
+        let mut seen = self.0.lock();
+        let since = *seen.failing.entry(id).or_insert_with(Instant::now);
+        if since.elapsed() >= REPORT_DOWN_AFTER && seen.down.insert(id) {
+            drop(seen);
+            warn!(node = %name, %addr, %error, "peer unreachable");
+        }
     }
 
     pub fn last_answer(&self, id: NodeId) -> Option<Instant> {
@@ -198,13 +228,21 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), pool: self.pool.clone(), liveness: self.liveness.clone() }
+        PeerClient {
+            target,
+            name: node.name.clone(),
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+            liveness: self.liveness.clone(),
+        }
     }
 }
 
 /// Raft's RPCs to one member.
 pub struct PeerClient {
     target: NodeId,
+    /// The member's base32 id, as logs and `/ctl` show it.
+    name: String,
     addr: String,
     pool: Pool,
     liveness: Liveness,
@@ -217,10 +255,11 @@ impl PeerClient {
         let target = Target { addr: &self.addr, id: Some(self.target) };
         match self.pool.call(target, &req, ttl).await {
             Ok(resp) => {
-                self.liveness.touch(self.target);
+                self.liveness.answered(self.target, &self.name, &self.addr);
                 Ok(resp)
             }
             Err(e) => {
+                self.liveness.failed(self.target, &self.name, &self.addr, &e.error);
                 if e.error.kind() == io::ErrorKind::PermissionDenied && e.error.to_string().starts_with(REPLACED) {
                     self.liveness.replaced(self.target);
                 }
