@@ -41,6 +41,15 @@ impl Doozerd {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Doozerd {
+        Doozerd::spawn(args, env, Stdio::null())
+    }
+
+    /// Starts doozerd with its log (stderr) going to `log`.
+    pub fn start_logged(args: &[&str], log: &Path) -> Doozerd {
+        Doozerd::spawn(args, &[], Stdio::from(std::fs::File::create(log).expect("log file")))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Doozerd {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("addr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_doozerd"));
@@ -54,7 +63,7 @@ impl Doozerd {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         let mut child = cmd.spawn().expect("spawn doozerd");
         let (addr, web) = read_addr(&mut child, &file);
         Doozerd { child, addr, web, _dir: dir }

@@ -75,16 +75,20 @@ pub async fn boot(boot: &str, secret: &str, cluster: &str, id: &str, addr: &str)
         Err(e) => return Err(failed(e)),
     }
     // Lost: the winner registered before racing, so its entry shows up.
+    // Other losers' entries may be listed for a moment; they are no members.
     c.del(&mine, -1).await.map_err(failed)?;
     let deadline = Instant::now() + WINNER_WAIT;
     loop {
+        let winner = c.get_file(&race, None).await.map_err(failed)?.map(|f| f.body);
         let members = lookup(&c, cluster, id).await.map_err(failed)?;
-        if !members.is_empty() {
-            return Ok(Boot::Attach(members.into_iter().map(|(_, a)| a).collect()));
+        let (first, rest): (Vec<_>, Vec<_>) =
+            members.into_iter().partition(|(m, _)| winner.as_deref() == Some(m.as_bytes()));
+        if !first.is_empty() {
+            return Ok(Boot::Attach(first.into_iter().chain(rest).map(|(_, a)| a).collect()));
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "DzNS {boot}: lost the race to start {cluster} but no member registered within {WINNER_WAIT:?}"
+                "DzNS {boot}: lost the race to start {cluster} but the winner did not register within {WINNER_WAIT:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -72,7 +72,7 @@ impl Liveness {
 
     /// Notes a failed call; the first failure that has lasted
     /// [`REPORT_DOWN_AFTER`] is logged, once, until the member answers again.
-    fn failed(&self, id: NodeId, name: &str, addr: &str, error: &io::Error) {
+    fn failed(&self, id: NodeId, name: &str, addr: &str, error: &dyn std::fmt::Display) {
         let mut seen = self.0.lock();
         let since = *seen.failing.entry(id).or_insert_with(Instant::now);
         if since.elapsed() >= REPORT_DOWN_AFTER && seen.down.insert(id) {
@@ -250,15 +250,34 @@ pub struct PeerClient {
 
 type RpcResult<T> = Result<T, RPCError<NodeId, Member, RaftError<NodeId>>>;
 
+/// Counts a call as failed unless it is marked answered: openraft drops an
+/// RPC that outlives its deadline, so a hung peer's calls never return an error.
+struct Outcome<'a> {
+    client: &'a PeerClient,
+    answered: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let c = self.client;
+            c.liveness.failed(c.target, &c.name, &c.addr, &"no answer in time");
+        }
+    }
+}
+
 impl PeerClient {
     async fn call(&self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
         let target = Target { addr: &self.addr, id: Some(self.target) };
+        let mut outcome = Outcome { client: self, answered: false };
         match self.pool.call(target, &req, ttl).await {
             Ok(resp) => {
+                outcome.answered = true;
                 self.liveness.answered(self.target, &self.name, &self.addr);
                 Ok(resp)
             }
             Err(e) => {
+                outcome.answered = true;
                 self.liveness.failed(self.target, &self.name, &self.addr, &e.error);
                 if e.error.kind() == io::ErrorKind::PermissionDenied && e.error.to_string().starts_with(REPLACED) {
                     self.liveness.replaced(self.target);
