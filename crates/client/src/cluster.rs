@@ -97,11 +97,8 @@ impl Cluster {
     }
 
     async fn open(&self, addr: &str) -> Result<Client> {
-        let c = Client::connect_with(addr, &self.inner.opts).await?;
-        if let Some(sk) = &self.inner.uri.secret {
-            c.access(sk.as_bytes()).await?;
-        }
-        Ok(c)
+        let probe = self.inner.uri.addrs.len() > 1;
+        Client::open(addr, self.inner.uri.secret.as_deref(), probe, &self.inner.opts).await
     }
 
     /// Forgets `broken` and moves on to the next address.

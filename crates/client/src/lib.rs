@@ -22,6 +22,13 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
+// The README's examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod cluster;
 mod options;
 mod uri;
@@ -55,7 +62,9 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// A file as read: its body and the revision that last changed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct File {
+    /// The file's contents.
     pub body: Bytes,
+    /// The revision of the file's last change.
     pub rev: Rev,
 }
 
@@ -63,7 +72,12 @@ pub struct File {
 #[derive(Debug, Clone)]
 pub enum Error {
     /// The server answered with an error code (and maybe a detail).
-    Server { code: ErrCode, detail: String },
+    Server {
+        /// What the server refused (`REV_MISMATCH`, `TOO_LATE`, ...).
+        code: ErrCode,
+        /// The server's words, if any (`permission denied`).
+        detail: String,
+    },
     /// Could not connect to any address.
     Dial(String),
     /// The connection broke or was closed.
@@ -104,22 +118,29 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What every call returns.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A change reported by WAIT or a file reported by WALK.
+/// A change reported by WAIT or LOG, or a file reported by WALK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The file's path (`/` for a NOP).
     pub path: String,
+    /// The revision of the change (of the file, for WALK).
     pub rev: Rev,
+    /// The new body; empty for a delete.
     pub body: Bytes,
+    /// `FLAG_SET` (4) or `FLAG_DEL` (8); 0 for a NOP.
     pub flags: i32,
 }
 
 impl Event {
+    /// True if the change wrote the file.
     pub fn is_set(&self) -> bool {
         self.flags & FLAG_SET != 0
     }
 
+    /// True if the change deleted the file.
     pub fn is_del(&self) -> bool {
         self.flags & FLAG_DEL != 0
     }
@@ -201,24 +222,7 @@ impl Client {
         let probe = uri.addrs.len() > 1;
         let mut last = Error::InvalidUri;
         for addr in &uri.addrs {
-            let attempt = async {
-                let c = Client::connect_with(addr, opts).await?;
-                if let Some(sk) = &uri.secret {
-                    c.access(sk.as_bytes()).await?;
-                }
-                if probe {
-                    c.rev().await?;
-                }
-                Ok::<Client, Error>(c)
-            };
-            let answered = if probe {
-                tokio::time::timeout(opts.connect_timeout.max(PROBE_TIMEOUT), attempt).await.unwrap_or_else(|_| {
-                    Err(Error::Dial(format!("dial tcp {addr}: no answer within {PROBE_TIMEOUT:?}")))
-                })
-            } else {
-                attempt.await
-            };
-            match answered {
+            match Client::open(addr, uri.secret.as_deref(), probe, opts).await {
                 Ok(c) => return Ok(c),
                 // A wrong secret is wrong everywhere.
                 Err(e @ Error::Server { .. }) => return Err(e),
@@ -226,6 +230,30 @@ impl Client {
             }
         }
         Err(last)
+    }
+
+    /// Connects to `addr` and sends ACCESS with `secret`. With `probe`, the
+    /// node must also answer REV within two seconds (or the connect timeout,
+    /// if longer), so a hung node (one whose kernel accepts connections but
+    /// that does not serve them) is passed over when there are others to try.
+    pub(crate) async fn open(addr: &str, secret: Option<&str>, probe: bool, opts: &Options) -> Result<Client> {
+        let attempt = async {
+            let c = Client::connect_with(addr, opts).await?;
+            if let Some(sk) = secret {
+                c.access(sk.as_bytes()).await?;
+            }
+            if probe {
+                c.rev().await?;
+            }
+            Ok::<Client, Error>(c)
+        };
+        if !probe {
+            return attempt.await;
+        }
+        let limit = opts.connect_timeout.max(PROBE_TIMEOUT);
+        tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| Err(Error::Dial(format!("dial tcp {addr}: no answer within {limit:?}"))))
     }
 
     /// Runs the protocol over an already-open stream (TLS, a proxy, a test pipe).

@@ -120,11 +120,7 @@ impl Watch {
     }
 
     async fn open(&self, addr: &str) -> Result<Client> {
-        let c = Client::connect_with(addr, &self.opts).await?;
-        if let Some(sk) = &self.uri.secret {
-            c.access(sk.as_bytes()).await?;
-        }
-        Ok(c)
+        Client::open(addr, self.uri.secret.as_deref(), false, &self.opts).await
     }
 }
 
