@@ -36,4 +36,8 @@ fn every_workload_runs_and_reports() {
     assert_eq!(number(json[3], "missing_events"), Some(0.0), "{}", json[3]);
     assert!(number(json[3], "from_send_p99_us").is_some_and(|n| n >= 1.0), "{}", json[3]);
     assert!(json[4].contains("rss_bytes_per_key"), "{}", json[4]);
+    // It said where it writes, and left nothing behind.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writing test data under /bench/"));
+    let left = common::doozer(&d.uri(), &["find", "/bench"], b"");
+    assert_eq!(left.out(), "", "doozer-bench cleans up after itself");
 }

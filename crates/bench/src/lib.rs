@@ -8,10 +8,13 @@
 //! acknowledgement to each watcher's receipt, and missing events), `mem`
 //! (load N keys, report each local server's RSS growth). Runs are bounded in
 //! time; the warm-up is not measured.
+//!
+//! It writes into the cluster it is pointed at, only under `/bench/<pid>`,
+//! and deletes that subtree when it is done (also after a failed workload).
 
 use bytes::Bytes;
 use clap::Parser;
-use doozer_client::{Client, Uri};
+use doozer_client::{Client, ErrCode, Options, Tls, Uri};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -53,6 +56,33 @@ pub struct Args {
     /// Keys loaded by mem.
     #[arg(long, default_value_t = 100_000)]
     pub mem_keys: usize,
+    /// TLS: the CA certificate(s) that signed the servers' certificates (PEM).
+    #[arg(long)]
+    pub cacert: Option<String>,
+    /// TLS: a client certificate (PEM), with --key.
+    #[arg(long)]
+    pub cert: Option<String>,
+    /// TLS: the client certificate's key (PEM).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// Where a run writes: `/bench/<pid>`, deleted at the end.
+fn root() -> String {
+    format!("/bench/{}", std::process::id())
+}
+
+/// The cluster and how to connect to it.
+pub struct Target {
+    uri: Uri,
+    opts: Options,
+}
+
+impl std::ops::Deref for Target {
+    type Target = Uri;
+    fn deref(&self) -> &Uri {
+        &self.uri
+    }
 }
 
 /// One workload's result.
@@ -166,9 +196,9 @@ fn progress(name: &str, clock: &Clock) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn connect(uri: &Uri, i: usize) -> Result<Client, String> {
+async fn connect(uri: &Target, i: usize) -> Result<Client, String> {
     let addr = &uri.addrs[i % uri.addrs.len()];
-    let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
+    let c = Client::connect_with(addr, &uri.opts).await.map_err(|e| e.to_string())?;
     if let Some(sk) = &uri.secret {
         c.access(sk.as_bytes()).await.map_err(|e| e.to_string())?;
     }
@@ -176,7 +206,7 @@ async fn connect(uri: &Uri, i: usize) -> Result<Client, String> {
 }
 
 /// `clients` connections, each running `op(client, worker, n)` in a loop until time is up.
-async fn timed<F, Fut>(name: &str, args: &Args, uri: &Uri, clients: usize, op: F) -> Result<Report, String>
+async fn timed<F, Fut>(name: &str, args: &Args, uri: &Target, clients: usize, op: F) -> Result<Report, String>
 where
     F: Fn(Client, usize, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
@@ -217,9 +247,9 @@ where
     })
 }
 
-async fn put(name: &str, args: &Args, uri: &Uri, clients: usize) -> Result<Report, String> {
+async fn put(name: &str, args: &Args, uri: &Target, clients: usize) -> Result<Report, String> {
     let body = Bytes::from(vec![b'x'; args.size]);
-    let prefix = format!("/bench/{name}/{}", std::process::id());
+    let prefix = format!("{}/{name}", root());
     timed(name, args, uri, clients, move |c, w, n| {
         let (body, path) = (body.clone(), format!("{prefix}/{w}/{n}"));
         async move { c.set(&path, -1, body).await.map(drop).map_err(|e| e.to_string()) }
@@ -227,13 +257,13 @@ async fn put(name: &str, args: &Args, uri: &Uri, clients: usize) -> Result<Repor
     .await
 }
 
-async fn get_conc(args: &Args, uri: &Uri) -> Result<Report, String> {
+async fn get_conc(args: &Args, uri: &Target) -> Result<Report, String> {
     let body = Bytes::from(vec![b'g'; args.size]);
     let c = connect(uri, 0).await?;
     let mut loads = Vec::new();
     for k in 0..args.keys {
         let (c, body) = (c.clone(), body.clone());
-        loads.push(tokio::spawn(async move { c.set(&format!("/bench/get/{k}"), -1, body).await }));
+        loads.push(tokio::spawn(async move { c.set(&format!("{}/get/{k}", root()), -1, body).await }));
     }
     for l in loads {
         l.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
@@ -241,13 +271,13 @@ async fn get_conc(args: &Args, uri: &Uri) -> Result<Report, String> {
     let keys = args.keys.max(1) as u64;
     timed("get-conc", args, uri, args.clients, move |c, w, n| async move {
         let k = (n.wrapping_mul(2_654_435_761).wrapping_add(w as u64)) % keys;
-        c.get(&format!("/bench/get/{k}"), None).await.map(drop).map_err(|e| e.to_string())
+        c.get(&format!("{}/get/{k}", root()), None).await.map(drop).map_err(|e| e.to_string())
     })
     .await
 }
 
 /// Watchers in WAIT loops on one glob; one writer whose bodies carry their send time.
-async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
+async fn watch_fanout(args: &Args, uri: &Target) -> Result<Report, String> {
     let clock = Clock::new(args);
     let shown = progress("watch-fanout", &clock);
     let writer = connect(uri, 0).await?;
@@ -261,7 +291,8 @@ async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
             let mut seen: Vec<(i64, u64, u64)> = Vec::new(); // (rev, sent ns, received ns)
             let mut next = from;
             while !stop.load(Ordering::Relaxed) {
-                let got = tokio::time::timeout(Duration::from_millis(200), c.wait("/bench/fan/**", next)).await;
+                let got =
+                    tokio::time::timeout(Duration::from_millis(200), c.wait(&format!("{}/fan/**", root()), next)).await;
                 let Ok(Ok(e)) = got else { continue };
                 let received = start.elapsed().as_nanos() as u64;
                 let sent = std::str::from_utf8(&e.body).ok().and_then(|s| s.parse().ok()).unwrap_or(received);
@@ -282,8 +313,10 @@ async fn watch_fanout(args: &Args, uri: &Uri) -> Result<Report, String> {
             tokio::time::sleep_until(tokio::time::Instant::from_std(clock.start + due)).await;
         }
         let sent = clock.start.elapsed().as_nanos() as u64;
-        let rev =
-            writer.set(&format!("/bench/fan/{}", n % 100), -1, sent.to_string()).await.map_err(|e| e.to_string())?;
+        let rev = writer
+            .set(&format!("{}/fan/{}", root(), n % 100), -1, sent.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
         n += 1;
         if clock.measuring() && clock.running() {
             acks.lock().map_err(|e| e.to_string())?.insert(rev, clock.start.elapsed().as_nanos() as u64);
@@ -358,7 +391,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Loads `mem_keys` keys and reports each local server's RSS growth per key.
-async fn mem(args: &Args, uri: &Uri) -> Result<Report, String> {
+async fn mem(args: &Args, uri: &Target) -> Result<Report, String> {
     let pids: Vec<(String, Option<u32>)> = uri
         .addrs
         .iter()
@@ -374,7 +407,7 @@ async fn mem(args: &Args, uri: &Uri) -> Result<Report, String> {
         let range = (w * per)..((w + 1) * per).min(args.mem_keys);
         loads.push(tokio::spawn(async move {
             for k in range {
-                c.set(&format!("/bench/mem/{}/{}", k / 1000, k % 1000), -1, body.clone())
+                c.set(&format!("{}/mem/{}/{}", root(), k / 1000, k % 1000), -1, body.clone())
                     .await
                     .map_err(|e| e.to_string())?;
             }
@@ -389,7 +422,7 @@ async fn mem(args: &Args, uri: &Uri) -> Result<Report, String> {
     let last = connect(uri, 0).await?.rev().await.map_err(|e| e.to_string())?;
     let mut extra = vec![("keys".to_string(), args.mem_keys.to_string())];
     for (i, (addr, pid)) in pids.iter().enumerate() {
-        let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
+        let c = Client::connect_with(addr, &uri.opts).await.map_err(|e| e.to_string())?;
         c.get("/bench", Some(last)).await.ok();
         let growth = match (before[i], pid.and_then(rss_bytes)) {
             (Some(b), Some(a)) => format!("{}", a.saturating_sub(b) / args.mem_keys.max(1) as u64),
@@ -407,7 +440,49 @@ pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
         .clone()
         .or_else(|| std::env::var("DOOZER_URI").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "127.0.0.1:8046".to_string());
-    let uri = doozer_client::parse_uri(&uri_text).map_err(|e| format!("{e}: {uri_text}"))?;
+    let parsed = doozer_client::parse_uri(&uri_text).map_err(|e| format!("{e}: {uri_text}"))?;
+    let tls = match &args.cacert {
+        Some(ca) => Some(Tls::from_files(ca, args.cert.as_deref(), args.key.as_deref()).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let uri = Target { uri: parsed, opts: Options { tls, ..Options::default() } };
+    eprintln!("doozer-bench: writing test data under {} in {uri_text}; it is deleted at the end", root());
+    let result = workloads(args, &uri).await;
+    let cleaned = clean_up(&uri).await;
+    let reports = result?;
+    cleaned?;
+    Ok(reports)
+}
+
+/// Deletes everything this run wrote, a page at a time: each page is walked
+/// at the current revision (the deletes move it on, past any fixed one's
+/// history window) and deleted, until nothing is left.
+async fn clean_up(uri: &Target) -> Result<(), String> {
+    const PAGE: usize = 256;
+    let c = connect(uri, 0).await?;
+    let glob = format!("{}/**", root());
+    let failed = |e: doozer_client::Error| format!("cleaning up {}: {e}", root());
+    loop {
+        let rev = c.rev().await.map_err(failed)?;
+        let walks = (0..PAGE).map(|o| c.walk(&glob, o as i32, Some(rev)));
+        let mut paths = Vec::new();
+        for r in futures_util::future::join_all(walks).await {
+            match r {
+                Ok(e) => paths.push(e.path),
+                Err(e) if e.code() == Some(ErrCode::Range) => break,
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        if paths.is_empty() {
+            return Ok(());
+        }
+        for r in futures_util::future::join_all(paths.iter().map(|p| c.del(p, -1))).await {
+            r.map_err(failed)?;
+        }
+    }
+}
+
+async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
     let all = ["put-seq", "put-conc", "get-conc", "watch-fanout", "mem"];
     let chosen: Vec<&str> = if args.workload == "all" { all.to_vec() } else { args.workload.split(',').collect() };
     let mut reports = Vec::new();
