@@ -488,11 +488,11 @@ async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
     let mut reports = Vec::new();
     for w in chosen {
         let r = match w {
-            "put-seq" => put("put-seq", args, &uri, 1).await?,
-            "put-conc" => put("put-conc", args, &uri, args.clients).await?,
-            "get-conc" => get_conc(args, &uri).await?,
-            "watch-fanout" => watch_fanout(args, &uri).await?,
-            "mem" => mem(args, &uri).await?,
+            "put-seq" => put("put-seq", args, uri, 1).await?,
+            "put-conc" => put("put-conc", args, uri, args.clients).await?,
+            "get-conc" => get_conc(args, uri).await?,
+            "watch-fanout" => watch_fanout(args, uri).await?,
+            "mem" => mem(args, uri).await?,
             other => {
                 return Err(format!(
                     "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem or all"
