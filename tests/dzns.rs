@@ -10,7 +10,7 @@ use common::{client, doozer, eventually, Doozerd};
 /// `(id, addr)` under `/ctl/ns/<cluster>` on the node at `addr`.
 async fn ns(addr: &str, cluster: &str) -> Vec<(String, String)> {
     match doozer_client::Client::connect(addr).await {
-        Ok(c) => c.ns_lookup(cluster).await.unwrap_or_default(),
+        Ok(c) => c.ns_lookup(cluster, None).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     }
 }

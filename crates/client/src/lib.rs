@@ -340,9 +340,13 @@ impl Client {
     }
 
     /// The addresses a DzNS lists for the members of `cluster`, under
-    /// `/ctl/ns/<cluster>/<id>`: `(id, addr)` pairs, by id.
-    pub async fn ns_lookup(&self, cluster: &str) -> Result<Vec<(String, String)>> {
-        let rev = self.rev().await?;
+    /// `/ctl/ns/<cluster>/<id>`: `(id, addr)` pairs, by id, as of revision
+    /// `rev` (`None`: now).
+    pub async fn ns_lookup(&self, cluster: &str, rev: Option<Rev>) -> Result<Vec<(String, String)>> {
+        let rev = match rev {
+            Some(r) => r,
+            None => self.rev().await?,
+        };
         let dir = format!("/ctl/ns/{cluster}");
         let ids = match self.getdir_all(&dir, Some(rev)).await {
             Err(e) if e.code() == Some(ErrCode::NoEnt) => Vec::new(),
@@ -481,7 +485,7 @@ pub async fn resolve(uri: &str, opts: &Options) -> Result<Uri> {
         return Ok(parsed);
     };
     let dzns = Client::dial_parsed(&parse_uri(boot)?, opts).await?;
-    for (_, addr) in dzns.ns_lookup(&name).await? {
+    for (_, addr) in dzns.ns_lookup(&name, None).await? {
         if !parsed.addrs.contains(&addr) {
             parsed.addrs.push(addr);
         }

@@ -20,7 +20,7 @@
 //! What it is not: the `/ctl/ns` of a node's own cluster (see [`crate::ctl`]).
 
 use crate::consensus::Consensus;
-use doozer_client::{Client, ErrCode};
+use doozer_client::{Client, ErrCode, Rev};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -47,21 +47,29 @@ async fn dial(boot: &str, secret: &str) -> Result<Client, String> {
     Ok(c)
 }
 
-/// The members `/ctl/ns/<cluster>` lists, other than `except`: `(id, addr)`.
-async fn lookup(c: &Client, cluster: &str, except: &str) -> Result<Vec<(String, String)>, doozer_client::Error> {
-    Ok(c.ns_lookup(cluster).await?.into_iter().filter(|(id, _)| id != except).collect())
+/// The members `/ctl/ns/<cluster>` lists at `rev`, other than `except`: `(id, addr)`.
+async fn lookup(
+    c: &Client,
+    cluster: &str,
+    except: &str,
+    rev: Option<Rev>,
+) -> Result<Vec<(String, String)>, doozer_client::Error> {
+    Ok(c.ns_lookup(cluster, rev).await?.into_iter().filter(|(id, _)| id != except).collect())
 }
 
 /// Decides how node `id` (advertising `addr`) of `cluster` starts.
 pub async fn boot(boot: &str, secret: &str, cluster: &str, id: &str, addr: &str) -> Result<Boot, String> {
     let c = dial(boot, secret).await?;
     let failed = |e: doozer_client::Error| format!("DzNS {boot}: {e}");
-    let members = lookup(&c, cluster, id).await.map_err(failed)?;
+    // The listing and the race file are read at one revision: a node that
+    // wins after it makes this node's SET below fail, whatever the timing.
+    let at = c.rev().await.map_err(failed)?;
+    let members = lookup(&c, cluster, id, Some(at)).await.map_err(failed)?;
     if !members.is_empty() {
         return Ok(Boot::Attach(members.into_iter().map(|(_, a)| a).collect()));
     }
     let race = format!("/ctl/boot/{cluster}");
-    let (_, race_rev) = c.get(&race, None).await.map_err(failed)?;
+    let (_, race_rev) = c.get(&race, Some(at)).await.map_err(failed)?;
     let mine = crate::ctl::ns_path(cluster, id);
     c.set(&mine, -1, addr.to_string()).await.map_err(failed)?;
     // Against the revision seen with the list empty: a stale winner of a
@@ -80,7 +88,7 @@ pub async fn boot(boot: &str, secret: &str, cluster: &str, id: &str, addr: &str)
     let deadline = Instant::now() + WINNER_WAIT;
     loop {
         let winner = c.get_file(&race, None).await.map_err(failed)?.map(|f| f.body);
-        let members = lookup(&c, cluster, id).await.map_err(failed)?;
+        let members = lookup(&c, cluster, id, None).await.map_err(failed)?;
         let (first, rest): (Vec<_>, Vec<_>) =
             members.into_iter().partition(|(m, _)| winner.as_deref() == Some(m.as_bytes()));
         if !first.is_empty() {
@@ -136,7 +144,7 @@ async fn keep_once(boot: &str, secret: &str, c: &Consensus) -> Result<(), String
     if members.is_empty() {
         return Ok(());
     }
-    for (id, _) in lookup(&client, c.cluster(), c.name()).await.map_err(failed)? {
+    for (id, _) in lookup(&client, c.cluster(), c.name(), None).await.map_err(failed)? {
         if !members.iter().any(|m| **m == *id) {
             info!(dzns = %boot, node = %id, "deleting the DzNS entry of a former member");
             client.del(&crate::ctl::ns_path(c.cluster(), &id), -1).await.map_err(failed)?;

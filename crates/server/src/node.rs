@@ -296,6 +296,11 @@ impl Node {
         self.store.read().events_from(from, glob, max)
     }
 
+    /// The oldest revision the history window holds.
+    pub fn oldest(&self) -> Rev {
+        self.store.read().oldest()
+    }
+
     /// Changes to files matching `glob` at or before `upto`, newest first
     /// (see [`Store::events_before`]).
     pub fn events_before(&self, upto: Rev, glob: &Glob, skip: usize, max: usize) -> Result<Vec<Event>, ReadError> {

@@ -567,9 +567,13 @@ impl Consensus {
         match req {
             PeerRequest::Append(rpc) => {
                 *self.heard.lock() = Instant::now();
+                self.heard_from(rpc.vote.leader_id().voted_for());
                 PeerResponse::Append(self.raft.append_entries(rpc).await)
             }
-            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::Vote(rpc) => {
+                self.heard_from(rpc.vote.leader_id().voted_for());
+                PeerResponse::Vote(self.raft.vote(rpc).await)
+            }
             PeerRequest::Snapshot { vote, meta, image, applied } => {
                 // Decoding the whole tree is slow: not on a runtime worker.
                 let decoded = tokio::task::spawn_blocking(move || Image::decode(&image)).await;
@@ -598,6 +602,17 @@ impl Consensus {
                 let member = m.membership_config.membership().get_node(&id).is_some();
                 PeerResponse::Check { leader, member }
             }
+        }
+    }
+
+    /// A member that calls this node is alive, even if this node, not
+    /// leading, has no reason to call it (a peer back from a pause may come
+    /// back as the new leader).
+    fn heard_from(&self, id: Option<NodeId>) {
+        let Some(id) = id.filter(|id| *id != self.id && self.liveness.is_down(*id)) else { return };
+        let m = self.raft.metrics().borrow().clone();
+        if let Some(n) = m.membership_config.membership().get_node(&id) {
+            self.liveness.answered(id, &n.name, &n.addr);
         }
     }
 

@@ -61,8 +61,14 @@ impl Liveness {
         seen.down.remove(&id);
     }
 
-    /// Notes an answered call; says so once if the member had been reported down.
-    fn answered(&self, id: NodeId, name: &str, addr: &str) {
+    /// True while `id` is reported down.
+    pub fn is_down(&self, id: NodeId) -> bool {
+        self.0.lock().down.contains(&id)
+    }
+
+    /// Notes an answered call (or a call from the member); says so once if
+    /// the member had been reported down.
+    pub fn answered(&self, id: NodeId, name: &str, addr: &str) {
         let was_down = self.0.lock().down.contains(&id);
         self.touch(id);
         if was_down {

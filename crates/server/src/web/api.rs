@@ -1,11 +1,14 @@
 //! The JSON API under `/_api` (documented in the README):
 //!
-//! - `GET /_api/rev`: the store revision.
+//! - `GET /_api/rev`: the store revision, and the oldest the history holds.
 //! - `GET /_api/files/PATH[?rev=R][&raw][&encoding=base64]`: a file (its
-//!   revision, length and body) or a directory (its entries).
+//!   revision, length and body) or a directory (its entries; `offset` and
+//!   `limit` page through a large one).
 //! - `PUT /_api/files/PATH?rev=R` with the body: SET with CAS revision R.
 //! - `DELETE /_api/files/PATH?rev=R`: DEL with CAS revision R.
 //! - `GET /_api/walk?glob=G[&rev=R][&limit=N]`: the files matching a glob.
+//! - `GET /_api/log?glob=G[&rev=R][&limit=N]`: the changes to files matching G
+//!   at or before R (default: now) within the history window, newest first.
 //! - `GET /_api/watch?glob=G[&from=R][&limit=N]`: every change from revision R
 //!   on, as JSON lines, or server-sent events when asked for `text/event-stream`.
 //!
@@ -31,6 +34,9 @@ use std::time::Duration;
 
 /// How long a read at a future revision waits for it.
 const FUTURE_WAIT: Duration = Duration::from_secs(10);
+/// Entries a directory read returns unless `limit` says otherwise, and at most.
+const DIR_DEFAULT: usize = 100_000;
+const DIR_MAX: usize = 100_000;
 /// Files a walk returns unless `limit` says otherwise, and at most.
 const WALK_DEFAULT: usize = 10_000;
 const WALK_MAX: usize = 100_000;
@@ -48,6 +54,7 @@ pub fn routes() -> Router<Web> {
         .route("/_api/files/", get(read_root))
         .route("/_api/files/{*path}", get(read).put(set).delete(del))
         .route("/_api/walk", get(walk))
+        .route("/_api/log", get(log))
         .route("/_api/watch", get(watch))
 }
 
@@ -96,7 +103,8 @@ fn too_late(rev: Rev) -> ApiError {
 }
 
 async fn rev(State(web): State<Web>) -> Json<Value> {
-    Json(json!({ "rev": web.node().rev() }))
+    let node = web.node();
+    Json(json!({ "rev": node.rev(), "oldest": node.oldest() }))
 }
 
 async fn read_root(state: State<Web>, headers: HeaderMap, q: Params) -> ApiResult {
@@ -133,15 +141,23 @@ async fn read_path(State(web): State<Web>, headers: HeaderMap, Query(q): Params,
         Ok(None) => {
             Err(ApiError::from_code(ErrCode::NoEnt, format!("{path} does not exist at revision {}", snap.rev())))
         }
-        Err(StoreError::IsDir) => Ok(Json(dir_json(&snap, &path)).into_response()),
+        Err(StoreError::IsDir) => {
+            let offset = int_param(&q, "offset")?.map_or(0, |n| usize::try_from(n).unwrap_or(0));
+            let limit = int_param(&q, "limit")?.map_or(DIR_DEFAULT, |n| usize::try_from(n).unwrap_or(0)).min(DIR_MAX);
+            Ok(Json(dir_json(&snap, &path, offset, limit)).into_response())
+        }
         Err(e) => Err(ApiError::from_code(error_code(e), "")),
     }
 }
 
-fn dir_json(snap: &Snapshot, path: &str) -> Value {
+/// A directory's entries from `offset`, at most `limit`, each with its kind
+/// and revision or entry count; `total` is how many there are in all.
+fn dir_json(snap: &Snapshot, path: &str, offset: usize, limit: usize) -> Value {
     let names = snap.getdir(path).unwrap_or_default();
     let entries: Vec<Value> = names
         .iter()
+        .skip(offset)
+        .take(limit)
         .map(|name| {
             let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
             match snap.stat(&child) {
@@ -151,7 +167,8 @@ fn dir_json(snap: &Snapshot, path: &str) -> Value {
             }
         })
         .collect();
-    json!({"path": path, "kind": "dir", "at": snap.rev(), "entries": entries})
+    let truncated = names.len() > offset.saturating_add(limit);
+    json!({"path": path, "kind": "dir", "at": snap.rev(), "entries": entries, "total": names.len(), "truncated": truncated})
 }
 
 /// The CAS revision of a write: required, as in the protocol.
@@ -232,6 +249,21 @@ async fn walk(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> A
     let base64 = q.get("encoding").is_some_and(|e| e == "base64");
     let (files, truncated) = files_json(&snap.walk_first(&glob, limit.saturating_add(1)), limit, None, base64);
     Ok(Json(json!({"at": snap.rev(), "files": files, "truncated": truncated})).into_response())
+}
+
+/// The changes matching a glob, newest first, within the history window.
+async fn log(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> ApiResult {
+    web.require(web.rights(&headers)?, false)?;
+    let glob = glob_param(&q)?;
+    let limit = int_param(&q, "limit")?.map_or(WALK_DEFAULT, |n| usize::try_from(n).unwrap_or(0)).min(WALK_MAX);
+    let base64 = q.get("encoding").is_some_and(|e| e == "base64");
+    // Waits for a future revision as reads do; the snapshot is only the wait.
+    let upto = snapshot_at(&web, int_param(&q, "rev")?).await?.rev();
+    let node = web.node();
+    let found = node.events_before(upto, &glob, 0, limit.saturating_add(1)).map_err(|_| too_late(upto))?;
+    let changes: Vec<Value> = found.iter().take(limit).map(|e| event_json(e, None, base64)).collect();
+    Ok(Json(json!({"at": upto, "oldest": node.oldest(), "changes": changes, "truncated": found.len() > limit}))
+        .into_response())
 }
 
 /// A watch stream's state between chunks.

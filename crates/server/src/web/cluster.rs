@@ -1,22 +1,80 @@
-//! `GET /_api/cluster`: the members as `/ctl` records them (address, role,
-//! slot, leader) and each one's applied revision, asked of the member itself
-//! with a REV request, as `doozer members` does.
+//! The members panel's data: the members as `/ctl` records them (address,
+//! role, slot, leader, version) and each one's applied revision, asked of the
+//! member itself with REV, as `doozer status` does.
+//!
+//! Asked once per node, not once per page: [`ClusterView`] keeps the last
+//! answer, and one task per node asks again every [`FRESH`] while any page is
+//! open, however many there are; each page's socket pushes the answer to its
+//! page when it changes. An API call asks only if the answer is older than
+//! [`FRESH`]. A member that does not answer in time shows as unreachable.
 
 use super::{ApiError, Web};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use bytes::BytesMut;
-use doozer_proto::{encode_frame, read_frame, Request, Response, Verb, MAX_FRAME};
 use doozer_store::Snapshot;
-use prost::Message;
 use serde_json::{json, Value};
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant};
 
-/// How long a member may take to say its revision before it shows as unknown.
+/// How long a member may take to say its revision before it shows as unreachable.
 const ASK_TIMEOUT: Duration = Duration::from_millis(800);
+/// How old an answer may be before it is asked again.
+pub const FRESH: Duration = Duration::from_secs(1);
+
+/// The last answer, shared by everything that shows the cluster.
+pub struct ClusterView {
+    tx: tokio::sync::watch::Sender<Value>,
+    /// When it was last asked; held while asking, so one ask goes out at a time.
+    asked: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Default for ClusterView {
+    fn default() -> ClusterView {
+        ClusterView { tx: tokio::sync::watch::Sender::new(Value::Null), asked: Default::default() }
+    }
+}
+
+impl ClusterView {
+    /// The answers as they change, for a page's socket.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Value> {
+        self.tx.subscribe()
+    }
+
+    /// The cluster as of at most [`FRESH`] ago.
+    pub async fn get(&self, web: &Web) -> Value {
+        self.refresh(web).await;
+        self.tx.borrow().clone()
+    }
+
+    async fn refresh(&self, web: &Web) {
+        let mut asked = self.asked.lock().await;
+        if asked.is_some_and(|at| at.elapsed() < FRESH) {
+            return;
+        }
+        let v = ask(web).await;
+        *asked = Some(Instant::now());
+        self.tx.send_if_modified(|old| {
+            let changed = *old != v;
+            *old = v;
+            changed
+        });
+    }
+}
+
+/// Asks every [`FRESH`] while a page is open, until the node stops.
+pub fn keep_fresh(web: Web) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = web.stop.cancelled() => return,
+                _ = tokio::time::sleep(FRESH) => {}
+            }
+            if web.cluster_view.tx.receiver_count() > 0 {
+                web.cluster_view.refresh(&web).await;
+            }
+        }
+    });
+}
 
 fn text(snap: &Snapshot, path: &str) -> String {
     snap.get(path).ok().flatten().map(|f| String::from_utf8_lossy(&f.body).into_owned()).unwrap_or_default()
@@ -24,8 +82,12 @@ fn text(snap: &Snapshot, path: &str) -> String {
 
 pub async fn members(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     web.require(web.rights(&headers)?, false)?;
+    Ok(Json(web.cluster_view.get(&web).await))
+}
+
+async fn ask(web: &Web) -> Value {
     let node = web.node();
-    let snap = node.snapshot(None).map_err(|_| ApiError::from_code(doozer_proto::ErrCode::Other, "no tree"))?;
+    let Ok(snap) = node.snapshot(None) else { return json!({"error": "no tree yet"}) };
     let slots: Vec<(String, String)> = snap
         .getdir("/ctl/cal")
         .unwrap_or_default()
@@ -55,33 +117,29 @@ pub async fn members(State(web): State<Web>, headers: HeaderMap) -> Result<Json<
                 "id": &**id,
                 "addr": text(&snap, &format!("/ctl/node/{id}/addr")),
                 "hostname": text(&snap, &format!("/ctl/node/{id}/hostname")),
+                "version": text(&snap, &format!("/ctl/node/{id}/version")),
                 "role": text(&snap, &format!("/ctl/node/{id}/role")),
                 "voter": slot.is_some(),
                 "slot": slot,
                 "leader": leader == **id,
                 "applied": applied,
+                "reachable": applied.is_some(),
             })
         })
         .collect();
-    Ok(Json(json!({
+    json!({
         "name": text(&snap, "/ctl/name"),
         "self": node.id(),
         "leader": leader,
         "rev": snap.rev(),
         "slots": slots.len(),
+        "vacant": slots.iter().filter(|(_, holder)| holder.is_empty()).count(),
         "members": members,
-    })))
+    })
 }
 
 /// A member's applied revision, by the client protocol's REV.
 async fn applied_rev(addr: &str) -> Option<i64> {
-    let ask = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let mut buf = BytesMut::new();
-        encode_frame(&Request { tag: Some(0), verb: Some(Verb::Rev as i32), ..Request::default() }, &mut buf);
-        stream.write_all(&buf).await.ok()?;
-        let frame = read_frame(&mut stream, MAX_FRAME).await.ok()??;
-        Response::decode(frame).ok()?.rev
-    };
+    let ask = async { doozer_client::Client::connect(addr).await.ok()?.rev().await.ok() };
     tokio::time::timeout(ASK_TIMEOUT, ask).await.ok().flatten()
 }

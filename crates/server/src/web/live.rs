@@ -10,6 +10,13 @@
 //! mark matches), or a `snapshot` of the tree followed by the events after it.
 //! Every message carries `rev` (everything up to it has been sent) and the
 //! `mark` to resume from there, so a reconnecting page misses nothing.
+//!
+//! A page that loads directories itself (the web view does, lazily, through
+//! the JSON API) says `"tree": false`: then instead of a snapshot it gets
+//! `reset` (start over: reload what you show as of `rev`) and the events after.
+//!
+//! The socket also pushes `{"type": "cluster", "cluster": {...}}` whenever the
+//! members panel's data changes (see [`super::cluster`]): pages do not poll.
 
 use super::stream::{event_json, files_json, mark, next_batch, StreamError};
 use super::Web;
@@ -48,6 +55,8 @@ struct Hello {
     from: Rev,
     mark: String,
     secret: Option<String>,
+    /// Send the tree (`snapshot`), or only say `reset` when the page must reload.
+    tree: bool,
 }
 
 fn parse_hello(text: &str) -> Result<Hello, String> {
@@ -59,6 +68,7 @@ fn parse_hello(text: &str) -> Result<Hello, String> {
         from: v["from"].as_i64().unwrap_or(0),
         mark: v["mark"].as_str().unwrap_or_default().to_string(),
         secret: v["secret"].as_str().filter(|s| !s.is_empty()).map(String::from),
+        tree: v["tree"].as_bool().unwrap_or(true),
     })
 }
 
@@ -111,12 +121,21 @@ async fn follow(web: Web, mut socket: WebSocket) {
     };
     let mut next = hello.from;
     if !resumable {
-        match send_snapshot(&web, &mut socket, &hello.glob).await {
+        match start_over(&web, &mut socket, &hello.glob, hello.tree).await {
             Some(rev) => next = rev + 1,
             None => return,
         }
     }
-    stream(&web, socket, &hello.glob, next).await;
+    stream(&web, socket, &hello, next).await;
+}
+
+/// Tells the page to start again from now: with the tree, or with `reset`.
+async fn start_over(web: &Web, socket: &mut WebSocket, glob: &Glob, tree: bool) -> Option<Rev> {
+    if tree {
+        return send_snapshot(web, socket, glob).await;
+    }
+    let rev = web.node().rev();
+    send(socket, json!({"type": "reset", "rev": rev, "mark": mark(web.node(), rev)})).await.then_some(rev)
 }
 
 /// Sends the tree matching `glob` now; returns its revision.
@@ -134,10 +153,13 @@ async fn send_snapshot(web: &Web, socket: &mut WebSocket, glob: &Glob) -> Option
     send(socket, msg).await.then_some(snap.rev())
 }
 
-/// Sends changes from `next` on until the page goes away.
-async fn stream(web: &Web, mut socket: WebSocket, glob: &Arc<Glob>, mut next: Rev) {
+/// Sends changes from `next` on, and the cluster when it changes, until the page goes away.
+async fn stream(web: &Web, mut socket: WebSocket, hello: &Hello, mut next: Rev) {
     let node = web.node().clone();
+    let glob = &hello.glob;
     let mut told = next - 1;
+    let mut cluster = web.cluster_view.subscribe();
+    cluster.mark_changed();
     loop {
         let batch = tokio::select! {
             _ = web.stop.cancelled() => return,
@@ -145,6 +167,13 @@ async fn stream(web: &Web, mut socket: WebSocket, glob: &Arc<Glob>, mut next: Re
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => continue,
             },
+            changed = cluster.changed() => {
+                let now = cluster.borrow_and_update().clone();
+                if changed.is_ok() && !now.is_null() && !send(&mut socket, json!({"type": "cluster", "cluster": now})).await {
+                    return;
+                }
+                continue;
+            }
             b = next_batch(&node, glob, next, IDLE) => b,
         };
         match batch {
@@ -161,7 +190,7 @@ async fn stream(web: &Web, mut socket: WebSocket, glob: &Arc<Glob>, mut next: Re
                 }
             }
             // This page fell out of the history window: start it over.
-            Err(StreamError::TooLate) => match send_snapshot(web, &mut socket, glob).await {
+            Err(StreamError::TooLate) => match start_over(web, &mut socket, glob, hello.tree).await {
                 Some(rev) => {
                     next = rev + 1;
                     told = rev;

@@ -41,6 +41,8 @@ pub struct Web {
     followers: Arc<AtomicUsize>,
     /// Cancelled when the node stops: open streams and page sockets end.
     stop: CancellationToken,
+    /// The members panel's data, asked once for every page.
+    cluster_view: Arc<cluster::ClusterView>,
 }
 
 /// Most watch streams and page sockets open at once on a node.
@@ -66,7 +68,9 @@ pub async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {addr} for the web view: {e} (give -w HOST:PORT, or -w false)"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?.to_string();
-    let app = router(Web { cluster, secrets, followers: Arc::default(), stop: stop.clone() });
+    let web = Web { cluster, secrets, followers: Arc::default(), stop: stop.clone(), cluster_view: Arc::default() };
+    cluster::keep_fresh(web.clone());
+    let app = router(web);
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = served {
