@@ -432,7 +432,7 @@ async fn an_unreachable_member_shows_as_such() {
     open_page(&b, &format!("http://{web}/")).await;
     text_becomes(&b, "#members tbody", |t| t.matches("127.0.0.1:").count() == 3 && !t.contains("unreachable")).await;
     nodes[2].signal("STOP");
-    let row = format!("#members tbody tr.unreachable");
+    let row = "#members tbody tr.unreachable".to_string();
     text_becomes(&b, &row, |t| t.contains(&nodes[2].addr) && t.contains("unreachable")).await;
     text_becomes(&b, "#cluster-note", |t| t.contains("1 unreachable")).await;
     screenshot("cluster", b.screenshot().await.unwrap());

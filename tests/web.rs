@@ -264,7 +264,17 @@ async fn secrets_grant_what_they_grant() {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The next message about the tree; the cluster pushes in between are skipped.
 async fn next_json(ws: &mut Socket) -> Value {
+    loop {
+        let m = next_message(ws).await;
+        if m["type"] != "cluster" {
+            return m;
+        }
+    }
+}
+
+async fn next_message(ws: &mut Socket) -> Value {
     loop {
         let m = tokio::time::timeout(DEADLINE, ws.next()).await.expect("a message in time").expect("open").unwrap();
         if let Message::Text(t) = m {
@@ -433,4 +443,72 @@ fn a_busy_web_port_leaves_the_node_serving() {
     assert_eq!(second.web, None);
     let out = doozer(&second.uri(), &["rev"], b"");
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn a_lazy_page_gets_reset_then_changes_and_the_cluster_pushed() {
+    let d = web_node(&[]);
+    let (web, c) = (d.web.clone().unwrap(), client(&d.addr).await);
+    c.set("/a/one", 0, "1").await.unwrap();
+    // "tree": false: no snapshot, a reset at the current revision instead.
+    let mut ws = open_socket(&web, json!({"glob": "/**", "from": 0, "tree": false})).await;
+    let reset = next_json(&mut ws).await;
+    assert_eq!((reset["type"].as_str(), reset["rev"].as_i64()), (Some("reset"), Some(c.rev().await.unwrap())));
+    let r = c.set("/a/two", 0, "2").await.unwrap();
+    let m = next_of(&mut ws, |m| m["events"].as_array().is_some_and(|e| !e.is_empty())).await;
+    assert_eq!(m["events"][0]["rev"].as_i64(), Some(r));
+    // The cluster is pushed, unasked, with this node as the reachable leader.
+    let cluster = loop {
+        let m = next_message(&mut ws).await;
+        if m["type"] == "cluster" {
+            break m["cluster"].clone();
+        }
+    };
+    let me = &cluster["members"][0];
+    assert_eq!(
+        (me["addr"].as_str(), me["leader"].as_bool(), me["reachable"].as_bool()),
+        (Some(d.addr.as_str()), Some(true), Some(true))
+    );
+    // A mark from another history: reset again, not a tree.
+    let mut ws = open_socket(&web, json!({"glob": "/**", "from": r, "mark": "0123456789abcdef", "tree": false})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "reset");
+}
+
+#[tokio::test]
+async fn log_paged_directories_and_the_history_floor() {
+    let d = web_node(&[]);
+    let (web, http, c) = (base(&d), reqwest::Client::new(), client(&d.addr).await);
+    let r1 = c.set("/cfg/a", 0, "one").await.unwrap();
+    let r2 = c.set("/cfg/a", -1, "two").await.unwrap();
+    c.set("/cfg/b", 0, "b").await.unwrap();
+    c.del("/cfg/a", -1).await.unwrap();
+    // A path's changes, newest first; at or before a revision; limited.
+    let (s, v) = call(http.get(format!("{web}/_api/log?glob=/cfg/a"))).await;
+    assert_eq!(s, 200, "{v}");
+    let kinds: Vec<(i64, &str)> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["rev"].as_i64().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds[1..], [(r2, "set"), (r1, "set")]);
+    assert_eq!(kinds[0].1, "del");
+    let (_, v) = call(http.get(format!("{web}/_api/log?glob=/cfg/**&rev={r2}&limit=1"))).await;
+    assert_eq!((v["changes"][0]["body"].as_str(), v["truncated"].as_bool()), (Some("two"), Some(true)));
+    assert_eq!(v["at"].as_i64(), Some(r2));
+    let (s, v) = call(http.get(format!("{web}/_api/log?glob=/[bad"))).await;
+    assert_eq!(s, 400, "{v}");
+    // The floor of the history window.
+    let (_, v) = call(http.get(format!("{web}/_api/rev"))).await;
+    assert_eq!(v["oldest"].as_i64(), Some(1));
+    // A large directory, a page at a time.
+    for i in 0..30 {
+        c.set(&format!("/many/f{i:02}"), 0, "x").await.unwrap();
+    }
+    let (_, v) = call(http.get(format!("{web}/_api/files/many?offset=10&limit=5"))).await;
+    let names: Vec<&str> = v["entries"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["f10", "f11", "f12", "f13", "f14"]);
+    assert_eq!((v["total"].as_i64(), v["truncated"].as_bool()), (Some(30), Some(true)));
+    let (_, v) = call(http.get(format!("{web}/_api/files/many?offset=25"))).await;
+    assert_eq!((v["entries"].as_array().unwrap().len(), v["truncated"].as_bool()), (5, Some(false)));
 }
