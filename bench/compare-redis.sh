@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs redis-benchmark and doozer-bench alternately (A B A B ...) on this
 # machine and prints doozer's numbers as ratios to Redis's (medians over
-# ROUNDS rounds), next to issue 7's targets. The machine is noisy: only the
+# ROUNDS rounds), next to the performance targets. The machine is noisy: only the
 # ratios measured in one run mean anything.
 #
 #   NODES=1 bench/compare-redis.sh        # one doozerd

@@ -235,7 +235,7 @@ async fn a_journal_that_fell_out_of_the_history_takes_a_fresh_snapshot() {
     assert_eq!(restored, dump(&d.addr, last).await);
 }
 
-/// The reproduction, with the default -hist: a journal following a
+/// The reported failure, reproduced with the default -hist: a journal following a
 /// follower that is paused under fast small writes (so it catches up by a
 /// snapshot) must stay restorable: it was left with a silent gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

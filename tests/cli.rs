@@ -1,5 +1,5 @@
 //! The built `doozer` binary against a started doozerd, compared with what the
-//! original printed (../shared/reference-cli.md): stdout, stderr, exit codes.
+//! original printed: stdout, stderr, exit codes.
 
 mod common;
 

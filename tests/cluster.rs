@@ -415,7 +415,7 @@ async fn dialing_passes_over_a_hung_node() {
     assert_eq!((out.code, out.out().as_str()), (0, "here"), "{}", out.stderr);
 }
 
-/// The reproduction, with the default -hist: a WAIT held on a
+/// The reported failure, reproduced with the default -hist: a WAIT held on a
 /// follower that is paused while the leader's log moves far past it must be
 /// answered with exactly the first event it asked for or TOO_LATE, never a
 /// later event (it was answered tens of thousands of revisions later).

@@ -202,7 +202,7 @@ async fn a_silent_connection_is_closed_after_thirty_seconds() {
     assert!(c.call(req(Verb::Rev, 2)).await.err_code.is_none());
 }
 
-/// The measurement, with the defaults: 3,000 SETs of 1 MiB values,
+/// The reported measurement, with the defaults: 3,000 SETs of 1 MiB values,
 /// 10 in flight, over 10 keys. Before the history and Raft log were bounded
 /// by bytes the node held 3.1 GB; the bound (256 MiB of history, 64 MiB of
 /// Raft log, 10 MiB of files) must keep it well under 1 GiB.

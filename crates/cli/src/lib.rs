@@ -1,8 +1,8 @@
 //! `doozer`: the command-line client, with the original's commands, flags,
 //! output formats and exit codes (0 success, 1 REV_MISMATCH, 2 other errors,
-//! 127 usage errors). See `reference-cli.md` for what the original printed.
+//! 127 usage errors).
 //!
-//! Where the original had a defect that the reference lists as a quirk, this
+//! Where the original had a defect, this
 //! one fixes it: a rev mismatch exits 1 as documented, and `get` and `stat`
 //! honour `-r`.
 

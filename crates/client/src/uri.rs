@@ -1,4 +1,4 @@
-//! `doozer:?ca=HOST:PORT&ca=...&sk=SECRET` URIs (doozer-spec.md 3.8); a bare
+//! `doozer:?ca=HOST:PORT&ca=...&sk=SECRET` URIs (docs/protocol.md); a bare
 //! `HOST:PORT` is accepted too.
 
 use crate::Error;

@@ -1,5 +1,5 @@
 //! What each verb does for one connection: rights, required fields, and the
-//! answer, as in doozer-spec.md section 1.7.
+//! answer, as the original did (see docs/protocol.md).
 //!
 //! Answers that are ready (REV, SELF, reads at a revision this node has) are
 //! sent at once. Writes, held WAITs and reads at a future revision run as tasks
