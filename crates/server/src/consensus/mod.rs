@@ -2,9 +2,9 @@
 //!
 //! Every doozerd runs Raft, a lone one included (it is a one-voter cluster).
 //! Committed entries are store commands applied in log order by
-//! [`storage::StateMachine`], so revisions are identical on every node.
+//! `storage::StateMachine`, so revisions are identical on every node.
 //! Writes made on a follower are forwarded to the leader; reads never come
-//! here. Membership follows the `/ctl/cal/*` slots (see [`duties`]).
+//! here. Membership follows the `/ctl/cal/*` slots (see `duties`).
 //!
 //! What the rest of the server sees: [`Consensus::propose`], [`Consensus::serve_peer`],
 //! [`Consensus::status`] and the seed/join start-up calls; no openraft type leaks out.

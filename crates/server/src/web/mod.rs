@@ -8,9 +8,9 @@
 //!
 //! Reads are answered from this node's store; writes go through consensus
 //! like any client write. This module knows nothing of Raft beyond
-//! [`Consensus::status`]. Files: [`api`] (the JSON API), [`stream`] (event
-//! streams shared by the API and the page), [`live`] (the page's WebSocket),
-//! [`cluster`] (the members panel), [`health`] (metrics and health).
+//! [`Consensus::status`]. Files: `api` (the JSON API), `stream` (event
+//! streams shared by the API and the page), `live` (the page's WebSocket),
+//! `cluster` (the members panel), `health` (metrics and health).
 
 mod api;
 mod cluster;
