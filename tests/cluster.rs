@@ -527,3 +527,27 @@ async fn writes_through_followers_survive_leader_kills_exactly_once() {
     }
     println!("{} writes through followers across 3 leader kills, each applied once", answered.len());
 }
+
+/// The client library's `Cluster`: a call whose node is killed, or hangs,
+/// goes to the next address by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_handle_moves_past_dead_and_hung_nodes() {
+    let mut nodes = cluster(3, &[]).await;
+    let uri = format!("doozer:?ca={}&ca={}&ca={}", nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    let c = doozer_client::Cluster::connect(&uri).await.unwrap();
+    let r = c.set("/c", 0, "one").await.unwrap();
+    assert_eq!(c.client().await.unwrap().addr(), nodes[0].addr);
+    nodes[0].kill();
+    // Reads are sent again on the next node; writes go once the cluster has a leader.
+    assert_eq!(c.get("/c", Some(r)).await.unwrap().0, "one");
+    assert_eq!(c.client().await.unwrap().addr(), nodes[1].addr);
+    let r2 = c.set("/c", r, "two").await.unwrap();
+    // Hung: accepts connections, answers nothing. The call moves on.
+    nodes[1].signal("STOP");
+    let started = std::time::Instant::now();
+    let read = tokio::time::timeout(common::DEADLINE, c.get("/c", Some(r2))).await.expect("not held by the hung node");
+    assert_eq!(read.unwrap().0, "two");
+    eprintln!("moved past a hung node in {:?}", started.elapsed());
+    assert_eq!(c.client().await.unwrap().addr(), nodes[2].addr);
+    nodes[1].signal("CONT");
+}

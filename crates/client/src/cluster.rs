@@ -9,7 +9,10 @@
 //!   while it was in flight is sent again: reading twice changes nothing;
 //! - a write (SET, DEL, NOP) whose connection broke in flight is not: it may
 //!   have committed, and sending it again could apply it twice. The error
-//!   says so; read the file back to find out.
+//!   says so; read the file back to find out;
+//! - with several addresses, a node that stops answering (a REV probe every
+//!   two seconds goes unanswered for two) counts as a broken connection, so a
+//!   hung node does not hold a call forever.
 //!
 //! What it is not: a load balancer. One node serves every call until it fails.
 
@@ -120,7 +123,7 @@ impl Cluster {
         let mut pause = FIRST_PAUSE;
         loop {
             let failed = match self.client().await {
-                Ok(c) => match f(c.clone()).await {
+                Ok(c) => match self.watched(&c, f(c.clone())).await {
                     Err(Error::Disconnected(why)) => {
                         self.drop_client(&c).await;
                         if resend == Resend::No {
@@ -141,6 +144,18 @@ impl Cluster {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// `call`, or a broken connection if the node stops answering meanwhile
+    /// and there is another to go to.
+    async fn watched<T>(&self, c: &Client, call: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.inner.uri.addrs.len() < 2 {
+            return call.await;
+        }
+        tokio::select! {
+            r = call => r,
+            why = crate::watch::stalled(c) => Err(Error::Disconnected(why)),
         }
     }
 

@@ -125,7 +125,7 @@ impl Watch {
 }
 
 /// Completes when the node stops answering REV within `PROBE`.
-async fn stalled(client: &Client) -> String {
+pub(crate) async fn stalled(client: &Client) -> String {
     loop {
         tokio::time::sleep(PROBE).await;
         match tokio::time::timeout(PROBE, client.rev()).await {
