@@ -401,7 +401,7 @@ fn tls_from_the_cli() {
     // Without the CA, the TLS port is recognised.
     let out = doozer(&u, &["get", "/tls"], b"");
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("TLS") || out.stderr.contains("EOF"), "{}", out.stderr);
+    assert!(out.stderr.contains("speaks TLS") && out.stderr.contains("--cacert"), "{}", out.stderr);
     // A bad CA file is one line saying which file.
     let out = doozer(&u, &["--cacert", "/nonexistent.pem", "get", "/tls"], b"");
     assert_eq!(out.code, 2);

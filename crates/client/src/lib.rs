@@ -197,9 +197,7 @@ impl Client {
         let secured = tokio::time::timeout(opts.connect_timeout, connector.connect(name, stream))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|e| {
-                Error::Tls(format!("TLS with {addr} failed: {e} (does it serve TLS? doozerd does with -tlscert)"))
-            })?;
+            .map_err(|e| Error::Tls(tls_failure(addr, &e)))?;
         Ok(Client::over(secured, addr))
     }
 
@@ -465,6 +463,20 @@ impl Client {
         let req = Request { path: Some(glob.into()), rev: Some(rev), ..Self::req(Verb::Wait) };
         Ok(event(self.call(req).await?))
     }
+}
+
+/// A failed handshake in words: a certificate the CA does not vouch for, or
+/// a server that does not speak TLS at all.
+fn tls_failure(addr: &str, e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let hint = if text.contains("CaUsedAsEndEntity") {
+        "the server presents a CA certificate as its own: sign a server certificate with that CA (or make a self-signed one with CA:FALSE)"
+    } else if text.contains("certificate") {
+        "check that --cacert is the CA that signed the server's certificate, and that the certificate names the host dialled"
+    } else {
+        "does it serve TLS? doozerd does with -tlscert"
+    };
+    format!("TLS with {addr} failed: {text} ({hint})")
 }
 
 /// The host part of `HOST:PORT` (`[::1]:8046` gives `::1`).
