@@ -67,6 +67,8 @@ Environment:
 
   DOOZER_BOOT_URI - The DzNS to lookup address in; overriden by -b.
 
+  DOOZER_CACERT, DOOZER_CERT, DOOZER_KEY - TLS files; overridden by -cacert, -cert, -key.
+
 Commands:
 ";
 
@@ -174,6 +176,9 @@ fn hint(e: &doozer_client::Error) -> &'static str {
     match e {
         doozer_client::Error::Server { code: ErrCode::Other, detail } if detail.contains("permission denied") => {
             " (this cluster needs its secret: add &sk=SECRET to the uri in -a or DOOZER_URI)"
+        }
+        doozer_client::Error::Server { code: ErrCode::UnknownVerb, .. } => {
+            " (the server does not know this request: `log` needs a doozerd that has the LOG extension)"
         }
         // The original's other error lines stay exactly as they were: scripts match them.
         _ => "",
