@@ -1,4 +1,7 @@
-//! Membership follows `/ctl/cal`, as in the original, but through Raft:
+//! Membership follows `/ctl/cal`, as in the original, but through Raft. This
+//! module observes and acts; the decisions themselves (who is silent, who to
+//! remove, which voters, which slot to claim) are the pure functions of
+//! `rules`, unit-tested there.
 //!
 //! - The leader makes the voters exactly the members named in non-empty
 //!   `/ctl/cal/*` slots (emptying a slot demotes its holder; filling one
@@ -24,11 +27,12 @@
 //!   whose files are missing writes them again.
 
 use super::network::Target;
+use super::rules::{self, Seen, Slot};
 use super::types::{Metrics, NodeId};
 use super::wire::{PeerRequest, PeerResponse};
 use super::{Committed, Consensus};
 use doozer_store::Body;
-use doozer_store::{Command, Rev};
+use doozer_store::Command;
 use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -47,13 +51,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 struct Claims {
     held: Option<String>,
     lost: BTreeSet<String>,
-}
-
-/// A `/ctl/cal` slot: its path, the id it holds (empty: vacant) and its revision.
-struct Slot {
-    path: String,
-    holder: String,
-    rev: Rev,
 }
 
 pub fn spawn(c: Arc<Consensus>) {
@@ -244,16 +241,24 @@ impl Consensus {
         self.write(Command::Set { path: "/ctl/leader".into(), rev: doozer_store::CLOBBER, body }).await;
     }
 
+    /// What this node knows of each member's liveness, for [`rules`].
+    fn seen(&self, m: &Metrics) -> Vec<Seen> {
+        let membership = m.membership_config.membership();
+        let seen = |id: NodeId| Seen {
+            id,
+            quiet_for: self.liveness.last_answer(id).map(|t| t.elapsed()),
+            replaced: self.liveness.is_replaced(id),
+        };
+        membership.nodes().map(|(id, _)| seen(*id)).collect()
+    }
+
     async fn remove_silent(&self, m: &Metrics, since: Instant) {
         let membership = m.membership_config.membership();
-        let silent: Vec<(NodeId, String, String)> = membership
-            .nodes()
-            .filter(|(id, _)| **id != self.id)
-            .filter(|(id, _)| {
-                let heard = self.liveness.last_answer(**id).map_or(since, |t| t.max(since));
-                heard.elapsed() > self.opts.member_timeout || self.liveness.is_replaced(**id)
-            })
-            .map(|(id, n)| (*id, n.name.clone(), n.addr.clone()))
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let gone = rules::to_remove(self.id, &self.seen(m), &voters, since.elapsed(), self.opts.member_timeout);
+        let silent: Vec<(NodeId, String, String)> = gone
+            .into_iter()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.name.clone(), n.addr.clone())))
             .collect();
         for (id, name, addr) in silent {
             warn!(node = %name, %addr, "removing a member silent for longer than -timeout");
@@ -274,38 +279,31 @@ impl Consensus {
         }
     }
 
-    /// True if this leader has heard from `id` within `-timeout` (itself included).
-    fn alive(&self, id: NodeId, since: Instant) -> bool {
-        id == self.id
-            || self.liveness.last_answer(id).map_or(since, |t| t.max(since)).elapsed() <= self.opts.member_timeout
-    }
-
     async fn match_voters_to_slots(&self, m: &Metrics, since: Instant) {
         let membership = m.membership_config.membership();
         if membership.get_joint_config().len() > 1 {
             return; // a change is under way
         }
         let by_name: HashMap<&str, NodeId> = membership.nodes().map(|(id, n)| (n.name.as_str(), *id)).collect();
-        let slots = self.slots();
-        let wanted: BTreeSet<NodeId> = slots.iter().filter_map(|s| by_name.get(s.holder.as_str()).copied()).collect();
+        let wanted = rules::wanted_voters(&self.slots(), &by_name);
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        if wanted.is_empty() || wanted == voters {
-            return;
-        }
-        // Never make a voter set whose live members are not a majority of it
-        // (say, demoting a live voter while a dead one still holds a slot):
-        // wait until the dead one has been removed.
-        let live = wanted.iter().filter(|id| self.alive(**id, since)).count();
-        if live < wanted.len() / 2 + 1 {
-            debug!(wanted = wanted.len(), live, "postponing a voter change that would leave no live majority");
-            return;
-        }
-        let names = |ids: &BTreeSet<NodeId>| -> Vec<String> {
-            ids.iter().filter_map(|id| membership.get_node(id).map(|n| n.name.clone())).collect()
-        };
-        info!(voters = ?names(&wanted), before = ?names(&voters), "changing the voters to match /ctl/cal");
-        if let Err(e) = self.raft.change_membership(ChangeMembers::ReplaceAllVoters(wanted), true).await {
-            debug!(error = %e, "voter change not made yet");
+        let seen = self.seen(m);
+        let (leading_for, timeout) = (since.elapsed(), self.opts.member_timeout);
+        let is_alive = |id| rules::alive(self.id, seen.iter().find(|s| s.id == id), leading_for, timeout);
+        match rules::voter_change(&wanted, &voters, is_alive) {
+            Err(rules::Keep::NoLiveMajority { wanted, live }) => {
+                debug!(wanted, live, "postponing a voter change that would leave no live majority");
+            }
+            Err(_) => {}
+            Ok(next) => {
+                let names = |ids: &BTreeSet<NodeId>| -> Vec<String> {
+                    ids.iter().filter_map(|id| membership.get_node(id).map(|n| n.name.clone())).collect()
+                };
+                info!(voters = ?names(&next), before = ?names(&voters), "changing the voters to match /ctl/cal");
+                if let Err(e) = self.raft.change_membership(ChangeMembers::ReplaceAllVoters(next), true).await {
+                    debug!(error = %e, "voter change not made yet");
+                }
+            }
         }
     }
 
@@ -353,11 +351,12 @@ impl Consensus {
 
     /// A member that holds no slot takes the first vacant one it never lost.
     async fn claim_slot(&self, m: &Metrics, claims: &Claims) {
-        if claims.held.is_some() || m.membership_config.membership().voter_ids().any(|v| v == self.id) {
+        let votes = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+        let slots = self.slots();
+        if claims.held.is_some() {
             return;
         }
-        let slots = self.slots();
-        if let Some(slot) = slots.into_iter().find(|s| s.holder.is_empty() && !claims.lost.contains(&s.path)) {
+        if let Some(slot) = rules::slot_to_claim(&self.me.name, &slots, votes, &claims.lost).cloned() {
             let body = Body::from(self.me.name.as_str());
             // A member's own request, forwarded to the leader; the revision check
             // makes one claimant win.

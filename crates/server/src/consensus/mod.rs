@@ -11,6 +11,7 @@
 
 mod duties;
 mod network;
+mod rules;
 mod storage;
 mod types;
 mod wire;

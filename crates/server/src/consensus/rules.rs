@@ -1,0 +1,237 @@
+//! The membership rules as pure functions of what a node observes: who is
+//! silent, who to remove, which voters the slots ask for, which slot to
+//! claim. No I/O, no clock, no openraft: [`super::duties`] gathers the
+//! observations and carries the decisions out, so each rule can be read and
+//! tested alone.
+//!
+//! The rules:
+//! - a member is silent when the leader has not heard from it for longer
+//!   than `-timeout`, counting from when this leader took office (a member
+//!   just added, or one the new leader has not had time to hear from, is not
+//!   judged on silence from before); a member whose address now answers as
+//!   another node is gone at once;
+//! - the leader never removes itself, and never so many voters at once that
+//!   those left are not a majority of the voters before (one removal at a
+//!   time would get there too, each needing a quorum; this keeps a leader
+//!   that briefly hears nobody from emptying the cluster);
+//! - the voters are the members named in non-empty slots; a change that
+//!   would leave the live members short of a majority of the new voters
+//!   waits (say, demoting a live voter while a dead one still holds a slot);
+//! - a member without a slot claims the first vacant one it never lost (an
+//!   operator who empties a node's slot means to demote it).
+
+use super::types::NodeId;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// A `/ctl/cal` slot: its path, the id it holds (empty: vacant) and its revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub path: String,
+    pub holder: String,
+    pub rev: doozer_store::Rev,
+}
+
+/// What a leader knows of one member.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub id: NodeId,
+    /// How long since it last answered; `None`: never, since this node runs.
+    pub quiet_for: Option<Duration>,
+    /// Its address now answers as another node.
+    pub replaced: bool,
+}
+
+/// The members to remove now: silent for longer than `timeout` (counted from
+/// at most `leading_for` ago) or replaced, never `me`, and never so many
+/// voters that those left are not a majority of `voters`.
+pub fn to_remove(
+    me: NodeId,
+    seen: &[Seen],
+    voters: &BTreeSet<NodeId>,
+    leading_for: Duration,
+    timeout: Duration,
+) -> Vec<NodeId> {
+    let silent = |s: &Seen| {
+        let quiet = s.quiet_for.map_or(leading_for, |q| q.min(leading_for));
+        s.replaced || quiet > timeout
+    };
+    let mut out: Vec<NodeId> = seen.iter().filter(|s| s.id != me && silent(s)).map(|s| s.id).collect();
+    let majority = voters.len() / 2 + 1;
+    let mut voters_left = voters.len();
+    out.retain(|id| {
+        if !voters.contains(id) {
+            return true;
+        }
+        if voters_left <= majority {
+            return false;
+        }
+        voters_left -= 1;
+        true
+    });
+    out
+}
+
+/// True if `id` has been heard from within `timeout` (a member not heard
+/// from since this leader took office `leading_for` ago is judged from then).
+pub fn alive(me: NodeId, s: Option<&Seen>, leading_for: Duration, timeout: Duration) -> bool {
+    match s {
+        None => false,
+        Some(s) if s.id == me => true,
+        Some(s) => !s.replaced && s.quiet_for.map_or(leading_for, |q| q.min(leading_for)) <= timeout,
+    }
+}
+
+/// The voters the slots ask for: the members named in non-empty slots.
+pub fn wanted_voters(slots: &[Slot], by_name: &HashMap<&str, NodeId>) -> BTreeSet<NodeId> {
+    slots.iter().filter_map(|s| by_name.get(s.holder.as_str()).copied()).collect()
+}
+
+/// Why the voters stay as they are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// No slot names a member: the cluster is never left without voters.
+    NoneWanted,
+    /// They are already what the slots ask for.
+    Matching,
+    /// The live members would not be a majority of the new voters.
+    NoLiveMajority { wanted: usize, live: usize },
+}
+
+/// The voter set to change to, or why not: `wanted` (see [`wanted_voters`])
+/// unless it is empty, equal to `voters`, or its live members are not a
+/// majority of it.
+pub fn voter_change(
+    wanted: &BTreeSet<NodeId>,
+    voters: &BTreeSet<NodeId>,
+    is_alive: impl Fn(NodeId) -> bool,
+) -> Result<BTreeSet<NodeId>, Keep> {
+    if wanted.is_empty() {
+        return Err(Keep::NoneWanted);
+    }
+    if wanted == voters {
+        return Err(Keep::Matching);
+    }
+    let live = wanted.iter().filter(|id| is_alive(**id)).count();
+    if live < wanted.len() / 2 + 1 {
+        return Err(Keep::NoLiveMajority { wanted: wanted.len(), live });
+    }
+    Ok(wanted.clone())
+}
+
+/// The slot a member named `me` should claim: none if it holds one or votes
+/// already, else the first vacant slot it never lost.
+pub fn slot_to_claim<'a>(me: &str, slots: &'a [Slot], votes: bool, lost: &BTreeSet<String>) -> Option<&'a Slot> {
+    if votes || slots.iter().any(|s| s.holder == me) {
+        return None;
+    }
+    slots.iter().find(|s| s.holder.is_empty() && !lost.contains(&s.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(60);
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    fn seen(id: NodeId, quiet: Option<u64>) -> Seen {
+        Seen { id, quiet_for: quiet.map(s), replaced: false }
+    }
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    fn slot(n: u32, holder: &str) -> Slot {
+        Slot { path: format!("/ctl/cal/{n}"), holder: holder.into(), rev: 1 }
+    }
+
+    #[test]
+    fn a_member_silent_past_the_timeout_is_removed_and_the_leader_never() {
+        let members = [seen(1, Some(0)), seen(2, Some(61)), seen(3, Some(10))];
+        assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(3600), T), [2]);
+        let me_silent = [seen(1, None), seen(2, Some(1))];
+        assert_eq!(to_remove(1, &me_silent, &set(&[1, 2]), s(3600), T), Vec::<NodeId>::new());
+    }
+
+    #[test]
+    fn silence_counts_from_when_this_leader_took_office() {
+        // Never heard from (a learner just added, or a new leader): judged from taking office.
+        let members = [seen(1, Some(0)), seen(2, None), seen(3, Some(500))];
+        assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(30), T), Vec::<NodeId>::new());
+        assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(61), T), [2]);
+    }
+
+    #[test]
+    fn a_replaced_member_goes_at_once() {
+        let members = [seen(1, Some(0)), Seen { id: 2, quiet_for: Some(s(1)), replaced: true }];
+        assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(5), T), [2]);
+    }
+
+    #[test]
+    fn never_so_many_voters_that_those_left_are_no_majority() {
+        // Five voters, four silent: at most two go, so three (a majority of five) are left.
+        let members: Vec<Seen> = (1..=5).map(|id| seen(id, Some(if id == 1 { 0 } else { 99 }))).collect();
+        let gone = to_remove(1, &members, &set(&[1, 2, 3, 4, 5]), s(3600), T);
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        // Non-voters are not limited.
+        let members = [seen(1, Some(0)), seen(7, Some(99)), seen(8, Some(99))];
+        assert_eq!(to_remove(1, &members, &set(&[1]), s(3600), T), [7, 8]);
+    }
+
+    #[test]
+    fn the_voters_follow_the_slots() {
+        let names: HashMap<&str, NodeId> = [("A", 1), ("B", 2), ("C", 3)].into_iter().collect();
+        let slots = [slot(0, "A"), slot(1, ""), slot(2, "C"), slot(3, "GONE")];
+        assert_eq!(wanted_voters(&slots, &names), set(&[1, 3]));
+        let all_alive = |_| true;
+        assert_eq!(voter_change(&set(&[1, 3]), &set(&[1, 2, 3]), all_alive), Ok(set(&[1, 3])));
+        assert_eq!(voter_change(&set(&[1, 3]), &set(&[1, 3]), all_alive), Err(Keep::Matching));
+        assert_eq!(voter_change(&BTreeSet::new(), &set(&[1]), all_alive), Err(Keep::NoneWanted));
+    }
+
+    #[test]
+    fn no_voter_change_without_a_live_majority_of_the_new_voters() {
+        // Demoting live 2 while dead 3 still holds a slot would leave {1, 3}: one live of two.
+        let alive = |id| id != 3;
+        assert_eq!(
+            voter_change(&set(&[1, 3]), &set(&[1, 2, 3]), alive),
+            Err(Keep::NoLiveMajority { wanted: 2, live: 1 })
+        );
+        // Once 3 is removed and its slot refilled by live 4, it goes ahead.
+        assert_eq!(voter_change(&set(&[1, 4]), &set(&[1, 2]), alive), Ok(set(&[1, 4])));
+    }
+
+    #[test]
+    fn the_voters_do_not_oscillate() {
+        // Applying the change makes the next decision "matching": a fixed point.
+        let alive = |_| true;
+        let next = voter_change(&set(&[1, 2, 4]), &set(&[1, 2, 3]), alive).unwrap();
+        assert_eq!(voter_change(&set(&[1, 2, 4]), &next, alive), Err(Keep::Matching));
+    }
+
+    #[test]
+    fn alive_judges_from_taking_office_too() {
+        assert!(alive(1, Some(&seen(2, None)), s(10), T));
+        assert!(!alive(1, Some(&seen(2, None)), s(61), T));
+        assert!(alive(1, Some(&seen(1, None)), s(999), T), "the leader itself");
+        assert!(!alive(1, None, s(1), T), "not a member");
+    }
+
+    #[test]
+    fn a_member_claims_the_first_vacant_slot_it_never_lost() {
+        let slots = [slot(0, "A"), slot(1, ""), slot(2, "")];
+        let none = BTreeSet::new();
+        assert_eq!(slot_to_claim("B", &slots, false, &none).map(|s| s.path.as_str()), Some("/ctl/cal/1"));
+        let lost: BTreeSet<String> = ["/ctl/cal/1".to_string()].into();
+        assert_eq!(slot_to_claim("B", &slots, false, &lost).map(|s| s.path.as_str()), Some("/ctl/cal/2"));
+        assert_eq!(slot_to_claim("A", &slots, false, &none), None, "holds one");
+        assert_eq!(slot_to_claim("B", &slots, true, &none), None, "votes already");
+        let full = [slot(0, "A"), slot(1, "C")];
+        assert_eq!(slot_to_claim("B", &full, false, &none), None);
+    }
+}
