@@ -199,6 +199,10 @@ async fn no_quorum_writes_fail_with_a_reason_and_reads_go_on() {
     let err = c.set("/k", -1, "w").await.unwrap_err();
     assert_eq!(err.code(), Some(ErrCode::Other), "{err}");
     assert!(err.to_string().contains("no quorum"), "{err}");
+    // Proposed but not known to be committed: the answer says it may still be
+    // applied, in words for old clients and in the extension field for new ones.
+    assert!(err.to_string().contains("may still be applied"), "{err}");
+    assert!(err.may_have_applied(), "{err:?}");
     assert_eq!(c.get("/k", None).await.unwrap(), ("v".into(), rev));
 }
 

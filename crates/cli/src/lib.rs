@@ -174,7 +174,7 @@ pub fn main() -> ExitCode {
 fn hint(e: &doozer_client::Error) -> &'static str {
     use doozer_client::ErrCode;
     match e {
-        doozer_client::Error::Server { code: ErrCode::Other, detail } if detail.contains("permission denied") => {
+        doozer_client::Error::Server { code: ErrCode::Other, detail, .. } if detail.contains("permission denied") => {
             " (this cluster needs its secret: add &sk=SECRET to the uri in -a or DOOZER_URI)"
         }
         doozer_client::Error::Server { code: ErrCode::UnknownVerb, .. } => {

@@ -77,6 +77,10 @@ pub enum Error {
         code: ErrCode,
         /// The server's words, if any (`permission denied`).
         detail: String,
+        /// For a write: the server proposed it but does not know whether it
+        /// committed, so it may still be applied (an extension, response
+        /// field 102). False: the write was not carried out.
+        indeterminate: bool,
     },
     /// Could not connect to any address.
     Dial(String),
@@ -94,6 +98,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// For a write that failed: true if it may nevertheless have been (or
+    /// still be) applied: the server said so, or the connection broke with
+    /// the write in flight. Read the file back to find out.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Server { indeterminate, .. } => *indeterminate,
+            Error::Disconnected(_) => true,
+            _ => false,
+        }
+    }
+
     /// The server's error code, if this is a server error.
     pub fn code(&self) -> Option<ErrCode> {
         match self {
@@ -107,8 +122,8 @@ impl std::fmt::Display for Error {
     /// As the Go client prints them: `REV_MISMATCH`, `OTHER: permission denied`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Server { code, detail } if detail.is_empty() => write!(f, "{code}"),
-            Error::Server { code, detail } => write!(f, "{code}: {detail}"),
+            Error::Server { code, detail, .. } if detail.is_empty() => write!(f, "{code}"),
+            Error::Server { code, detail, .. } => write!(f, "{code}: {detail}"),
             Error::Dial(msg) | Error::Disconnected(msg) => f.write_str(msg),
             Error::InvalidUri => f.write_str("invalid uri"),
             Error::NotFound(msg) | Error::Tls(msg) | Error::TooLarge(msg) => f.write_str(msg),
@@ -294,7 +309,10 @@ impl Client {
         }
         let resp = rx.await.map_err(|_| self.closed_error())??;
         match resp.err() {
-            Some(code) => Err(Error::Server { code, detail: resp.err_detail.unwrap_or_default() }),
+            Some(code) => {
+                let indeterminate = resp.indeterminate();
+                Err(Error::Server { code, detail: resp.err_detail.unwrap_or_default(), indeterminate })
+            }
             None => Ok(resp),
         }
     }

@@ -52,6 +52,12 @@ pub struct Response {
     pub err_code: Option<i32>,
     #[prost(string, optional, tag = "101")]
     pub err_detail: Option<String>,
+    /// Extension (field 102, unknown to the original and ignored by its
+    /// clients): set on an error answer to a write that may still be applied
+    /// (it was proposed but not known to be committed in time). Absent: the
+    /// write was not carried out.
+    #[prost(bool, optional, tag = "102")]
+    pub indeterminate: Option<bool>,
 }
 
 impl Response {
@@ -64,6 +70,11 @@ impl Response {
             err_detail: (!detail.is_empty()).then_some(detail),
             ..Response::default()
         }
+    }
+
+    /// An error answer to a write that was proposed and may still be applied.
+    pub fn error_indeterminate(tag: Option<i32>, code: ErrCode, detail: impl Into<String>) -> Response {
+        Response { indeterminate: Some(true), ..Response::error(tag, code, detail) }
     }
 
     /// The error carried by this response, if any.
@@ -226,6 +237,7 @@ mod tests {
             len: Some(1),
             err_code: Some(127),
             err_detail: Some("x".into()),
+            indeterminate: Some(true),
         };
         let bytes = r.encode_to_vec();
         let expect: &[u8] = &[
@@ -237,6 +249,7 @@ mod tests {
             0x40, 1, // len (8)
             0xa0, 0x06, 127, // err_code (100)
             0xaa, 0x06, 1, b'x', // err_detail (101)
+            0xb0, 0x06, 1, // indeterminate (102, the extension)
         ];
         assert_eq!(bytes, expect);
     }

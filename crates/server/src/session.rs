@@ -436,7 +436,8 @@ impl Session {
                 let r = match result {
                     Ok(outcome) => answer(outcome).unwrap_or_else(|e| store_error(tag, e)),
                     Err(ProposeError::ReadOnly) => error(tag, ErrCode::Readonly),
-                    Err(ProposeError::Failed(detail)) => Response::error(tag, ErrCode::Other, detail),
+                    Err(e @ ProposeError::NotDone(_)) => Response::error(tag, ErrCode::Other, e.detail()),
+                    Err(e @ ProposeError::Unknown(_)) => Response::error_indeterminate(tag, ErrCode::Other, e.detail()),
                 };
                 out.send(r);
             }),

@@ -431,8 +431,10 @@ async fn perform(c: &Client, op: &Op) -> (Ret, bool) {
 fn classify(e: Error) -> (Ret, bool) {
     match e {
         Error::Server { code: ErrCode::RevMismatch, .. } => (Ret::Mismatch, false),
-        Error::Server { code: ErrCode::Other, detail } => (Ret::Unknown(detail), false),
-        Error::Server { code, detail } => (Ret::Failed(format!("{code} {detail}")), false),
+        // The server says whether a failed write may still be applied; one it
+        // says was not carried out is held to that by the checkers.
+        Error::Server { indeterminate: true, detail, .. } => (Ret::Unknown(detail), false),
+        Error::Server { code, detail, .. } => (Ret::Failed(format!("{code} {detail}")), false),
         other => (Ret::Unknown(other.to_string()), true),
     }
 }

@@ -46,13 +46,27 @@ pub struct Options {
     pub cal_slots: usize,
 }
 
-/// Why a write was not carried out.
-#[derive(Clone, Debug)]
+/// Why a write was not carried out, or is not known to have been.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
-    /// This node is not a member of a cluster (yet).
+    /// This node is not a member of a cluster (yet): nothing was proposed.
     ReadOnly,
-    /// Not committed in time, or not known whether it was: the detail says which.
-    Failed(String),
+    /// Definitely not carried out: refused before it was proposed.
+    NotDone(String),
+    /// Proposed, but not known to be committed: it may still be applied.
+    Unknown(String),
+}
+
+impl ProposeError {
+    /// The words for a client; an unknown outcome says so, as it always did.
+    pub fn detail(&self) -> String {
+        match self {
+            ProposeError::ReadOnly => "this node is not a member of a cluster".into(),
+            ProposeError::NotDone(why) => format!("{why}; nothing was written"),
+            ProposeError::Unknown(why) if why.contains("may still be applied") => why.clone(),
+            ProposeError::Unknown(why) => format!("{why}; it may still be applied later"),
+        }
+    }
 }
 
 /// This node's view of the cluster, for operators.
@@ -155,7 +169,7 @@ impl Answers {
             other => {
                 let err = match other {
                     Err(e) => e,
-                    Ok(o) => ProposeError::Failed(format!("unexpected outcome of a batch: {o:?}")),
+                    Ok(o) => ProposeError::Unknown(format!("unexpected outcome of a batch: {o:?}")),
                 };
                 for done in dones {
                     done(Err(err.clone()));
@@ -166,7 +180,7 @@ impl Answers {
 }
 
 fn shutting_down() -> ProposeError {
-    ProposeError::Failed("this node is shutting down".into())
+    ProposeError::NotDone("this node is shutting down".into())
 }
 
 /// The Raft node id of a Doozer id: its first 64 bits (the id is 80 random
@@ -325,7 +339,8 @@ impl Consensus {
                 let _ = tx.send(r);
             }),
         );
-        rx.await.unwrap_or_else(|_| Err(shutting_down()))
+        // Dropped unanswered: the node stopped, maybe with the write proposed.
+        rx.await.unwrap_or_else(|_| Err(ProposeError::Unknown("this node stopped with the write in flight".into())))
     }
 
     /// Queues `cmd` for the next batch; `done` gets its result. No task or
@@ -427,7 +442,7 @@ impl Consensus {
         let timeout = self.opts.write_timeout;
         match tokio::time::timeout(timeout, self.propose_until_done(cmd)).await {
             Ok(r) => r,
-            Err(_) => Err(ProposeError::Failed(format!(
+            Err(_) => Err(ProposeError::Unknown(format!(
                 "no quorum: the write was not committed within {timeout:?}; it may still be applied later"
             ))),
         }
@@ -440,8 +455,10 @@ impl Consensus {
         let write = self.raft.client_write(Proposal { id: None, cmd });
         match tokio::time::timeout(self.opts.write_timeout, write).await {
             Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
-            Err(_) => Err(ProposeError::Failed("not committed in time".into())),
+            // Not the leader (any more): refused before it was proposed.
+            Ok(Err(RaftError::APIError(e))) => Err(ProposeError::NotDone(e.to_string())),
+            Ok(Err(e)) => Err(ProposeError::Unknown(e.to_string())),
+            Err(_) => Err(ProposeError::Unknown("not committed in time".into())),
         }
     }
 
@@ -460,9 +477,9 @@ impl Consensus {
                 None => match self.raft.client_write(proposal.clone()).await {
                     Ok(resp) => return Ok((resp.data, Route::Here)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
-                    Err(RaftError::APIError(e)) => return Err(ProposeError::Failed(e.to_string())),
-                    // This node's Raft stopped: nothing was proposed through it.
-                    Err(RaftError::Fatal(e)) => return Err(ProposeError::Failed(e.to_string())),
+                    Err(RaftError::APIError(e)) => return Err(ProposeError::NotDone(e.to_string())),
+                    // This node's Raft stopped, perhaps with the proposal in its log.
+                    Err(RaftError::Fatal(e)) => return Err(ProposeError::Unknown(e.to_string())),
                 },
             };
             let Some(leader) = leader else {
@@ -489,7 +506,7 @@ impl Consensus {
                     debug!(error = %e, "lost the leader with a forwarded write; sending it again");
                     self.await_leader_change().await
                 }
-                Ok(_) => return Err(ProposeError::Failed("unexpected answer from the leader".into())),
+                Ok(_) => return Err(ProposeError::Unknown("unexpected answer from the leader".into())),
             }
         }
     }
@@ -714,5 +731,19 @@ impl Consensus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         membership.nodes().filter(|(id, _)| **id != self.id).map(|(_, n)| n.addr.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProposeError;
+
+    #[test]
+    fn a_failed_write_says_whether_it_may_still_happen() {
+        assert_eq!(ProposeError::NotDone("shutting down".into()).detail(), "shutting down; nothing was written");
+        assert_eq!(ProposeError::Unknown("leader lost".into()).detail(), "leader lost; it may still be applied later");
+        // The timeout's words, unchanged for old clients.
+        let timeout = "no quorum: the write was not committed within 10s; it may still be applied later";
+        assert_eq!(ProposeError::Unknown(timeout.into()).detail(), timeout);
     }
 }

@@ -16,7 +16,7 @@
 
 use super::stream::{event_json, files_json, next_batch, put_body, Batch, StreamError};
 use super::{ApiError, Web};
-use crate::consensus::{Committed, ProposeError};
+use crate::consensus::Committed;
 use crate::session::error_code;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -218,12 +218,7 @@ async fn write(web: &Web, cmd: Command, path: String) -> ApiResult {
         Ok(Committed::Changed(rev)) => Ok(Json(json!({"path": path, "rev": rev})).into_response()),
         Ok(Committed::Unchanged | Committed::Batch(_)) => Ok(Json(json!({"path": path, "rev": null})).into_response()),
         Ok(Committed::Failed(e)) => Err(write_error(web, &path, e)),
-        Err(ProposeError::ReadOnly) => {
-            Err(ApiError::from_code(ErrCode::Readonly, "this node is not part of a cluster"))
-        }
-        Err(ProposeError::Failed(detail)) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrCode::Other, detail))
-        }
+        Err(e) => Err(ApiError::proposal(&e)),
     }
 }
 

@@ -136,11 +136,26 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrCode,
     detail: String,
+    /// A write that may still be applied (`"indeterminate": true` in the body).
+    indeterminate: bool,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrCode, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into() }
+        ApiError { status, code, detail: detail.into(), indeterminate: false }
+    }
+
+    /// A write's failure: refused, or perhaps still to be applied.
+    pub fn proposal(e: &crate::consensus::ProposeError) -> ApiError {
+        use crate::consensus::ProposeError;
+        match e {
+            ProposeError::ReadOnly => ApiError::from_code(ErrCode::Readonly, e.detail()),
+            ProposeError::NotDone(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrCode::Other, e.detail()),
+            ProposeError::Unknown(_) => ApiError {
+                indeterminate: true,
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrCode::Other, e.detail())
+            },
+        }
     }
 
     /// The status a protocol error maps to.
@@ -157,7 +172,11 @@ impl ApiError {
     }
 
     fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self.code.name(), "detail": self.detail })
+        let mut body = serde_json::json!({ "error": self.code.name(), "detail": self.detail });
+        if self.indeterminate {
+            body["indeterminate"] = serde_json::json!(true);
+        }
+        body
     }
 }
 
