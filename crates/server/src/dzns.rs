@@ -68,7 +68,7 @@ pub async fn boot(boot: &str, secret: &str, cluster: &str, id: &str, addr: &str)
     if !members.is_empty() {
         return Ok(Boot::Attach(members.into_iter().map(|(_, a)| a).collect()));
     }
-    let race = format!("/ctl/boot/{cluster}");
+    let race = crate::ctl::boot_path(cluster);
     let (_, race_rev) = c.get(&race, Some(at)).await.map_err(failed)?;
     let mine = crate::ctl::ns_path(cluster, id);
     c.set(&mine, -1, addr.to_string()).await.map_err(failed)?;
@@ -140,12 +140,12 @@ async fn keep_once(boot: &str, secret: &str, c: &Consensus) -> Result<(), String
     if c.status().role != "leader" {
         return Ok(());
     }
-    let members = c.node().snapshot(None).ok().and_then(|s| s.getdir("/ctl/node").ok()).unwrap_or_default();
+    let members = c.node().snapshot(None).map(|s| crate::ctl::node_ids(&s)).unwrap_or_default();
     if members.is_empty() {
         return Ok(());
     }
     for (id, _) in lookup(&client, c.cluster(), c.name(), None).await.map_err(failed)? {
-        if !members.iter().any(|m| **m == *id) {
+        if !members.contains(&id) {
             info!(dzns = %boot, node = %id, "deleting the DzNS entry of a former member");
             client.del(&crate::ctl::ns_path(c.cluster(), &id), -1).await.map_err(failed)?;
         }

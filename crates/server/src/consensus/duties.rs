@@ -31,6 +31,7 @@ use super::rules::{self, Seen, Slot};
 use super::types::{Metrics, NodeId};
 use super::wire::{PeerRequest, PeerResponse};
 use super::{Committed, Consensus};
+use crate::ctl;
 use doozer_store::Body;
 use doozer_store::Command;
 use openraft::{ChangeMembers, ServerState};
@@ -132,16 +133,7 @@ impl Consensus {
     }
 
     fn slots(&self) -> Vec<Slot> {
-        let Ok(snap) = self.node.snapshot(None) else { return Vec::new() };
-        let names = snap.getdir("/ctl/cal").unwrap_or_default();
-        names
-            .iter()
-            .filter_map(|n| {
-                let path = format!("/ctl/cal/{n}");
-                let f = snap.get(&path).ok()??;
-                Some(Slot { holder: String::from_utf8_lossy(&f.body).into_owned(), rev: f.rev, path })
-            })
-            .collect()
+        self.node.snapshot(None).map(|snap| ctl::slots(&snap)).unwrap_or_default()
     }
 
     /// A leader's write: committed by this node as leader or not at all.
@@ -177,15 +169,14 @@ impl Consensus {
             self.write(Command::Set { path: slot.path, rev: slot.rev, body: Body::default() }).await;
         }
         let Ok(snap) = self.node.snapshot(None) else { return };
-        for id in snap.getdir("/ctl/node").unwrap_or_default() {
-            if members.contains(&*id) {
+        for id in ctl::node_ids(&snap) {
+            if members.contains(id.as_str()) {
                 continue;
             }
             info!(node = %id, "deleting /ctl/node files of a non-member");
             self.forget(&id).await;
         }
-        let ns = format!("/ctl/ns/{}", self.cluster());
-        for id in snap.getdir(&ns).unwrap_or_default() {
+        for id in snap.getdir(&ctl::ns_dir(self.cluster())).unwrap_or_default() {
             if !members.contains(&*id) {
                 info!(node = %id, "deleting the /ctl/ns entry of a non-member");
                 self.forget(&id).await;
@@ -195,12 +186,9 @@ impl Consensus {
 
     /// Deletes a removed member's `/ctl/node/<id>` files and its `/ctl/ns` entry.
     async fn forget(&self, name: &str) {
-        let files = self.node.snapshot(None).ok().and_then(|s| s.getdir(&format!("/ctl/node/{name}")).ok());
-        let mut paths: Vec<String> =
-            files.unwrap_or_default().iter().map(|f| format!("/ctl/node/{name}/{f}")).collect();
-        paths.push(crate::ctl::ns_path(self.cluster(), name));
-        for path in paths {
-            self.write(Command::Del { path, rev: doozer_store::CLOBBER }).await;
+        let Ok(snap) = self.node.snapshot(None) else { return };
+        for cmd in ctl::forget(&snap, self.cluster(), name) {
+            self.write(cmd).await;
         }
     }
 
@@ -222,10 +210,10 @@ impl Consensus {
             } else {
                 "non-voter"
             };
-            let path = format!("/ctl/node/{}/role", member.name);
+            let path = ctl::node_file(&member.name, "role");
             let current = snap.get(&path).ok().flatten();
             // Only members that registered (have an addr) get a role file.
-            let registered = snap.get(&format!("/ctl/node/{}/addr", member.name)).ok().flatten().is_some();
+            let registered = ctl::exists(&snap, &ctl::node_file(&member.name, "addr"));
             if registered && current.is_none_or(|f| f.body != role.as_bytes()) {
                 self.write(Command::Set { path, rev: doozer_store::CLOBBER, body: Body::from(role) }).await;
             }
@@ -233,12 +221,12 @@ impl Consensus {
     }
 
     async fn publish_leader(&self) {
-        let current = self.node.snapshot(None).ok().and_then(|s| s.get("/ctl/leader").ok().flatten());
+        let current = self.node.snapshot(None).ok().and_then(|s| s.get(ctl::LEADER).ok().flatten());
         if current.is_some_and(|f| f.body == self.me.name.as_bytes()) {
             return;
         }
         let body = Body::from(self.me.name.as_str());
-        self.write(Command::Set { path: "/ctl/leader".into(), rev: doozer_store::CLOBBER, body }).await;
+        self.write(Command::Set { path: ctl::LEADER.into(), rev: doozer_store::CLOBBER, body }).await;
     }
 
     /// What this node knows of each member's liveness, for [`rules`].
@@ -313,9 +301,9 @@ impl Consensus {
         if claims.held.is_none() || !votes {
             return;
         }
-        let path = format!("/ctl/node/{}/writable", self.me.name);
-        if self.node.snapshot(None).ok().and_then(|s| s.get(&path).ok().flatten()).is_none() {
-            if let Err(e) = crate::ctl::mark_writable(self).await {
+        let path = ctl::node_file(&self.me.name, "writable");
+        if self.node.snapshot(None).ok().is_some_and(|s| !ctl::exists(&s, &path)) {
+            if let Err(e) = self.mark_writable().await {
                 debug!(error = %e, "could not write writable yet");
             }
         }
@@ -324,16 +312,12 @@ impl Consensus {
     /// A member whose `/ctl/node` files or `/ctl/ns` entry have gone (a
     /// removal that did not finish) writes them again.
     async fn reregister(&self) {
-        let addr = format!("/ctl/node/{}/addr", self.me.name);
-        let ns = crate::ctl::ns_path(self.cluster(), &self.me.name);
-        let present = self
-            .node
-            .snapshot(None)
-            .ok()
-            .is_some_and(|s| [&addr, &ns].iter().all(|p| s.get(p).ok().flatten().is_some()));
+        let addr = ctl::node_file(&self.me.name, "addr");
+        let ns = ctl::ns_path(self.cluster(), &self.me.name);
+        let present = self.node.snapshot(None).ok().is_some_and(|s| ctl::exists(&s, &addr) && ctl::exists(&s, &ns));
         if !present {
             info!("this member's /ctl/node files are missing; writing them again");
-            if let Err(e) = crate::ctl::register_node(self).await {
+            if let Err(e) = self.register_node().await {
                 debug!(error = %e, "could not register again yet");
             }
         }

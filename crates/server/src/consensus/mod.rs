@@ -11,6 +11,7 @@
 
 mod duties;
 mod network;
+mod register;
 mod rules;
 mod storage;
 mod types;
@@ -269,9 +270,9 @@ impl Consensus {
                 Ok(Committed::Unchanged) => {}
                 other => return Err(format!("cannot load the restored store: {other:?}")),
             }
-            crate::ctl::forget_members(self).await?;
+            self.forget_restored_members().await?;
         }
-        crate::ctl::register_seed(self, &self.opts.cluster, self.opts.cal_slots).await
+        self.register_seed().await
     }
 
     /// Joins the cluster at one of `addrs` as a learner, waits until this node
@@ -302,7 +303,7 @@ impl Consensus {
             .metrics(|m| m.last_applied.is_some_and(|l| l.index >= index), "caught up")
             .await
             .map_err(|e| format!("joined but did not catch up: {e}"))?;
-        crate::ctl::register_node(self).await
+        self.register_node().await
     }
 
     /// When a leader last replicated to this node.

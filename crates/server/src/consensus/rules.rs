@@ -21,16 +21,9 @@
 //!   operator who empties a node's slot means to demote it).
 
 use super::types::NodeId;
+pub use crate::ctl::Slot;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
-
-/// A `/ctl/cal` slot: its path, the id it holds (empty: vacant) and its revision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Slot {
-    pub path: String,
-    pub holder: String,
-    pub rev: doozer_store::Rev,
-}
 
 /// What a leader knows of one member.
 #[derive(Clone, Debug)]

@@ -9,10 +9,10 @@
 //! [`FRESH`]. A member that does not answer in time shows as unreachable.
 
 use super::{ApiError, Web};
+use crate::ctl::{self, text};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use doozer_store::Snapshot;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,6 @@ pub fn keep_fresh(web: Web) {
     });
 }
 
-fn text(snap: &Snapshot, path: &str) -> String {
-    snap.get(path).ok().flatten().map(|f| String::from_utf8_lossy(&f.body).into_owned()).unwrap_or_default()
-}
-
 pub async fn members(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     web.require(web.rights(&headers)?, false)?;
     Ok(Json(web.cluster_view.get(&web).await))
@@ -88,17 +84,15 @@ pub async fn members(State(web): State<Web>, headers: HeaderMap) -> Result<Json<
 async fn ask(web: &Web) -> Value {
     let node = web.node();
     let Ok(snap) = node.snapshot(None) else { return json!({"error": "no tree yet"}) };
-    let slots: Vec<(String, String)> = snap
-        .getdir("/ctl/cal")
-        .unwrap_or_default()
-        .iter()
-        .map(|slot| (slot.to_string(), text(&snap, &format!("/ctl/cal/{slot}"))))
+    let slots: Vec<(String, String)> = ctl::slots(&snap)
+        .into_iter()
+        .map(|s| (s.path.rsplit('/').next().unwrap_or_default().to_string(), s.holder))
         .collect();
-    let leader = text(&snap, "/ctl/leader");
-    let ids = snap.getdir("/ctl/node").unwrap_or_default();
+    let leader = text(&snap, ctl::LEADER);
+    let ids = ctl::node_ids(&snap);
     let asks = ids.iter().map(|id| {
-        let addr = text(&snap, &format!("/ctl/node/{id}/addr"));
-        let me = &**id == node.id();
+        let addr = text(&snap, &ctl::node_file(id, "addr"));
+        let me = id == node.id();
         async move {
             if me {
                 Some(node.rev())
@@ -112,23 +106,23 @@ async fn ask(web: &Web) -> Value {
         .iter()
         .zip(applied)
         .map(|(id, applied)| {
-            let slot = slots.iter().find(|(_, holder)| holder == &**id).map(|(s, _)| s.clone());
+            let slot = slots.iter().find(|(_, holder)| holder == id).map(|(s, _)| s.clone());
             json!({
-                "id": &**id,
-                "addr": text(&snap, &format!("/ctl/node/{id}/addr")),
-                "hostname": text(&snap, &format!("/ctl/node/{id}/hostname")),
-                "version": text(&snap, &format!("/ctl/node/{id}/version")),
-                "role": text(&snap, &format!("/ctl/node/{id}/role")),
+                "id": id,
+                "addr": text(&snap, &ctl::node_file(id, "addr")),
+                "hostname": text(&snap, &ctl::node_file(id, "hostname")),
+                "version": text(&snap, &ctl::node_file(id, "version")),
+                "role": text(&snap, &ctl::node_file(id, "role")),
                 "voter": slot.is_some(),
                 "slot": slot,
-                "leader": leader == **id,
+                "leader": leader == *id,
                 "applied": applied,
                 "reachable": applied.is_some(),
             })
         })
         .collect();
     json!({
-        "name": text(&snap, "/ctl/name"),
+        "name": text(&snap, ctl::NAME),
         "self": node.id(),
         "leader": leader,
         "rev": snap.rev(),
