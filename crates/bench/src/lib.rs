@@ -454,32 +454,34 @@ pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
     Ok(reports)
 }
 
-/// Deletes everything this run wrote, a page at a time: each page is walked
-/// at the current revision (the deletes move it on, past any fixed one's
-/// history window) and deleted, until nothing is left.
+/// Deletes everything this run wrote: lists it all at one revision first
+/// (WALK pages at a fixed revision cost O(1) each after the first, and no
+/// delete moves the revision during the listing), then deletes it, 256
+/// requests in flight.
 async fn clean_up(uri: &Target) -> Result<(), String> {
-    const PAGE: usize = 256;
+    const WINDOW: usize = 256;
     let c = connect(uri, 0).await?;
     let glob = format!("{}/**", root());
     let failed = |e: doozer_client::Error| format!("cleaning up {}: {e}", root());
-    loop {
-        let rev = c.rev().await.map_err(failed)?;
-        let walks = (0..PAGE).map(|o| c.walk(&glob, o as i32, Some(rev)));
-        let mut paths = Vec::new();
+    let rev = c.rev().await.map_err(failed)?;
+    let mut paths = Vec::new();
+    'walk: loop {
+        let from = paths.len();
+        let walks = (from..from + WINDOW).map(|o| c.walk(&glob, o as i32, Some(rev)));
         for r in futures_util::future::join_all(walks).await {
             match r {
                 Ok(e) => paths.push(e.path),
-                Err(e) if e.code() == Some(ErrCode::Range) => break,
+                Err(e) if e.code() == Some(ErrCode::Range) => break 'walk,
                 Err(e) => return Err(failed(e)),
             }
         }
-        if paths.is_empty() {
-            return Ok(());
-        }
-        for r in futures_util::future::join_all(paths.iter().map(|p| c.del(p, -1))).await {
+    }
+    for chunk in paths.chunks(WINDOW) {
+        for r in futures_util::future::join_all(chunk.iter().map(|p| c.del(p, -1))).await {
             r.map_err(failed)?;
         }
     }
+    Ok(())
 }
 
 async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
