@@ -548,6 +548,10 @@ async fn a_cluster_handle_moves_past_dead_and_hung_nodes() {
     let r2 = c.set("/c", r, "two").await.unwrap();
     // Hung: accepts connections, answers nothing. The call moves on.
     nodes[1].signal("STOP");
+    let stat = format!("/proc/{}/stat", nodes[1].pid());
+    common::wait_until("the node to be stopped", || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('T')))
+    });
     let started = std::time::Instant::now();
     let read = tokio::time::timeout(common::DEADLINE, c.get("/c", Some(r2))).await.expect("not held by the hung node");
     assert_eq!(read.unwrap().0, "two");
