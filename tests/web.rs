@@ -511,4 +511,11 @@ async fn log_paged_directories_and_the_history_floor() {
     assert_eq!((v["total"].as_i64(), v["truncated"].as_bool()), (Some(30), Some(true)));
     let (_, v) = call(http.get(format!("{web}/_api/files/many?offset=25"))).await;
     assert_eq!((v["entries"].as_array().unwrap().len(), v["truncated"].as_bool()), (5, Some(false)));
+    // Bounded by bytes, not only by count: 20 changes of 1 MiB stop at the 16 MiB budget.
+    for _ in 0..20 {
+        c.set("/big", -1, vec![b'x'; 1 << 20]).await.unwrap();
+    }
+    let (_, v) = call(http.get(format!("{web}/_api/log?glob=/big&limit=100"))).await;
+    let n = v["changes"].as_array().unwrap().len();
+    assert!((1..=16).contains(&n) && v["truncated"] == json!(true), "{n} changes, {}", v["truncated"]);
 }

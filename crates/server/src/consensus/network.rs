@@ -53,12 +53,13 @@ struct Seen {
 const REPORT_DOWN_AFTER: Duration = Duration::from_secs(2);
 
 impl Liveness {
-    pub fn touch(&self, id: NodeId) {
+    /// Notes that `id` answered; true if it had been reported down.
+    pub fn touch(&self, id: NodeId) -> bool {
         let mut seen = self.0.lock();
         seen.answered.insert(id, Instant::now());
         seen.replaced.remove(&id);
         seen.failing.remove(&id);
-        seen.down.remove(&id);
+        seen.down.remove(&id)
     }
 
     /// True while `id` is reported down.
@@ -69,9 +70,7 @@ impl Liveness {
     /// Notes an answered call (or a call from the member); says so once if
     /// the member had been reported down.
     pub fn answered(&self, id: NodeId, name: &str, addr: &str) {
-        let was_down = self.0.lock().down.contains(&id);
-        self.touch(id);
-        if was_down {
+        if self.touch(id) {
             info!(node = %name, %addr, "peer reachable again");
         }
     }

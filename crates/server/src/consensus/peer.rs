@@ -117,7 +117,7 @@ impl Consensus {
         if leader == Some(self.id) {
             info!(node = %member.name, addr = %member.addr, "adding a learner");
             // Its silence is counted from now, not from when this leader took office.
-            self.liveness.touch(id);
+            let _ = self.liveness.touch(id);
             return match self.raft.add_learner(id, member, false).await {
                 Ok(resp) => Ok(resp.log_id.index),
                 Err(e) => Err(format!("cannot add the node: {e}")),

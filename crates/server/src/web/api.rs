@@ -14,7 +14,7 @@
 //!
 //! Bodies that are UTF-8 are given as `body`, others as `body_base64`.
 
-use super::stream::{event_json, files_json, next_batch, put_body, Batch, StreamError};
+use super::stream::{event_json, files_json, next_batch, put_body, within_budget, Batch, StreamError};
 use super::{ApiError, Web};
 use crate::consensus::Committed;
 use crate::session::error_code;
@@ -154,10 +154,12 @@ async fn read_path(State(web): State<Web>, headers: HeaderMap, Query(q): Params,
 /// and revision or entry count; `total` is how many there are in all.
 fn dir_json(snap: &Snapshot, path: &str, offset: usize, limit: usize) -> Value {
     let names = snap.getdir(path).unwrap_or_default();
+    // A name is at most a path's length; with its kind and numbers, about 64 bytes more.
+    let fit = within_budget(names.iter().skip(offset).take(limit).map(|n| n.len() + 64));
     let entries: Vec<Value> = names
         .iter()
         .skip(offset)
-        .take(limit)
+        .take(fit)
         .map(|name| {
             let child = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
             match snap.stat(&child) {
@@ -167,7 +169,7 @@ fn dir_json(snap: &Snapshot, path: &str, offset: usize, limit: usize) -> Value {
             }
         })
         .collect();
-    let truncated = names.len() > offset.saturating_add(limit);
+    let truncated = names.len() > offset.saturating_add(fit);
     json!({"path": path, "kind": "dir", "at": snap.rev(), "entries": entries, "total": names.len(), "truncated": truncated})
 }
 
@@ -256,8 +258,9 @@ async fn log(State(web): State<Web>, headers: HeaderMap, Query(q): Params) -> Ap
     let upto = snapshot_at(&web, int_param(&q, "rev")?).await?.rev();
     let node = web.node();
     let found = node.events_before(upto, &glob, 0, limit.saturating_add(1)).map_err(|_| too_late(upto))?;
-    let changes: Vec<Value> = found.iter().take(limit).map(|e| event_json(e, None, base64)).collect();
-    Ok(Json(json!({"at": upto, "oldest": node.oldest(), "changes": changes, "truncated": found.len() > limit}))
+    let fit = within_budget(found.iter().take(limit).map(|e| e.path.len() + e.body.len()));
+    let changes: Vec<Value> = found.iter().take(fit).map(|e| event_json(e, None, base64)).collect();
+    Ok(Json(json!({"at": upto, "oldest": node.oldest(), "changes": changes, "truncated": found.len() > fit}))
         .into_response())
 }
 

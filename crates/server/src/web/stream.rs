@@ -77,17 +77,38 @@ pub fn event_json(e: &Event, preview: Option<usize>, force_base64: bool) -> Valu
     Value::Object(v)
 }
 
+/// Most bytes of paths and bodies one JSON answer carries (a walk, a log, a
+/// directory page): past it the answer stops, marked `truncated`, whatever
+/// `limit` asked for. At least one item is always sent.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// How many of `sizes` (each an item's bytes) fit in [`MAX_ANSWER_BYTES`], at least one.
+pub fn within_budget(sizes: impl Iterator<Item = usize>) -> usize {
+    let mut total = 0usize;
+    let mut n = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if n > 0 && total > MAX_ANSWER_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Files matching a walk, each as `path`, `rev`, `len` and its body, at most
-/// `limit` of them; and whether there were more.
+/// `limit` of them and [`MAX_ANSWER_BYTES`]; and whether there were more.
 pub fn files_json(
     found: &[(String, doozer_store::File)],
     limit: usize,
     preview: Option<usize>,
     force_base64: bool,
 ) -> (Vec<Value>, bool) {
+    let shown = |f: &doozer_store::File| preview.map_or(f.body.len(), |p| f.body.len().min(p));
+    let fit = within_budget(found.iter().take(limit).map(|(path, f)| path.len() + shown(f)));
     let files = found
         .iter()
-        .take(limit)
+        .take(fit)
         .map(|(path, f)| {
             let mut v = Map::new();
             v.insert("path".into(), json!(path));
@@ -96,7 +117,7 @@ pub fn files_json(
             Value::Object(v)
         })
         .collect();
-    (files, found.len() > limit)
+    (files, found.len() > fit)
 }
 
 /// Adds `len` and the body: `body` when it is UTF-8 text, else `body_base64`.
@@ -134,6 +155,16 @@ pub fn mark(node: &Node, rev: Rev) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn answers_stop_at_the_byte_budget_but_always_carry_one_item() {
+        use super::{within_budget, MAX_ANSWER_BYTES};
+        assert_eq!(within_budget([1, 2, 3].into_iter()), 3);
+        assert_eq!(within_budget([MAX_ANSWER_BYTES / 2 + 1; 5].into_iter()), 1);
+        assert_eq!(within_budget([MAX_ANSWER_BYTES * 4, 1].into_iter()), 1, "one item even if alone too large");
+        assert_eq!(within_budget(std::iter::repeat_n(1 << 20, 100)), 16);
+        assert_eq!(within_budget(std::iter::empty()), 0);
+    }
+
     use super::*;
 
     #[test]
