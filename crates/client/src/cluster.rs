@@ -20,7 +20,8 @@ use crate::{resolve, Client, Error, Event, File, Options, Result, Rev, Uri, Watc
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A handle on a cluster; cheap to clone, clones share the connection.
 #[derive(Clone)]

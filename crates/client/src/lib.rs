@@ -37,7 +37,7 @@ mod watch;
 pub use bytes::Bytes;
 pub use cluster::Cluster;
 pub use doozer_proto::ErrCode;
-pub use options::{Options, Tls};
+pub use options::{Dialer, Options, Tls};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 
@@ -161,7 +161,8 @@ impl Event {
     }
 }
 
-trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+/// A byte stream a client can run over: what a [`Dialer`] returns.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 type Waiting = HashMap<i32, oneshot::Sender<Result<Response>>>;
@@ -199,6 +200,13 @@ impl Client {
     /// if `opts.tls` is set.
     pub async fn connect_with(addr: &str, opts: &Options) -> Result<Client> {
         let timed_out = || Error::Dial(format!("dial tcp {addr}: no connection within {:?}", opts.connect_timeout));
+        if let Some(dialer) = &opts.dialer {
+            let stream = tokio::time::timeout(opts.connect_timeout, dialer.dial(addr))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| dial_error(addr, &e))?;
+            return Ok(Client::over(stream, addr));
+        }
         let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| timed_out())?

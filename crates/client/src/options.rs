@@ -1,7 +1,10 @@
 //! How a client connects: timeouts, TLS, the DzNS boot URI for `cn=`, and
 //! how long calls keep retrying across the cluster's addresses.
 
-use crate::Error;
+use crate::{Error, Stream};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,11 +23,46 @@ pub struct Options {
     /// How long a [`crate::Cluster`] call keeps trying other addresses
     /// (with backoff) when the node in use cannot be reached.
     pub retry_for: Duration,
+    /// Opens the byte stream to an address instead of TCP (a tunnel, a
+    /// Unix socket, a simulated network); TLS is then the dialer's job.
+    pub dialer: Option<Dialer>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { connect_timeout: Duration::from_secs(5), tls: None, boot: None, retry_for: Duration::from_secs(10) }
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            tls: None,
+            boot: None,
+            retry_for: Duration::from_secs(10),
+            dialer: None,
+        }
+    }
+}
+
+type Dial = dyn Fn(String) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> + Send + Sync;
+
+/// A custom way to open a connection to `HOST:PORT`; see [`Options::dialer`].
+#[derive(Clone)]
+pub struct Dialer(Arc<Dial>);
+
+impl Dialer {
+    /// A dialer calling `f` with the address.
+    pub fn new<F>(f: F) -> Dialer
+    where
+        F: Fn(String) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> + Send + Sync + 'static,
+    {
+        Dialer(Arc::new(f))
+    }
+
+    pub(crate) fn dial(&self, addr: &str) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> {
+        (self.0)(addr.to_string())
+    }
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
     }
 }
 

@@ -7,7 +7,8 @@
 //! repeated. With a single address it fails as the original client did.
 
 use crate::{parse_uri, resolve, Client, Error, Event, Options, Result, Rev, Uri};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the node in use is asked for REV while a WAIT is held, and how
 /// long it may take to answer before the watch moves on.

@@ -16,7 +16,6 @@
 //! job (`consensus::register`); this module knows nothing of Raft.
 
 use doozer_store::{Command, Snapshot, CLOBBER};
-use rand::RngCore;
 
 /// The original's version, for the protocol level this server implements.
 pub const PROTOCOL_VERSION: &str = "0.9.0-alpha";
@@ -126,7 +125,7 @@ pub fn encode_id(bits: [u8; 10]) -> String {
 /// A fresh node id: a node never reuses one, even on the same address.
 pub fn new_id() -> String {
     let mut bits = [0u8; 10];
-    rand::rng().fill_bytes(&mut bits);
+    crate::rt::fill_random(&mut bits);
     encode_id(bits)
 }
 

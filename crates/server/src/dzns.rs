@@ -22,7 +22,8 @@
 use crate::consensus::Consensus;
 use doozer_client::{Client, ErrCode, Rev};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How a node booted through DzNS starts.
@@ -40,7 +41,9 @@ const WINNER_WAIT: Duration = Duration::from_secs(60);
 const KEEP_EVERY: Duration = Duration::from_secs(5);
 
 async fn dial(boot: &str, secret: &str) -> Result<Client, String> {
-    let c = Client::dial_uri(boot).await.map_err(|e| format!("cannot reach the DzNS {boot}: {e}"))?;
+    let c = Client::dial_uri_with(boot, &crate::rt::client_options())
+        .await
+        .map_err(|e| format!("cannot reach the DzNS {boot}: {e}"))?;
     if !secret.is_empty() {
         c.access(secret.as_bytes()).await.map_err(|e| format!("the DzNS {boot} refused DOOZER_RWSECRET: {e}"))?;
     }

@@ -17,6 +17,7 @@ pub mod dzns;
 pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod rt;
 pub mod session;
 pub mod tls;
 pub mod waiters;
@@ -31,7 +32,6 @@ use node::{Limits, Node};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -85,6 +85,36 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What the flags ask for (no TLS, no restore: those read files).
+    pub fn from_config(cfg: &Config, cluster: &str, secrets: Secrets) -> Settings {
+        Settings {
+            listen: cfg.listen.clone(),
+            advertise: cfg.advertise.clone(),
+            attach: cfg.attach.clone(),
+            boot: cfg.boot.clone().filter(|b| !b.is_empty()),
+            limits: Limits {
+                max_pending: cfg.max_pending.max(1),
+                max_waiters: cfg.max_waits,
+                history: HistoryLimits { revs: cfg.hist.max(1), bytes: cfg.hist_bytes },
+                ..Limits::default()
+            },
+            cluster: consensus::Options {
+                cluster: cluster.to_string(),
+                secret: secrets.rw.clone(),
+                write_timeout: Duration::from_secs_f64(cfg.write_timeout.max(0.1)),
+                member_timeout: Duration::from_secs_f64(cfg.timeout.max(0.1)),
+                cal_slots: cfg.cal_slots.max(1),
+            },
+            secrets,
+            tls: None,
+            restore: None,
+            web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
+            max_clients: cfg.max_conns,
+        }
+    }
+}
+
 /// A started node: it accepts connections until [`Running::stop`].
 pub struct Running {
     pub addr: String,
@@ -109,7 +139,7 @@ impl Running {
 /// Binds, starts consensus, seeds a new cluster or joins one, and serves.
 /// Returns once the node has caught up and answers clients.
 pub async fn start(settings: Settings) -> Result<Running, String> {
-    let listener = TcpListener::bind(&settings.listen).await.map_err(|e| {
+    let listener = rt::Listener::bind(&settings.listen).await.map_err(|e| {
         format!("cannot listen on {}: {e} (is another doozerd running? try -l 127.0.0.1:PORT)", settings.listen)
     })?;
     let bound = listener.local_addr().map_err(|e| format!("cannot read the listen address: {e}"))?;
@@ -271,30 +301,15 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
         .clone()
         .or_else(|| restored.as_ref().map(|(name, _)| name.clone()))
         .unwrap_or_else(|| "local".to_string());
-    let rw = std::env::var("DOOZER_RWSECRET").unwrap_or_default();
+    let secrets = Secrets {
+        rw: std::env::var("DOOZER_RWSECRET").unwrap_or_default(),
+        ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default(),
+    };
     let settings = Settings {
-        listen: cfg.listen.clone(),
-        advertise: cfg.advertise.clone(),
-        attach: cfg.attach.clone(),
-        boot: cfg.boot.clone().filter(|b| !b.is_empty()),
-        limits: Limits {
-            max_pending: cfg.max_pending.max(1),
-            max_waiters: cfg.max_waits,
-            history: HistoryLimits { revs: cfg.hist.max(1), bytes: cfg.hist_bytes },
-            ..Limits::default()
-        },
-        secrets: Secrets { rw: rw.clone(), ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default() },
         tls,
-        cluster: consensus::Options {
-            cluster: cluster_name.clone(),
-            secret: rw,
-            write_timeout: Duration::from_secs_f64(cfg.write_timeout.max(0.1)),
-            member_timeout: Duration::from_secs_f64(cfg.timeout.max(0.1)),
-            cal_slots: cfg.cal_slots.max(1),
-        },
         restore: restored.map(|(_, image)| image),
-        web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
         max_clients: client_cap(cfg.max_conns, open_files),
+        ..Settings::from_config(&cfg, &cluster_name, secrets)
     };
     let running = tokio::select! {
         r = start(settings.clone()) => r,
@@ -325,16 +340,30 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
 /// (closing every connection) and joins again under a new id, with fresh
 /// state, through the members it knew, on the same addresses; then it claims
 /// a vacant slot like any new node. Its old id is never used again.
-async fn serve_until_shutdown(mut running: Running, mut settings: Settings) -> ExitCode {
+async fn serve_until_shutdown(running: Running, settings: Settings) -> ExitCode {
+    serve(running, settings, shutdown_signal(), |_| {}).await;
+    ExitCode::SUCCESS
+}
+
+/// Serves `running` until `shutdown`, rejoining whenever the cluster
+/// removes this node (see [`serve_until_shutdown`]); `rejoined` is told of
+/// each new self. The simulator runs its nodes with this, as doozerd does.
+pub async fn serve(
+    mut running: Running,
+    mut settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+    rejoined: impl Fn(&Running),
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let removed = tokio::select! {
-            _ = shutdown_signal() => false,
+            _ = &mut shutdown => false,
             _ = running.node().wait_removed() => true,
         };
         if !removed {
             info!("shutting down");
             running.stop().await;
-            return ExitCode::SUCCESS;
+            return;
         }
         let old = running.node().id().to_string();
         let mut attach = running.cluster.peer_addrs();
@@ -350,9 +379,10 @@ async fn serve_until_shutdown(mut running: Running, mut settings: Settings) -> E
         warn!(old_id = %old, "this node was removed from the cluster; rejoining under a new id");
         running = tokio::select! {
             r = rejoin(&settings) => r,
-            _ = shutdown_signal() => return ExitCode::SUCCESS,
+            _ = &mut shutdown => return,
         };
         info!(id = running.node().id(), old_id = %old, "rejoined the cluster");
+        rejoined(&running);
     }
 }
 

@@ -22,6 +22,7 @@
 use crate::access::Secrets;
 use crate::conn;
 use crate::consensus::{Consensus, PEER_MAGIC};
+use crate::rt::{Io, Listener, Stream as Conn};
 use doozer_proto::{encode_frame, read_body, read_prefix, ErrCode, Request, Response, MAX_FRAME};
 use parking_lot::Mutex;
 use prost::Message;
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -108,7 +109,7 @@ struct Shared {
 
 /// Accepts on `listener` until `stop`, then closes every connection it accepted.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     cluster: Arc<Consensus>,
     secrets: Arc<Secrets>,
     tls: Option<TlsAcceptor>,
@@ -143,7 +144,6 @@ pub async fn accept_loop(
         };
         failing = false;
         debug!(%peer, "connection accepted");
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -158,7 +158,7 @@ pub async fn accept_loop(
 /// One accepted connection, from its first bytes to its end. Within the
 /// client cap it holds a client slot from the start; past it, it is a
 /// handshake that a newer one may push out.
-async fn serve(stream: TcpStream, shared: &Shared) {
+async fn serve(stream: Conn, shared: &Shared) {
     let slot = shared.clients.take();
     let handshake = slot.is_none().then(|| shared.handshakes.begin());
     let evicted = handshake.as_ref().map(|(_, t)| t.clone()).unwrap_or_default();
@@ -171,6 +171,7 @@ async fn serve(stream: TcpStream, shared: &Shared) {
     }
     match opened {
         Some(Opened::Tcp(stream, first)) => dispatch(stream, first, slot, shared).await,
+        Some(Opened::Other(stream, first)) => dispatch(stream, first, slot, shared).await,
         Some(Opened::Tls(stream, first)) => dispatch(*stream, first, slot, shared).await,
         None => debug!("closing a connection that sent nothing in time"),
     }
@@ -178,17 +179,22 @@ async fn serve(stream: TcpStream, shared: &Shared) {
 
 enum Opened {
     Tcp(TcpStream, [u8; 4]),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, [u8; 4]),
+    Other(Box<dyn Io>, [u8; 4]),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>, [u8; 4]),
 }
 
 /// The TLS handshake, if any, and the first four bytes.
-async fn open(mut stream: TcpStream, shared: &Shared) -> Option<Opened> {
-    match &shared.tls {
-        None => {
+async fn open(stream: Conn, shared: &Shared) -> Option<Opened> {
+    match (&shared.tls, stream) {
+        (None, Conn::Tcp(mut stream)) => {
             let first = read_prefix(&mut stream).await.ok().flatten()?;
             Some(Opened::Tcp(stream, first))
         }
-        Some(tls) => {
+        (None, Conn::Other(mut stream)) => {
+            let first = read_prefix(&mut stream).await.ok().flatten()?;
+            Some(Opened::Other(stream, first))
+        }
+        (Some(tls), stream) => {
             let mut s = match tls.accept(stream).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -213,7 +219,13 @@ impl Stream for TcpStream {
     }
 }
 
-impl Stream for tokio_rustls::server::TlsStream<TcpStream> {
+impl Stream for Box<dyn Io> {
+    fn serve_client(self, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) -> conn::Serving {
+        Box::pin(conn::serve(self, first, cluster, secrets))
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<Conn> {
     fn serve_client(self, first: [u8; 4], cluster: Arc<Consensus>, secrets: Arc<Secrets>) -> conn::Serving {
         Box::pin(conn::serve(self, first, cluster, secrets))
     }

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Sends one request's answer and counts it in the node's metrics.
@@ -402,6 +402,7 @@ impl Session {
         self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
             Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
             Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),
+            Committed::NotMember => Ok(removed(tag)),
             Committed::Failed(e) => Err(e),
         });
         Ok(None)
@@ -415,6 +416,7 @@ impl Session {
             Committed::Changed(_) | Committed::Unchanged | Committed::Batch(_) => {
                 Ok(Response { tag, ..Response::default() })
             }
+            Committed::NotMember => Ok(removed(tag)),
             Committed::Failed(e) => Err(e),
         });
         Ok(None)
@@ -443,4 +445,11 @@ impl Session {
             }),
         );
     }
+}
+
+/// A write this node proposed after it stopped being a member: not done.
+/// (The consensus layer turns that outcome into an error before it gets
+/// here; this is the answer should it ever arrive.)
+fn removed(tag: Option<i32>) -> Response {
+    Response::error(tag, ErrCode::Readonly, "this node was removed from its cluster; nothing was written".to_string())
 }

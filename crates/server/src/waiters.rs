@@ -13,7 +13,7 @@
 //! an owner's waiters go at once when it closes.
 
 use doozer_store::{Event, Glob, Rev};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// What a held WAIT is told.
@@ -70,7 +70,9 @@ pub struct WaiterId {
 
 /// The node-wide table of held WAITs.
 pub struct Waiters {
-    buckets: HashMap<Arc<str>, HashMap<u64, Waiter>>,
+    /// Ordered maps, so waiters are answered oldest first and in the same
+    /// order every time (a simulation replays exactly).
+    buckets: BTreeMap<Arc<str>, BTreeMap<u64, Waiter>>,
     /// Each owner's waiters: id -> bucket key.
     by_owner: HashMap<Owner, HashMap<u64, Arc<str>>>,
     next_id: u64,
@@ -90,7 +92,7 @@ fn bucket_key(glob: &Glob) -> &str {
 impl Waiters {
     /// A table that holds at most `max` waiters.
     pub fn new(max: usize) -> Waiters {
-        Waiters { buckets: HashMap::new(), by_owner: HashMap::new(), next_id: 0, count: 0, max }
+        Waiters { buckets: BTreeMap::new(), by_owner: HashMap::new(), next_id: 0, count: 0, max }
     }
 
     /// Number of waiters held.

@@ -313,14 +313,17 @@ fn check_watches(h: &History, log: &Log, a: &mut Vec<String>) {
             ));
             continue;
         }
-        let Some(end) = w.events.last().map(|e| e.rev) else { continue };
+        // The log is known up to the final revision; a write whose outcome was
+        // unknown may still be applied after it (and a watcher see it).
+        let seen: Vec<&Change> = w.events.iter().filter(|e| e.rev <= h.final_rev).collect();
+        let Some(end) = seen.last().map(|e| e.rev) else { continue };
         let told_too_late = |rev: Rev| w.gaps.iter().any(|&(lo, hi)| lo <= rev && rev <= hi);
         let want: Vec<&Change> = (w.from.max(1)..=end)
             .filter(|rev| !told_too_late(*rev))
             .filter_map(|rev| log.by_rev.get(&rev).copied())
             .filter(|c| glob.matches(&c.path))
             .collect();
-        let got: Vec<&Change> = w.events.iter().collect();
+        let got = seen;
         if got != want {
             let missing: Vec<Rev> = want.iter().filter(|c| !got.contains(c)).map(|c| c.rev).take(10).collect();
             let extra: Vec<Rev> = got.iter().filter(|c| !want.contains(c)).map(|c| c.rev).take(10).collect();

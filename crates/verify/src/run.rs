@@ -6,10 +6,9 @@ use crate::checks::{check, Report};
 use crate::cluster::Cluster;
 use crate::faults::{exited, Fault, Kind, Schedule};
 use crate::history::{History, Record, Rev, WatchLog};
-use crate::workload::{big_writer, body_text, client, flood, follow, follow_on, record, Clock, Nodes};
-use doozer_client::{Client, ErrCode};
+use crate::workload::{big_writer, client, dump, flood, follow, follow_on, reached, record, Clock, Nodes};
+use doozer_client::Client;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,7 +82,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     let args: Vec<String> =
         ["-timeout", &timeout, "-c", "torture", "--write-timeout", "3"].iter().map(|a| a.to_string()).collect();
     let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir).await?;
-    let nodes: Nodes = Arc::new(Mutex::new(cluster.live()));
+    let nodes = Nodes::new(cluster.live());
     let clock = Clock::new();
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let (stop_tx, stop) = watch::channel(false);
@@ -134,7 +133,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     }
     let mut finals = Vec::new();
     for (_, addr) in cluster.live() {
-        finals.push(dump(&addr, final_rev).await?);
+        finals.push(dump(&nodes, &addr, final_rev).await?);
     }
     let watch_events = watches.iter().map(|w| w.events.len()).sum();
     let watch_gaps = watches.iter().map(|w| w.gaps.len()).sum();
@@ -253,7 +252,7 @@ async fn inject(
                     Some(c) => c.rev().await.unwrap_or(0) + 1,
                     None => 1,
                 };
-                parked.lock().push(tokio::spawn(follow_on(addr, "/k/**".into(), from, until.clone())));
+                parked.lock().push(tokio::spawn(follow_on(nodes.clone(), addr, "/k/**".into(), from, until.clone())));
                 // Let the parked watcher's WAIT be held before the pause.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let load = Load::start(cluster).await;
@@ -429,35 +428,12 @@ async fn settle(cluster: &mut Cluster, nodes: &Nodes) -> Result<Rev, String> {
         if let Some(rev) = final_rev {
             let mut all = true;
             for (_, addr) in cluster.live() {
-                all &= reached(&addr, rev).await;
+                all &= reached(nodes, &addr, rev).await;
             }
             if all {
                 return Ok(rev);
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// True if the node at `addr` has applied `rev` (waiting up to 10s for it).
-async fn reached(addr: &str, rev: Rev) -> bool {
-    let check = async {
-        let c = Client::connect(addr).await.ok()?;
-        c.get("/final", Some(rev)).await.ok()
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(10), check).await, Ok(Some(_)))
-}
-
-async fn dump(addr: &str, rev: Rev) -> Result<BTreeMap<String, (Rev, String)>, String> {
-    let c = Client::connect(addr).await.map_err(|e| e.to_string())?;
-    let mut tree = BTreeMap::new();
-    loop {
-        match c.walk("/**", tree.len() as i32, Some(rev)).await {
-            Ok(e) => {
-                tree.insert(e.path, (e.rev, body_text(&e.body)));
-            }
-            Err(e) if e.code() == Some(ErrCode::Range) => return Ok(tree),
-            Err(e) => return Err(format!("walk on {addr}: {e}")),
-        }
     }
 }

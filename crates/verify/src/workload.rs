@@ -4,21 +4,50 @@
 //! is recorded with its times; an answer that never came is "unknown".
 
 use crate::history::{Change, Op, Record, Ret, Rev, WatchLog, NEVER};
-use doozer_client::{Client, ErrCode, Error, Event, Watch};
+use doozer_client::{Client, ErrCode, Error, Event, Options, Watch};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// How long a client waits for an answer before calling the outcome unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The nodes clients may use now: (slot, client address).
-pub type Nodes = Arc<Mutex<Vec<(usize, String)>>>;
+/// The nodes clients may use now, (slot, client address), and how to
+/// connect to them (plain TCP; a simulated network in `crates/sim`).
+#[derive(Clone)]
+pub struct Nodes {
+    live: Arc<Mutex<Vec<(usize, String)>>>,
+    pub opts: Options,
+    /// WAITs the recorder keeps in flight on each node: 256 keeps up with
+    /// floods of real processes; a simulation, where every message costs
+    /// simulated work and writes come at hundreds a second, needs few.
+    pub recorder_depth: usize,
+}
 
-/// Nanoseconds since the run started: one clock for every record.
+impl Nodes {
+    pub fn new(live: Vec<(usize, String)>) -> Nodes {
+        Nodes::with_options(live, Options::default())
+    }
+
+    pub fn with_options(live: Vec<(usize, String)>, opts: Options) -> Nodes {
+        Nodes { live: Arc::new(Mutex::new(live)), opts, recorder_depth: 256 }
+    }
+
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<(usize, String)>> {
+        self.live.lock()
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Client, Error> {
+        Client::connect_with(addr, &self.opts).await
+    }
+}
+
+/// Nanoseconds since the run started: one clock for every record (tokio's,
+/// so that it is virtual in a simulation).
 #[derive(Clone, Copy)]
 pub struct Clock(Instant);
 
@@ -69,7 +98,7 @@ pub async fn follow(
     let mut log = WatchLog { glob: glob.clone(), from, events: Vec::new(), gaps: Vec::new() };
     let mut next = from;
     loop {
-        let mut w = Watch::new(&uri(&nodes), &glob, next).map_err(|e| e.to_string())?;
+        let mut w = Watch::with_options(&uri(&nodes), nodes.opts.clone(), &glob, next).map_err(|e| e.to_string())?;
         // Once the end is known, a new watch goes to nodes that all have it.
         let fresh = until.borrow().is_some();
         loop {
@@ -114,7 +143,7 @@ pub async fn follow(
 async fn current_rev(nodes: &Nodes) -> Option<Rev> {
     let addrs: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
     for a in addrs {
-        let rev = async { Client::connect(&a).await.ok()?.rev().await.ok() };
+        let rev = async { nodes.connect(&a).await.ok()?.rev().await.ok() };
         if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(1), rev).await {
             return Some(r);
         }
@@ -125,9 +154,15 @@ async fn current_rev(nodes: &Nodes) -> Option<Rev> {
 /// WAITs held on one node only (no failover), from `from` until the node
 /// has passed `until`'s revision: a watcher parked on a node that is paused
 /// and then catches up (by a snapshot, under load). A TOO_LATE is a gap.
-pub async fn follow_on(addr: String, glob: String, from: Rev, until: watch::Receiver<Option<Rev>>) -> WatchLog {
+pub async fn follow_on(
+    nodes: Nodes,
+    addr: String,
+    glob: String,
+    from: Rev,
+    until: watch::Receiver<Option<Rev>>,
+) -> WatchLog {
     let mut log = WatchLog { glob: glob.clone(), from, events: Vec::new(), gaps: Vec::new() };
-    let Ok(c) = Client::connect(&addr).await else { return log };
+    let Ok(c) = nodes.connect(&addr).await else { return log };
     let mut next = from;
     loop {
         if until.borrow().is_some_and(|u| next > u) {
@@ -195,7 +230,7 @@ pub async fn record(nodes: Nodes, from: Rev, until: watch::Receiver<Option<Rev>>
             keep
         });
         for addr in live {
-            readers.entry(addr.clone()).or_insert_with(|| tokio::spawn(read_from(addr, shared.clone())));
+            readers.entry(addr.clone()).or_insert_with(|| tokio::spawn(read_from(nodes.clone(), addr, shared.clone())));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -207,9 +242,8 @@ pub async fn record(nodes: Nodes, from: Rev, until: watch::Receiver<Option<Rev>>
 /// One node's reader for [`record`]: reads revisions from the shared `next`
 /// on, pipelined, and hands over those nobody has yet. Ends when its node
 /// fails; the recorder starts another while the node is live.
-async fn read_from(addr: String, shared: Arc<Mutex<Recorded>>) {
-    const IN_FLIGHT: usize = 256;
-    let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await else { return };
+async fn read_from(nodes: Nodes, addr: String, shared: Arc<Mutex<Recorded>>) {
+    let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), nodes.connect(&addr)).await else { return };
     let mut pending = std::collections::VecDeque::new();
     let mut asked = shared.lock().next;
     loop {
@@ -220,7 +254,7 @@ async fn read_from(addr: String, shared: Arc<Mutex<Recorded>>) {
             pending.clear();
             asked = next;
         }
-        while pending.len() < IN_FLIGHT {
+        while pending.len() < nodes.recorder_depth {
             let (rev, c) = (asked, c.clone());
             pending.push_back((rev, tokio::spawn(async move { c.wait("/**", rev).await })));
             asked += 1;
@@ -230,8 +264,14 @@ async fn read_from(addr: String, shared: Arc<Mutex<Recorded>>) {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => return,
             // Slow here (paused, lagging, or no new revision yet): ask again from
-            // wherever the recorder has got to.
+            // wherever the recorder has got to, if the connection still answers
+            // at all (one that lost bytes in a partition never will again:
+            // simulated TCP does not retransmit; a new reader will connect).
             Err(_) => {
+                if !matches!(tokio::time::timeout(Duration::from_secs(1), c.rev()).await, Ok(Ok(_))) {
+                    pending.iter().for_each(|(_, t)| t.abort());
+                    return;
+                }
                 pending.iter().for_each(|(_, t)| t.abort());
                 pending.clear();
                 asked = shared.lock().next;
@@ -309,7 +349,7 @@ pub async fn big_writer(nodes: Nodes, seed: u64, stop: watch::Receiver<bool>) ->
         let Some(addr) = addr else { continue };
         let len = (1 << 20) - rng.random_range(0..4096);
         let body = vec![b'a' + (n % 26) as u8; len];
-        let write = async { Client::connect(&addr).await?.set(&format!("/big/{}", n % 4), -1, body).await };
+        let write = async { nodes.connect(&addr).await?.set(&format!("/big/{}", n % 4), -1, body).await };
         if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), write).await {
             n += 1;
         }
@@ -342,7 +382,7 @@ pub async fn client(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                match tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await {
+                match tokio::time::timeout(Duration::from_secs(1), nodes.connect(&addr)).await {
                     Ok(Ok(c)) => {
                         conn = Some((slot, c.clone()));
                         (slot, c)
@@ -436,5 +476,62 @@ fn classify(e: Error) -> (Ret, bool) {
         Error::Server { indeterminate: true, detail, .. } => (Ret::Unknown(detail), false),
         Error::Server { code, detail, .. } => (Ret::Failed(format!("{code} {detail}")), false),
         other => (Ret::Unknown(other.to_string()), true),
+    }
+}
+
+/// Writes `/final` once through any node that takes it, then waits until
+/// every node in `nodes` has applied it; returns its revision. Does not
+/// give up: the caller bounds the time.
+pub async fn settle(nodes: &Nodes) -> Rev {
+    let mut final_rev = None;
+    loop {
+        let live: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
+        if final_rev.is_none() {
+            for a in &live {
+                let write = async { nodes.connect(a).await?.set("/final", -1, "x").await };
+                if let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(5), write).await {
+                    final_rev = Some(rev);
+                    break;
+                }
+            }
+        }
+        if let Some(rev) = final_rev {
+            let mut all = true;
+            for a in &live {
+                all &= reached(nodes, a, rev).await;
+            }
+            if all {
+                return rev;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// True if the node at `addr` has applied `rev` (waiting up to 10s for it).
+pub async fn reached(nodes: &Nodes, addr: &str, rev: Rev) -> bool {
+    let check = async {
+        let c = nodes.connect(addr).await.ok()?;
+        c.get("/final", Some(rev)).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(10), check).await, Ok(Some(_)))
+}
+
+/// The node's whole tree at `rev`: path -> (file revision, body).
+pub async fn dump(
+    nodes: &Nodes,
+    addr: &str,
+    rev: Rev,
+) -> Result<std::collections::BTreeMap<String, (Rev, String)>, String> {
+    let c = nodes.connect(addr).await.map_err(|e| e.to_string())?;
+    let mut tree = std::collections::BTreeMap::new();
+    loop {
+        match c.walk("/**", tree.len() as i32, Some(rev)).await {
+            Ok(e) => {
+                tree.insert(e.path, (e.rev, body_text(&e.body)));
+            }
+            Err(e) if e.code() == Some(ErrCode::Range) => return Ok(tree),
+            Err(e) => return Err(format!("walk on {addr}: {e}")),
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 use super::types::*;
 use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE, REPLACED};
+use crate::rt::Stream;
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -15,9 +16,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufStream};
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// How long a snapshot may take to travel; it can hold the whole tree.
@@ -119,24 +120,9 @@ pub struct Target<'a> {
     pub id: Option<NodeId>,
 }
 
-async fn dial(addr: &str, bind_ip: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr} does not resolve"));
-    for remote in tokio::net::lookup_host(addr).await? {
-        let socket = if remote.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-        if let Some(ip) = bind_ip.filter(|ip| ip.is_ipv4() == remote.is_ipv4()) {
-            socket.bind(std::net::SocketAddr::new(ip, 0))?;
-        }
-        match socket.connect(remote).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 /// One open peer connection, past the hello.
 pub struct PeerConn {
-    stream: BufStream<TcpStream>,
+    stream: BufStream<Stream>,
 }
 
 /// A connection failure: `sent` says whether the request may have arrived.
@@ -155,12 +141,19 @@ impl std::fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 impl PeerConn {
+    /// Connects and says hello, all within [`CONNECT_TIMEOUT`]: a peer that
+    /// accepts the connection but never answers the hello (a paused process,
+    /// a link cut just after the handshake) must not hold the caller forever
+    /// (the simulator found a rejoin stuck so, seed 28).
     pub async fn connect(target: Target<'_>, creds: &Credentials) -> io::Result<PeerConn> {
         let addr = target.addr;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, creds.bind_ip))
+        tokio::time::timeout(CONNECT_TIMEOUT, PeerConn::handshake(target, creds))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))??;
-        let _ = tcp.set_nodelay(true);
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect to {addr} timed out")))?
+    }
+
+    async fn handshake(target: Target<'_>, creds: &Credentials) -> io::Result<PeerConn> {
+        let tcp = Stream::connect(target.addr, creds.bind_ip).await?;
         let mut stream = BufStream::new(tcp);
         stream.write_all(&MAGIC).await?;
         let hello = Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone(), to: target.id };
@@ -173,9 +166,8 @@ impl PeerConn {
     /// True if the peer has closed this idle connection (or sent something
     /// unasked): it must not be used, or a request could look sent when it
     /// never arrived.
-    fn is_stale(&self) -> bool {
-        let mut byte = [0u8; 1];
-        !matches!(self.stream.get_ref().try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    fn is_stale(&mut self) -> bool {
+        self.stream.get_mut().is_stale()
     }
 
     pub async fn call(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
@@ -206,7 +198,7 @@ impl Pool {
         let idle = {
             let mut pool = self.idle.lock();
             let conns = pool.entry(key.clone()).or_default();
-            conns.retain(|c| !c.is_stale());
+            conns.retain_mut(|c| !c.is_stale());
             conns.pop()
         };
         let mut conn = match idle {
@@ -328,9 +320,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        // openraft allows one heartbeat interval (100 ms); a follower busy
-        // applying a large append may take longer, and a timeout would count
-        // as silence and get it removed. Slow is not dead: wait longer.
+        // openraft bounds the whole call by one heartbeat interval (see
+        // `raft_config`) and drops this future then; this bound only matters
+        // for calls openraft makes without its own timeout.
         let ttl = option.hard_ttl().max(MIN_APPEND_TTL);
         let (rpc, cut) = fit_append(rpc);
         match self.call(PeerRequest::Append(rpc), ttl).await {
@@ -360,7 +352,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
         // Encoding the whole tree and its history is slow: not on a runtime worker.
         let data = *snapshot.snapshot;
-        let encode = tokio::task::spawn_blocking(move || {
+        let encode = crate::rt::blocking(move || {
             let mut image = Vec::new();
             data.image.encode(&mut image);
             (image, data.applied)

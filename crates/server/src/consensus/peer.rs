@@ -12,8 +12,8 @@ use doozer_store::Image;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 impl Consensus {
@@ -67,7 +67,7 @@ impl Consensus {
             }
             PeerRequest::Snapshot { vote, meta, image, applied } => {
                 // Decoding the whole tree is slow: not on a runtime worker.
-                let decoded = tokio::task::spawn_blocking(move || Image::decode(&image)).await;
+                let decoded = crate::rt::blocking(move || Image::decode(&image)).await;
                 match decoded {
                     Ok(Ok(image)) => {
                         let data = types::SnapshotData { image, applied };
@@ -127,7 +127,7 @@ impl Consensus {
             return Err("the cluster has no leader right now; try again".into());
         };
         let target = Target { addr: &addr, id: leader };
-        match self.pool.call(target, &PeerRequest::Join { id, member }, Duration::from_secs(30)).await {
+        match self.pool.call(target, &PeerRequest::Join { id, member }, std::time::Duration::from_secs(30)).await {
             Ok(PeerResponse::Join(r)) => r,
             Ok(_) => Err("unexpected answer from the leader".into()),
             Err(e) => Err(format!("cannot reach the leader at {addr}: {e}")),

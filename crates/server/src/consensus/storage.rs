@@ -193,10 +193,18 @@ impl StateMachine {
     /// outcome of its first application. One older than its origin's last
     /// was given up by its origin (its client was told it may or may not be
     /// applied) and is not applied now: that keeps "at most once" without
-    /// remembering every id.
+    /// remembering every id. One from a node that is no longer a member is
+    /// not applied either: the record of what that node had applied went
+    /// with it (the state machine forgets ex-members), so a proposal it
+    /// sends again late (a removed node's old self still retrying) would
+    /// otherwise be applied twice. Node ids are never reused, so an origin
+    /// that is not a member never will be again.
     fn apply_proposal(&mut self, p: Proposal) -> Committed {
         if let Some(seen) = self.seen(&p) {
             return seen;
+        }
+        if p.id.is_some_and(|id| self.membership.membership().get_node(&id.origin).is_none()) {
+            return Committed::NotMember;
         }
         let out: Committed = self.node.apply(&p.cmd).into();
         self.remember(&p, &out);
@@ -210,7 +218,7 @@ impl StateMachine {
             return Ok(seen);
         }
         let (node, cmd) = (self.node.clone(), p.cmd.clone());
-        let out: Committed = tokio::task::spawn_blocking(move || node.apply(&cmd)).await.map_err(storage_error)?.into();
+        let out: Committed = crate::rt::blocking(move || node.apply(&cmd)).await.map_err(storage_error)?.into();
         self.remember(&p, &out);
         Ok(out)
     }
@@ -292,10 +300,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: Box<SnapshotData>) -> Result<(), StorageError> {
         let node = self.node.clone();
         let image = data.image.clone();
-        let store = tokio::task::spawn_blocking(move || node.prepare(&image))
-            .await
-            .map_err(storage_error)?
-            .map_err(storage_error)?;
+        let store =
+            crate::rt::blocking(move || node.prepare(&image)).await.map_err(storage_error)?.map_err(storage_error)?;
         self.node.install(store);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();

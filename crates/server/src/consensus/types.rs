@@ -3,8 +3,11 @@
 
 use super::wire::Committed;
 use doozer_store::{Command, Image};
+use openraft::TokioRuntime as Tokio;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
 
 /// A Raft node id: the first 64 of the 80 random bits of the node's Doozer id.
 pub type NodeId = u64;
@@ -52,7 +55,62 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         SnapshotData = SnapshotData,
+        AsyncRuntime = Runtime,
 );
+
+/// openraft's runtime: tokio's, except that its random numbers (election
+/// timeouts) come from [`crate::rt`], so a simulation seeds them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Runtime;
+
+impl openraft::AsyncRuntime for Runtime {
+    type JoinError = <Tokio as openraft::AsyncRuntime>::JoinError;
+    type JoinHandle<T: Send + 'static> = <Tokio as openraft::AsyncRuntime>::JoinHandle<T>;
+    type Sleep = <Tokio as openraft::AsyncRuntime>::Sleep;
+    type Instant = <Tokio as openraft::AsyncRuntime>::Instant;
+    type TimeoutError = <Tokio as openraft::AsyncRuntime>::TimeoutError;
+    type Timeout<R, T: Future<Output = R> + Send> = <Tokio as openraft::AsyncRuntime>::Timeout<R, T>;
+    type ThreadLocalRng = crate::rt::RaftRng;
+    type OneshotSender<T: Send> = <Tokio as openraft::AsyncRuntime>::OneshotSender<T>;
+    type OneshotReceiverError = <Tokio as openraft::AsyncRuntime>::OneshotReceiverError;
+    type OneshotReceiver<T: Send> = <Tokio as openraft::AsyncRuntime>::OneshotReceiver<T>;
+
+    fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
+    where
+        T: Future + Send + 'static,
+        T::Output: Send + 'static,
+    {
+        Tokio::spawn(future)
+    }
+
+    fn sleep(duration: Duration) -> Self::Sleep {
+        Tokio::sleep(duration)
+    }
+
+    fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
+        Tokio::sleep_until(deadline)
+    }
+
+    fn timeout<R, F: Future<Output = R> + Send>(duration: Duration, future: F) -> Self::Timeout<R, F> {
+        Tokio::timeout(duration, future)
+    }
+
+    fn timeout_at<R, F: Future<Output = R> + Send>(deadline: Self::Instant, future: F) -> Self::Timeout<R, F> {
+        Tokio::timeout_at(deadline, future)
+    }
+
+    fn is_panic(join_error: &Self::JoinError) -> bool {
+        Tokio::is_panic(join_error)
+    }
+
+    fn thread_rng() -> Self::ThreadLocalRng {
+        crate::rt::RaftRng
+    }
+
+    fn oneshot<T: Send>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>) {
+        Tokio::oneshot()
+    }
+}
 
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;

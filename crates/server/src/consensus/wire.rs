@@ -83,6 +83,9 @@ pub enum Committed {
     Failed(StoreError),
     /// A batch's results, one per command.
     Batch(Vec<Committed>),
+    /// Not applied: the node that proposed it is no longer a member (see
+    /// `StateMachine::apply_proposal`). Its writers are told nothing was done.
+    NotMember,
 }
 
 impl Committed {
@@ -91,7 +94,7 @@ impl Committed {
         match self {
             Committed::Changed(rev) => Some(*rev),
             Committed::Batch(all) => all.iter().filter_map(Committed::last_rev).max(),
-            Committed::Unchanged | Committed::Failed(_) => None,
+            Committed::Unchanged | Committed::Failed(_) | Committed::NotMember => None,
         }
     }
 }

@@ -111,6 +111,15 @@ impl Answers {
     }
 }
 
+/// A committed proposal's outcome; one the state machine refused (its
+/// origin, this node, was no longer a member) was not carried out.
+fn applied(c: Committed, route: Route) -> Result<(Committed, Route), ProposeError> {
+    match c {
+        Committed::NotMember => Err(ProposeError::NotDone("this node is no longer a member of the cluster".into())),
+        c => Ok((c, route)),
+    }
+}
+
 fn shutting_down() -> ProposeError {
     ProposeError::NotDone("this node is shutting down".into())
 }
@@ -220,12 +229,16 @@ impl Consensus {
         let id = WriteId { origin: self.id, seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 };
         let proposal = Proposal { id: Some(id), cmd };
         loop {
+            // A stopped node (removed, rejoining under a new id) sends nothing more.
+            if self.stopped.is_cancelled() {
+                return Err(ProposeError::Unknown("this node stopped with the write in flight".into()));
+            }
             // A member that knows another node leads forwards at once, rather
             // than asking its own Raft to be told so.
             let (leader_id, leader) = match self.known_leader() {
                 Some(known) => known,
                 None => match self.raft.client_write(proposal.clone()).await {
-                    Ok(resp) => return Ok((resp.data, Route::Here)),
+                    Ok(resp) => return applied(resp.data, Route::Here),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => (f.leader_id, f.leader_node),
                     Err(RaftError::APIError(e)) => return Err(ProposeError::NotDone(e.to_string())),
                     // This node's Raft stopped, perhaps with the proposal in its log.
@@ -242,7 +255,7 @@ impl Consensus {
             let req = PeerRequest::Propose(proposal.clone());
             let target = Target { addr: &leader.addr, id: leader_id };
             match self.pool.call(target, &req, self.opts.write_timeout).await {
-                Ok(PeerResponse::Propose(Ok(c))) => return Ok((c, Route::Forwarded)),
+                Ok(PeerResponse::Propose(Ok(c))) => return applied(c, Route::Forwarded),
                 Ok(PeerResponse::Propose(Err(ForwardError::NotLeader)))
                 | Err(network::CallError { sent: false, .. }) => self.await_leader_change().await,
                 // The leader failed (stopped, lost its office) or the connection

@@ -14,7 +14,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long a member may take to say its revision before it shows as unreachable.
 const ASK_TIMEOUT: Duration = Duration::from_millis(800);
@@ -134,6 +135,7 @@ async fn ask(web: &Web) -> Value {
 
 /// A member's applied revision, by the client protocol's REV.
 async fn applied_rev(addr: &str) -> Option<i64> {
-    let ask = async { doozer_client::Client::connect(addr).await.ok()?.rev().await.ok() };
+    let ask =
+        async { doozer_client::Client::connect_with(addr, &crate::rt::client_options()).await.ok()?.rev().await.ok() };
     tokio::time::timeout(ASK_TIMEOUT, ask).await.ok().flatten()
 }

@@ -1,0 +1,119 @@
+//! A run's shape and its faults, all drawn from one seed.
+//!
+//! The shape: 3, 5 or 7 nodes; every node a voter, or the default three
+//! `/ctl/cal` slots (the rest serve as non-voters); the default `-timeout`
+//! (60 s) or a short one (see [`Plan::timeout`]); clients, keys, watchers.
+//! The faults: partitions of every shape (a side against the rest, one node
+//! alone, one-way), pauses (every link of a node held, then released, so
+//! what it sent in between arrives late and in a burst), message loss on a
+//! link (turmoil breaks the link at random, dropping what is on it, and
+//! repairs it at random), latency spikes, crashes with restarts under a new
+//! id, a node added while writes pour in. Each lasts a while; they overlap.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Nodes in `side` cannot reach the others (nor the others them).
+    Partition { side: Vec<usize> },
+    /// `from` cannot reach `to`; `to` still reaches `from`.
+    OneWay { from: usize, to: usize },
+    /// Every message to or from the node waits until the fault ends.
+    Pause { node: usize },
+    /// Messages between `a` and `b` are lost with this probability.
+    Loss { a: usize, b: usize, rate: f64 },
+    /// Messages take up to this long everywhere.
+    Slow { max: Duration },
+    /// The node stops; when the fault ends it starts again, empty, under a new id.
+    Crash { node: usize },
+    /// The clients' links to the node are cut.
+    CutClients { node: usize },
+}
+
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub at: Duration,
+    pub lasts: Duration,
+    pub fault: Fault,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub seed: u64,
+    /// Nodes at the start.
+    pub nodes: usize,
+    /// A node added this far into the run (its host is there from the start, idle).
+    pub grow_at: Option<Duration>,
+    /// `/ctl/cal` slots.
+    pub slots: usize,
+    /// The members' `-timeout`. Half the seeds use the default, 60 s; the
+    /// other half 3 s, so that pauses and partitions outlast it within a
+    /// short schedule and removals and rejoins happen (as the process
+    /// torture runs do).
+    pub timeout: Duration,
+    pub clients: usize,
+    pub keys: usize,
+    pub watchers: usize,
+    /// How long faults are injected.
+    pub chaos: Duration,
+    pub faults: Vec<Timed>,
+}
+
+impl Plan {
+    pub fn new(seed: u64) -> Plan {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let nodes = [3, 3, 3, 5, 5, 7][rng.random_range(0..6)];
+        let slots = if rng.random_bool(0.5) { nodes } else { 3 };
+        let short = rng.random_bool(0.5);
+        let timeout = if short { Duration::from_secs(3) } else { Duration::from_secs(60) };
+        let chaos = Duration::from_secs(if short { rng.random_range(8..20) } else { rng.random_range(15..80) });
+        let grow_at = rng.random_bool(0.2).then(|| chaos.mul_f64(rng.random_range(0.1..0.9)));
+        let total = nodes + usize::from(grow_at.is_some());
+        let mut faults = Vec::new();
+        let mut at = Duration::from_millis(rng.random_range(500..3000));
+        while at < chaos {
+            let longest = if short { 6_000 } else { 75_000 };
+            let lasts = Duration::from_millis(rng.random_range(200..longest.min(chaos.as_millis() as u64 + 1000)));
+            faults.push(Timed { at, lasts, fault: fault(&mut rng, total) });
+            at += Duration::from_millis(rng.random_range(300..if short { 4_000 } else { 10_000 }));
+        }
+        Plan {
+            seed,
+            nodes,
+            grow_at,
+            slots,
+            timeout,
+            clients: rng.random_range(2..6),
+            keys: rng.random_range(2..6),
+            watchers: rng.random_range(1..3),
+            chaos,
+            faults,
+        }
+    }
+
+    /// Every host a node may run on.
+    pub fn hosts(&self) -> usize {
+        self.nodes + usize::from(self.grow_at.is_some())
+    }
+}
+
+fn fault(rng: &mut SmallRng, n: usize) -> Fault {
+    let node = rng.random_range(0..n);
+    match rng.random_range(0..100) {
+        0..20 => {
+            let mut side: Vec<usize> = (0..n).filter(|_| rng.random_bool(0.5)).collect();
+            if side.is_empty() || side.len() == n {
+                side = vec![node];
+            }
+            Fault::Partition { side }
+        }
+        20..30 => Fault::OneWay { from: node, to: (node + rng.random_range(1..n)) % n },
+        30..50 => Fault::Pause { node },
+        50..62 => Fault::Loss { a: node, b: (node + rng.random_range(1..n)) % n, rate: rng.random_range(0.01..0.3) },
+        62..70 => Fault::Slow { max: Duration::from_millis(rng.random_range(20..400)) },
+        70..92 => Fault::Crash { node },
+        _ => Fault::CutClients { node },
+    }
+}
