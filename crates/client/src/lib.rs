@@ -37,7 +37,7 @@ mod watch;
 pub use bytes::Bytes;
 pub use cluster::Cluster;
 pub use doozer_proto::ErrCode;
-pub use options::{Dialer, Options, Tls};
+pub use options::{Dialer, Dialing, Options, Tls};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 

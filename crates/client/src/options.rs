@@ -40,7 +40,10 @@ impl Default for Options {
     }
 }
 
-type Dial = dyn Fn(String) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> + Send + Sync;
+/// A connection being opened by a [`Dialer`].
+pub type Dialing = Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>>;
+
+type Dial = dyn Fn(String) -> Dialing + Send + Sync;
 
 /// A custom way to open a connection to `HOST:PORT`; see [`Options::dialer`].
 #[derive(Clone)]
@@ -50,12 +53,12 @@ impl Dialer {
     /// A dialer calling `f` with the address.
     pub fn new<F>(f: F) -> Dialer
     where
-        F: Fn(String) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> + Send + Sync + 'static,
+        F: Fn(String) -> Dialing + Send + Sync + 'static,
     {
         Dialer(Arc::new(f))
     }
 
-    pub(crate) fn dial(&self, addr: &str) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Stream>>> + Send>> {
+    pub(crate) fn dial(&self, addr: &str) -> Dialing {
         (self.0)(addr.to_string())
     }
 }

@@ -270,13 +270,16 @@ fn settings(i: usize, timeout: Duration, slots: usize, attach: Vec<String>) -> d
     s
 }
 
+/// A node as the trace shows it: id, role, term, leader.
+type View = (String, &'static str, u64, Option<String>);
+
 /// What the checks remember between steps.
 struct State {
     violations: Vec<String>,
     /// Each node's last (term, applied index).
     progress: BTreeMap<String, (u64, u64)>,
     /// Each host's last (id, role, term, leader), to trace changes.
-    seen: Vec<Option<(String, &'static str, u64, Option<String>)>>,
+    seen: Vec<Option<View>>,
 }
 
 /// At every step, for each node: its term and applied index never go back.

@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn a_resent_proposal_is_applied_once_and_answered_as_the_first_time() {
         let node = Node::new("N".into(), Limits::default());
-        let mut sm = StateMachine::new(node.clone());
+        let mut sm = members(&node, &[7, 8]);
         assert_eq!(sm.apply_proposal(proposal(7, 1, "/a")), Committed::Changed(1));
         // The same id again (its leader died before answering): not applied again.
         assert_eq!(sm.apply_proposal(proposal(7, 1, "/a")), Committed::Changed(1));
@@ -359,5 +359,25 @@ mod tests {
         let own = Proposal { id: None, cmd: Command::Nop };
         assert_eq!(sm.apply_proposal(own.clone()), Committed::Changed(4));
         assert_eq!(sm.apply_proposal(own), Committed::Changed(5));
+    }
+
+    /// A state machine whose membership is `ids`, all voters.
+    fn members(node: &Arc<Node>, ids: &[NodeId]) -> StateMachine {
+        let mut sm = StateMachine::new(node.clone());
+        let nodes: BTreeMap<NodeId, Member> = ids.iter().map(|id| (*id, Member::default())).collect();
+        let voters: std::collections::BTreeSet<NodeId> = ids.iter().copied().collect();
+        sm.membership = StoredMembership::new(None, openraft::Membership::new(vec![voters], nodes));
+        sm
+    }
+
+    #[test]
+    fn a_proposal_from_a_node_that_is_no_longer_a_member_is_not_applied() {
+        // Seed 47 of the simulator: a removed node's old self resent a write
+        // the state machine had forgotten it applied.
+        let node = Node::new("N".into(), Limits::default());
+        let mut sm = members(&node, &[8]);
+        assert_eq!(sm.apply_proposal(proposal(7, 1, "/a")), Committed::NotMember);
+        assert_eq!(node.rev(), 0);
+        assert_eq!(sm.apply_proposal(proposal(8, 1, "/b")), Committed::Changed(1));
     }
 }
