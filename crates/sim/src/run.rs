@@ -363,19 +363,18 @@ fn describe(handles: &Handles) -> String {
     views.join("; ")
 }
 
+/// Every pair of hosts with one in `side` and the other not.
+fn across<'a>(plan: &'a Plan, side: &'a [usize]) -> impl Iterator<Item = (String, String)> + 'a {
+    side.iter().flat_map(move |a| (0..plan.hosts()).filter(|b| !side.contains(b)).map(move |b| (host(*a), host(b))))
+}
+
 fn others(plan: &Plan, node: usize) -> Vec<String> {
     (0..plan.hosts()).filter(|&j| j != node).map(host).collect()
 }
 
 fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, park: &mpsc::UnboundedSender<String>) {
     match fault {
-        Fault::Partition { side } => {
-            for a in side {
-                for b in (0..plan.hosts()).filter(|b| !side.contains(b)) {
-                    sim.partition(host(*a), host(b));
-                }
-            }
-        }
+        Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.partition(a, b)),
         Fault::OneWay { from, to } => sim.partition_oneway(host(*from), host(*to)),
         Fault::Pause { node } => {
             for o in others(plan, *node).into_iter().chain(["ctl".to_string()]) {
@@ -399,13 +398,7 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, 
 
 fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, now: Duration) {
     match fault {
-        Fault::Partition { side } => {
-            for a in side {
-                for b in (0..plan.hosts()).filter(|b| !side.contains(b)) {
-                    sim.repair(host(*a), host(b));
-                }
-            }
-        }
+        Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.repair(a, b)),
         Fault::OneWay { from, to } => sim.repair_oneway(host(*from), host(*to)),
         Fault::Pause { node } => {
             for o in others(plan, *node).into_iter().chain(["ctl".to_string()]) {
