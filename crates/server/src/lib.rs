@@ -346,8 +346,8 @@ async fn serve_until_shutdown(running: Running, settings: Settings) -> ExitCode 
 }
 
 /// Serves `running` until `shutdown`, rejoining whenever the cluster
-/// removes this node (see [`serve_until_shutdown`]); `rejoined` is told of
-/// each new self. The simulator runs its nodes with this, as doozerd does.
+/// removes this node: it joins again under a new id; `rejoined` is told of
+/// each new self. doozerd and the simulator both run their nodes with this.
 pub async fn serve(
     mut running: Running,
     mut settings: Settings,

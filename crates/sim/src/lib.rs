@@ -10,7 +10,7 @@
 //!
 //! - [`plan`]: a run's shape and faults, from its seed.
 //! - [`world`]: what a node's runtime seam ([`doozer_server::rt`]) gets in a simulation.
-//! - [`run`]: the loop that steps the simulation, injects the faults and
+//! - [`mod@run`]: the loop that steps the simulation, injects the faults and
 //!   checks the invariants (election safety at every step; liveness after
 //!   the faults; the history through every checker of `doozer-verify`).
 //!
