@@ -368,8 +368,10 @@ fn across<'a>(plan: &'a Plan, side: &'a [usize]) -> impl Iterator<Item = (String
     side.iter().flat_map(move |a| (0..plan.hosts()).filter(|b| !side.contains(b)).map(move |b| (host(*a), host(b))))
 }
 
-fn others(plan: &Plan, node: usize) -> Vec<String> {
-    (0..plan.hosts()).filter(|&j| j != node).map(host).collect()
+/// Every link of `node`: to the other hosts and to the clients.
+fn links_of(plan: &Plan, node: usize) -> impl Iterator<Item = (String, String)> + '_ {
+    let others = (0..plan.hosts()).filter(move |&j| j != node).map(host);
+    others.chain(["ctl".to_string()]).map(move |o| (host(node), o))
 }
 
 fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, park: &mpsc::UnboundedSender<String>) {
@@ -377,9 +379,7 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, 
         Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.partition(a, b)),
         Fault::OneWay { from, to } => sim.partition_oneway(host(*from), host(*to)),
         Fault::Pause { node } => {
-            for o in others(plan, *node).into_iter().chain(["ctl".to_string()]) {
-                sim.hold(host(*node), o);
-            }
+            links_of(plan, *node).for_each(|(a, b)| sim.hold(a, b));
             // A watcher parked on the paused node: its WAIT is held across
             // the catch-up (perhaps by snapshot) that follows.
             let _ = park.send(addr(*node));
@@ -401,9 +401,7 @@ fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, no
         Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.repair(a, b)),
         Fault::OneWay { from, to } => sim.repair_oneway(host(*from), host(*to)),
         Fault::Pause { node } => {
-            for o in others(plan, *node).into_iter().chain(["ctl".to_string()]) {
-                sim.release(host(*node), o);
-            }
+            links_of(plan, *node).for_each(|(a, b)| sim.release(a, b));
         }
         Fault::Loss { a, b, .. } => sim.set_link_fail_rate(host(*a), host(*b), 0.0),
         Fault::Slow { .. } => sim.set_max_message_latency(Duration::from_millis(10)),
