@@ -70,6 +70,18 @@ fn run_alone(seed: u64) -> (bool, Duration, String) {
     (out.status.success(), elapsed, summary)
 }
 
+/// Log lines carry the simulation's virtual time (blank outside a host).
+struct Virtual;
+
+impl tracing_subscriber::fmt::time::FormatTime for Virtual {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}s", t.as_secs_f64()),
+            None => write!(w, "{:>10}", ""),
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     // RUST_LOG=openraft=debug,doozer_server=debug shows what the nodes say
@@ -78,7 +90,7 @@ fn main() -> std::process::ExitCode {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
             .with_writer(std::io::stderr)
-            .without_time()
+            .with_timer(Virtual)
             .init();
     }
     if let (Some(seed), true) = (args.seed, args.twice) {

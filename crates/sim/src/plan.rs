@@ -8,7 +8,8 @@
 //! what it sent in between arrives late and in a burst), message loss on a
 //! link (turmoil breaks the link at random, dropping what is on it, and
 //! repairs it at random), latency spikes, crashes with restarts under a new
-//! id, a node added while writes pour in. Each lasts a while; they overlap.
+//! id, a node added while writes pour in, floods of writes while a node is
+//! paused. Each lasts a while; they overlap.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -30,6 +31,11 @@ pub enum Fault {
     Crash { node: usize },
     /// The clients' links to the node are cut.
     CutClients { node: usize },
+    /// Small writes pour in through another node as fast as it takes them,
+    /// while `away` is paused: it falls out of the leader's log and of the
+    /// history window, and catches up by snapshot with a watcher's WAIT held
+    /// on it.
+    Flood { away: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +85,7 @@ impl Plan {
             faults.push(Timed { at, lasts, fault: fault(&mut rng, total) });
             at += Duration::from_millis(rng.random_range(300..if short { 4_000 } else { 10_000 }));
         }
+        add_floods(seed, &mut faults);
         Plan {
             seed,
             nodes,
@@ -98,6 +105,30 @@ impl Plan {
         self.nodes + usize::from(self.grow_at.is_some())
     }
 }
+
+/// A third of the pauses come with a flood. Drawn from a stream of their
+/// own, so the other faults of a seed are what they were before floods
+/// existed.
+fn add_floods(seed: u64, faults: &mut Vec<Timed>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xf100d);
+    let floods: Vec<Timed> = faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::Pause { node } if rng.random_bool(1.0 / 3.0) => Some(Timed {
+                at: f.at + Duration::from_millis(100),
+                lasts: f.lasts.saturating_sub(Duration::from_millis(200)).clamp(Duration::from_millis(100), FLOOD_MAX),
+                fault: Fault::Flood { away: node },
+            }),
+            _ => None,
+        })
+        .collect();
+    faults.extend(floods);
+    faults.sort_by_key(|f| f.at);
+}
+
+/// The longest flood: enough to pass the default history window (2,000
+/// revisions) several times over.
+const FLOOD_MAX: Duration = Duration::from_secs(8);
 
 fn fault(rng: &mut SmallRng, n: usize) -> Fault {
     let node = rng.random_range(0..n);

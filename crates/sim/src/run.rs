@@ -116,12 +116,12 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
     let mut nodes = Nodes::with_options((0..plan.nodes).map(|i| (i, addr(i))).collect(), rt::client_options());
     nodes.recorder_depth = 8;
     let (phase_tx, phase) = watch::channel(false);
-    let (park_tx, park_rx) = mpsc::unbounded_channel();
+    let (ask_tx, ask_rx) = mpsc::unbounded_channel();
     let result: Rc<RefCell<Option<Result<History, String>>>> = Rc::default();
     {
         let (plan, nodes, result) = (plan.clone(), nodes.clone(), result.clone());
         sim.client("ctl", async move {
-            let history = drive(&plan, nodes, phase, park_rx).await;
+            let history = drive(&plan, nodes, phase, ask_rx).await;
             *result.borrow_mut() = Some(history);
             Ok(())
         });
@@ -156,7 +156,7 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
                 continue;
             }
             trace.note(now, format!("start {:?}", f.fault));
-            begin(&mut sim, plan, &handles, &f.fault, &park_tx);
+            begin(&mut sim, plan, &handles, &f, &ask_tx);
             active.push((now + f.lasts, f));
         }
         active.sort_by_key(|(end, _)| *end);
@@ -374,15 +374,23 @@ fn links_of(plan: &Plan, node: usize) -> impl Iterator<Item = (String, String)> 
     others.chain(["ctl".to_string()]).map(move |o| (host(node), o))
 }
 
-fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, park: &mpsc::UnboundedSender<String>) {
-    match fault {
+/// What a fault asks of the workload.
+enum Ask {
+    /// Park a watcher on this node.
+    Park(String),
+    /// Flood writes through a node other than `away` for this long.
+    Flood { away: String, lasts: Duration },
+}
+
+fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, ask: &mpsc::UnboundedSender<Ask>) {
+    match &timed.fault {
         Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.partition(a, b)),
         Fault::OneWay { from, to } => sim.partition_oneway(host(*from), host(*to)),
         Fault::Pause { node } => {
             links_of(plan, *node).for_each(|(a, b)| sim.hold(a, b));
             // A watcher parked on the paused node: its WAIT is held across
             // the catch-up (perhaps by snapshot) that follows.
-            let _ = park.send(addr(*node));
+            let _ = ask.send(Ask::Park(addr(*node)));
         }
         Fault::Loss { a, b, rate } => sim.set_link_fail_rate(host(*a), host(*b), *rate),
         Fault::Slow { max } => sim.set_max_message_latency(*max),
@@ -393,6 +401,9 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, fault: &Fault, 
             }
         }
         Fault::CutClients { node } => sim.partition(host(*node), "ctl"),
+        Fault::Flood { away } => {
+            let _ = ask.send(Ask::Flood { away: addr(*away), lasts: timed.lasts });
+        }
     }
 }
 
@@ -412,6 +423,7 @@ fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, no
             }
         }
         Fault::CutClients { node } => sim.repair(host(*node), "ctl"),
+        Fault::Flood { .. } => {}
     }
 }
 
@@ -442,7 +454,7 @@ async fn drive(
     plan: &Plan,
     nodes: Nodes,
     mut healed: watch::Receiver<bool>,
-    mut park: mpsc::UnboundedReceiver<String>,
+    mut asks: mpsc::UnboundedReceiver<Ask>,
 ) -> Result<History, String> {
     let clock = Clock::new();
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
@@ -459,20 +471,26 @@ async fn drive(
             tokio::spawn(workload::client(i, seed, plan.keys, nodes, clock, records, stop))
         })
         .collect();
-    let mut parked = Vec::new();
+    let (mut parked, mut floods) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
             biased;
             _ = healed.wait_for(|h| *h) => break,
-            Some(a) = park.recv() => {
-                let from = any_rev(&nodes).await.unwrap_or(1);
-                parked.push(tokio::spawn(workload::follow_on(nodes.clone(), a, "/k/**".into(), from, until.clone())));
-            }
+            Some(ask) = asks.recv() => match ask {
+                Ask::Park(a) => {
+                    let from = any_rev(&nodes).await.unwrap_or(1);
+                    parked.push(tokio::spawn(workload::follow_on(nodes.clone(), a, "/k/**".into(), from, until.clone())));
+                }
+                Ask::Flood { away, lasts } => floods.push(tokio::spawn(flood(nodes.clone(), away, lasts, stop.clone()))),
+            },
         }
     }
     let _ = stop_tx.send(true);
     for c in clients {
         let _ = c.await;
+    }
+    for f in floods {
+        let _ = f.await;
     }
     tracing::debug!("clients stopped");
     let final_rev = workload::settle(&nodes).await;
@@ -501,6 +519,20 @@ async fn drive(
         finals,
         final_rev,
     })
+}
+
+/// Eight connections writing to `/load/*` through the first node other than
+/// `away`, for `lasts` or until the clients stop.
+async fn flood(nodes: Nodes, away: String, lasts: Duration, mut stop: watch::Receiver<bool>) -> usize {
+    let Some(through) = nodes.lock().iter().map(|(_, a)| a.clone()).find(|a| *a != away) else { return 0 };
+    let (halt, halted) = watch::channel(false);
+    let writes = tokio::spawn(workload::flood(nodes.opts.clone(), through, 8, halted));
+    tokio::select! {
+        _ = tokio::time::sleep(lasts) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let _ = halt.send(true);
+    writes.await.unwrap_or(0)
 }
 
 async fn any_rev(nodes: &Nodes) -> Option<Rev> {

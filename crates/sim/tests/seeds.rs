@@ -39,6 +39,9 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     (399, "a learner whose joining entry a new leader cut shut itself down as removed"),
     (628, "AppendEntries over a link slower than the 100 ms heartbeat never succeeded"),
     (675, "a leader deposed half way through a removal left a member without its slot"),
+    (1493, "a node removed while paused asked only members that did not lead, and never rejoined"),
+    (3857, "a slow voter whose answers came after openraft's deadline was removed as silent"),
+    (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 
 #[test]

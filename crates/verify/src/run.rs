@@ -182,7 +182,7 @@ impl Load {
     async fn start(cluster: &mut Cluster) -> Option<Load> {
         let leader = leader_slot(cluster).await?;
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(flood(cluster.slots[leader].addr.clone(), 8, rx));
+        let task = tokio::spawn(flood(Default::default(), cluster.slots[leader].addr.clone(), 8, rx));
         Some(Load { stop, task })
     }
 

@@ -307,14 +307,15 @@ async fn read_from(nodes: Nodes, addr: String, shared: Arc<Mutex<Recorded>>) {
 }
 
 /// Writes small values to `/load/*` as fast as `clients` connections to
-/// `addr` can, until `stop`: many small Raft entries, so that a paused
-/// follower falls out of the leader's log.
-pub async fn flood(addr: String, clients: usize, stop: watch::Receiver<bool>) -> usize {
+/// `addr` (made with `opts`) can, until `stop`: many small Raft entries, so
+/// that a paused follower falls out of the leader's log and the history
+/// window.
+pub async fn flood(opts: Options, addr: String, clients: usize, stop: watch::Receiver<bool>) -> usize {
     let mut tasks = Vec::new();
     for t in 0..clients {
-        let (addr, stop) = (addr.clone(), stop.clone());
+        let (addr, stop, opts) = (addr.clone(), stop.clone(), opts.clone());
         tasks.push(tokio::spawn(async move {
-            let Ok(c) = Client::connect(&addr).await else { return 0 };
+            let Ok(c) = Client::connect_with(&addr, &opts).await else { return 0 };
             let mut n = 0;
             while !*stop.borrow() {
                 let path = format!("/load/{t}/{}", n % 50);

@@ -139,19 +139,42 @@ impl Consensus {
         membership.nodes().filter(|(id, _)| **id != self.id).map(|(id, n)| (Some(*id), n.addr.clone())).collect()
     }
 
-    /// True if one of `peers` (id if known, address) leads and does not
-    /// count this node as a member.
+    /// True if the leader does not count this node as a member: one of
+    /// `peers` (id if known, address) if one leads, else the leader they
+    /// name. A node removed while away may know none of the members that
+    /// joined since, the leader among them (the simulator found a removed
+    /// node campaigning for good so, asking only members that did not lead,
+    /// seed 1493).
     pub(super) async fn leader_says_not_member(&self, peers: &[(Option<NodeId>, String)]) -> bool {
         for (id, addr) in peers {
-            let req = PeerRequest::Check { id: self.id };
+            if let Some(removed) = self.ask_if_member(Target { addr, id: *id }).await {
+                return removed;
+            }
+        }
+        for (id, addr) in peers {
             let target = Target { addr, id: *id };
-            if let Ok(PeerResponse::Check { leader: true, member: false }) =
-                self.pool.call(target, &req, Duration::from_secs(1)).await
-            {
-                return true;
+            let Ok(PeerResponse::Leader(Some((leader, at)))) =
+                self.pool.call(target, &PeerRequest::Leader, Duration::from_secs(1)).await
+            else {
+                continue;
+            };
+            if leader == self.id || peers.iter().any(|(p, _)| *p == Some(leader)) {
+                continue;
+            }
+            if let Some(removed) = self.ask_if_member(Target { addr: &at, id: Some(leader) }).await {
+                return removed;
             }
         }
         false
+    }
+
+    /// If `target` leads: whether it says this node is no longer a member.
+    async fn ask_if_member(&self, target: Target<'_>) -> Option<bool> {
+        let req = PeerRequest::Check { id: self.id };
+        match self.pool.call(target, &req, Duration::from_secs(1)).await {
+            Ok(PeerResponse::Check { leader: true, member }) => Some(!member),
+            _ => None,
+        }
     }
 
     fn slots(&self) -> Vec<Slot> {

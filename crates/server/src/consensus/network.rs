@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufStream};
@@ -169,11 +170,6 @@ impl PeerConn {
     fn is_stale(&mut self) -> bool {
         self.stream.get_mut().is_stale()
     }
-
-    pub async fn call(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
-        write_msg(&mut self.stream, req).await?;
-        read_msg(&mut self.stream, MAX_MESSAGE).await
-    }
 }
 
 /// Open connections to peers by address and node, reused across calls.
@@ -181,6 +177,8 @@ impl PeerConn {
 pub struct Pool {
     creds: Credentials,
     idle: Arc<Mutex<HashMap<PoolKey, Vec<PeerConn>>>>,
+    /// Connections awaiting an answer their caller gave up on.
+    late: Arc<AtomicUsize>,
 }
 
 /// Connections are pooled per address and the node expected there.
@@ -188,11 +186,24 @@ type PoolKey = (String, Option<NodeId>);
 
 impl Pool {
     pub fn new(creds: Credentials) -> Pool {
-        Pool { creds, idle: Arc::default() }
+        Pool { creds, idle: Arc::default(), late: Arc::default() }
     }
 
     /// One request/response with the peer at `target`, within `ttl`.
     pub async fn call(&self, target: Target<'_>, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+        self.call_noting(target, req, ttl, None).await
+    }
+
+    /// As [`Pool::call`]; if the caller gives up on the answer (its deadline,
+    /// or openraft dropping the call), the answer is still read in the
+    /// background for a while and `late` runs when it comes.
+    async fn call_noting(
+        &self,
+        target: Target<'_>,
+        req: &PeerRequest,
+        ttl: Duration,
+        late: Option<Late>,
+    ) -> Result<PeerResponse, CallError> {
         let addr = target.addr;
         let key = (addr.to_string(), target.id);
         let idle = {
@@ -201,17 +212,80 @@ impl Pool {
             conns.retain_mut(|c| !c.is_stale());
             conns.pop()
         };
-        let mut conn = match idle {
+        let conn = match idle {
             Some(c) => c,
             None => PeerConn::connect(target, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
         };
-        let resp = tokio::time::timeout(ttl, conn.call(req))
+        let mut pending = Pending { conn: Some(conn), written: false, key, pool: self.clone(), late };
+        tokio::time::timeout(ttl, pending.exchange(req))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
             .and_then(|r| r)
-            .map_err(|error| CallError { sent: true, error })?;
-        self.idle.lock().entry(key).or_default().push(conn);
+            .map_err(|error| CallError { sent: true, error })
+    }
+}
+
+/// Called when an answer the caller gave up on arrives after all.
+type Late = Arc<dyn Fn() + Send + Sync>;
+
+/// How long an answer the caller gave up on is still awaited.
+const LATE_ANSWER: Duration = Duration::from_secs(5);
+/// Most connections awaiting late answers at once, per pool.
+const MAX_LATE: usize = 16;
+
+/// A pooled connection carrying one request. Dropped with the request sent
+/// and unanswered, it reads the answer in the background: openraft gives an
+/// AppendEntries one heartbeat interval, so on a link slower than that every
+/// call is dropped unanswered, and a member that answers late would look
+/// silent and be removed while it is alive (the simulator found a slow
+/// voter removed so while another had just crashed, leaving a pair that
+/// needed the dead one, seed 3857). The late answer counts as one, and the
+/// connection goes back to the pool instead of a new one per heartbeat.
+struct Pending {
+    conn: Option<PeerConn>,
+    /// The request is on the wire and its answer not read.
+    written: bool,
+    key: PoolKey,
+    pool: Pool,
+    late: Option<Late>,
+}
+
+impl Pending {
+    async fn exchange(&mut self, req: &PeerRequest) -> io::Result<PeerResponse> {
+        let Some(conn) = self.conn.as_mut() else { return Err(io::Error::other("connection already used")) };
+        // Cut short mid-write, the connection is unusable: dropped, not drained.
+        write_msg(&mut conn.stream, req).await?;
+        self.written = true;
+        let resp = read_msg(&mut conn.stream, MAX_MESSAGE).await;
+        self.written = false;
+        let resp = resp?;
+        if let Some(conn) = self.conn.take() {
+            self.pool.idle.lock().entry(self.key.clone()).or_default().push(conn);
+        }
         Ok(resp)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let (Some(mut conn), true) = (self.conn.take(), self.written) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let pool = self.pool.clone();
+        if pool.late.fetch_add(1, Ordering::Relaxed) >= MAX_LATE {
+            pool.late.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let (key, late) = (std::mem::take(&mut self.key), self.late.take());
+        runtime.spawn(async move {
+            let answer = tokio::time::timeout(LATE_ANSWER, read_msg::<_, PeerResponse>(&mut conn.stream, MAX_MESSAGE));
+            if let Ok(Ok(_)) = answer.await {
+                if let Some(late) = late {
+                    late();
+                }
+                pool.idle.lock().entry(key).or_default().push(conn);
+            }
+            pool.late.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
@@ -225,12 +299,15 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        let (liveness, name, addr) = (self.liveness.clone(), node.name.clone(), node.addr.clone());
+        let late: Late = Arc::new(move || liveness.answered(target, &name, &addr));
         PeerClient {
             target,
             name: node.name.clone(),
             addr: node.addr.clone(),
             pool: self.pool.clone(),
             liveness: self.liveness.clone(),
+            late,
         }
     }
 }
@@ -243,6 +320,8 @@ pub struct PeerClient {
     addr: String,
     pool: Pool,
     liveness: Liveness,
+    /// Notes a late answer as one (see [`Pending`]).
+    late: Late,
 }
 
 type RpcResult<T> = Result<T, RPCError<NodeId, Member, RaftError<NodeId>>>;
@@ -267,7 +346,7 @@ impl PeerClient {
     async fn call(&self, req: PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
         let target = Target { addr: &self.addr, id: Some(self.target) };
         let mut outcome = Outcome { client: self, answered: false };
-        match self.pool.call(target, &req, ttl).await {
+        match self.pool.call_noting(target, &req, ttl, Some(self.late.clone())).await {
             Ok(resp) => {
                 outcome.answered = true;
                 self.liveness.answered(self.target, &self.name, &self.addr);
@@ -376,5 +455,87 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
             Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use tokio::net::TcpListener;
+
+    /// A peer that welcomes each connection and answers every request
+    /// `Leader` after `delay`.
+    async fn slow_peer(delay: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut s = BufStream::new(tcp);
+                    let mut magic = [0u8; 4];
+                    tokio::io::AsyncReadExt::read_exact(&mut s, &mut magic).await.ok()?;
+                    let _: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
+                    write_msg(&mut s, &Ok::<(), String>(())).await.ok()?;
+                    loop {
+                        let _: PeerRequest = read_msg(&mut s, MAX_MESSAGE).await.ok()?;
+                        tokio::time::sleep(delay).await;
+                        write_msg(&mut s, &PeerResponse::Leader(None)).await.ok()?;
+                    }
+                    #[allow(unreachable_code)]
+                    Some(())
+                });
+            }
+        });
+        addr
+    }
+
+    fn pool() -> Pool {
+        Pool::new(Credentials { cluster: "c".into(), secret: String::new(), bind_ip: None })
+    }
+
+    #[tokio::test]
+    async fn an_answer_after_the_deadline_still_counts_and_keeps_the_connection() {
+        let addr = slow_peer(Duration::from_millis(300)).await;
+        let pool = pool();
+        let heard = Arc::new(AtomicBool::new(false));
+        let late: Late = {
+            let heard = heard.clone();
+            Arc::new(move || heard.store(true, Ordering::SeqCst))
+        };
+        let target = Target { addr: &addr, id: None };
+        let r = pool.call_noting(target, &PeerRequest::Leader, Duration::from_millis(50), Some(late)).await;
+        assert!(r.is_err(), "the call must give up at its deadline");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !heard.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the late answer was never noted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let idle = pool.idle.lock().get(&(addr.clone(), None)).map_or(0, Vec::len);
+        assert_eq!(idle, 1, "the drained connection goes back to the pool");
+        // And it is usable: the next call on it is answered.
+        let r = pool.call(Target { addr: &addr, id: None }, &PeerRequest::Leader, Duration::from_secs(5)).await;
+        assert!(matches!(r, Ok(PeerResponse::Leader(None))));
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_by_its_caller_is_drained_too() {
+        let addr = slow_peer(Duration::from_millis(200)).await;
+        let pool = pool();
+        let heard = Arc::new(AtomicBool::new(false));
+        let late: Late = {
+            let heard = heard.clone();
+            Arc::new(move || heard.store(true, Ordering::SeqCst))
+        };
+        let target = Target { addr: &addr, id: None };
+        // As openraft does: its own timeout drops the call future.
+        let call = pool.call_noting(target, &PeerRequest::Leader, Duration::from_secs(5), Some(late));
+        assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !heard.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "the late answer was never noted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.late.load(Ordering::SeqCst), 0);
     }
 }

@@ -93,6 +93,13 @@ impl Consensus {
                 let member = m.membership_config.membership().get_node(&id).is_some();
                 PeerResponse::Check { leader, member }
             }
+            PeerRequest::Leader => {
+                let m = self.raft.metrics().borrow().clone();
+                let leader = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| (l, n.addr.clone())));
+                PeerResponse::Leader(leader)
+            }
         }
     }
 

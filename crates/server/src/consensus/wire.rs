@@ -58,6 +58,8 @@ pub enum PeerRequest {
     Check {
         id: NodeId,
     },
+    /// Which member leads, as the answering node knows it.
+    Leader,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,6 +75,8 @@ pub enum PeerResponse {
         leader: bool,
         member: bool,
     },
+    /// The leader's id and address, if the answering node knows them.
+    Leader(Option<(NodeId, String)>),
 }
 
 /// A committed write's result, as small as it can travel.
