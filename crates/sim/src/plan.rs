@@ -36,6 +36,10 @@ pub enum Fault {
     /// history window, and catches up by snapshot with a watcher's WAIT held
     /// on it.
     Flood { away: usize },
+    /// An operator empties the node's `/ctl/cal` slot (the node becomes a
+    /// non-voter and does not claim that slot again), then, when the fault
+    /// ends, writes the node's id back (it votes again).
+    Demote { node: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +90,7 @@ impl Plan {
             at += Duration::from_millis(rng.random_range(300..if short { 4_000 } else { 10_000 }));
         }
         add_floods(seed, &mut faults);
+        add_demotion(seed, nodes, chaos, short, &mut faults);
         Plan {
             seed,
             nodes,
@@ -123,6 +128,22 @@ fn add_floods(seed: u64, faults: &mut Vec<Timed>) {
         })
         .collect();
     faults.extend(floods);
+    faults.sort_by_key(|f| f.at);
+}
+
+/// A third of the seeds have an operator demote a voter for a while (a slot
+/// emptied, then written again). Drawn from a stream of its own, as floods.
+fn add_demotion(seed: u64, nodes: usize, chaos: Duration, short: bool, faults: &mut Vec<Timed>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xde307e);
+    if !rng.random_bool(1.0 / 3.0) {
+        return;
+    }
+    let at = chaos.mul_f64(rng.random_range(0.1..0.8));
+    let lasts = Duration::from_millis(rng.random_range(500..if short { 5_000 } else { 30_000 }));
+    // Which nodes hold slots is decided as the run goes; a node without one
+    // is left as it is.
+    let node = rng.random_range(0..nodes);
+    faults.push(Timed { at, lasts, fault: Fault::Demote { node } });
     faults.sort_by_key(|f| f.at);
 }
 

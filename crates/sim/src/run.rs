@@ -126,7 +126,8 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
             Ok(())
         });
     }
-    let mut state = State { violations: Vec::new(), progress: BTreeMap::new(), seen: Vec::new() };
+    let mut state =
+        State { violations: Vec::new(), progress: BTreeMap::new(), seen: Vec::new(), applied: BTreeMap::new() };
     let mut active: Vec<(Duration, Timed)> = Vec::new();
     let mut pending: Vec<Timed> = plan.faults.iter().rev().cloned().collect();
     let mut grown = plan.grow_at.is_none();
@@ -280,9 +281,13 @@ struct State {
     progress: BTreeMap<String, (u64, u64)>,
     /// Each host's last (id, role, term, leader), to trace changes.
     seen: Vec<Option<View>>,
+    /// The leader (term, node) of each applied index seen.
+    applied: BTreeMap<u64, (u64, u64)>,
 }
 
-/// At every step, for each node: its term and applied index never go back.
+/// At every step, for each node: its term and applied index never go back,
+/// and the entry it last applied is the one every other node applied at
+/// that index (Raft's state machine safety, sampled at every step).
 ///
 /// Not "one leader per term": openraft 0.9 identifies a leader by (term,
 /// node id), and a voter that voted for one candidate may still grant a
@@ -304,6 +309,21 @@ fn observe(handles: &Handles, state: &mut State, trace: &mut Trace, now: Duratio
             _ => {}
         }
         state.progress.insert(s.id.clone(), (s.term, applied));
+        // State machine safety: an index applied anywhere holds the same
+        // entry (the same leader wrote it) everywhere, so nothing committed
+        // is ever lost or replaced.
+        if let (Some(index), Some(by)) = (s.applied_index, s.applied_by) {
+            match state.applied.get(&index) {
+                Some(&other) if other != by => state.violations.push(format!(
+                    "at {now:?} node {} applied entry {index} written by leader {by:?}; another node applied it from {other:?}",
+                    s.id
+                )),
+                Some(_) => {}
+                None => {
+                    state.applied.insert(index, by);
+                }
+            }
+        }
         let view = Some((s.id.clone(), s.role, s.term, s.leader.clone()));
         if state.seen[i] != view {
             trace.note(now, format!("n{i} {} {} term {} leader {:?}", s.id, s.role, s.term, s.leader));
@@ -380,6 +400,8 @@ enum Ask {
     Park(String),
     /// Flood writes through a node other than `away` for this long.
     Flood { away: String, lasts: Duration },
+    /// Empty the slot of the node with this id, for this long.
+    Demote { id: String, lasts: Duration },
 }
 
 fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, ask: &mpsc::UnboundedSender<Ask>) {
@@ -404,6 +426,11 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, 
         Fault::Flood { away } => {
             let _ = ask.send(Ask::Flood { away: addr(*away), lasts: timed.lasts });
         }
+        Fault::Demote { node } => {
+            if let Some(id) = handles[*node].borrow().as_ref().map(|c| c.status().id) {
+                let _ = ask.send(Ask::Demote { id, lasts: timed.lasts });
+            }
+        }
     }
 }
 
@@ -423,7 +450,7 @@ fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, no
             }
         }
         Fault::CutClients { node } => sim.repair(host(*node), "ctl"),
-        Fault::Flood { .. } => {}
+        Fault::Flood { .. } | Fault::Demote { .. } => {}
     }
 }
 
@@ -482,6 +509,7 @@ async fn drive(
                     parked.push(tokio::spawn(workload::follow_on(nodes.clone(), a, "/k/**".into(), from, until.clone())));
                 }
                 Ask::Flood { away, lasts } => floods.push(tokio::spawn(flood(nodes.clone(), away, lasts, stop.clone()))),
+                Ask::Demote { id, lasts } => floods.push(tokio::spawn(demote(plan.slots, nodes.clone(), id, lasts, stop.clone()))),
             },
         }
     }
@@ -533,6 +561,79 @@ async fn flood(nodes: Nodes, away: String, lasts: Duration, mut stop: watch::Rec
     }
     let _ = halt.send(true);
     writes.await.unwrap_or(0)
+}
+
+/// As an operator would: empties the `/ctl/cal` slot `id` holds (rev-checked;
+/// given up when the faults end), and after `lasts` (or when the faults
+/// end) writes `id` back into it while it is empty (until that is done: the
+/// cluster is at full strength again only then). Each step is tried through
+/// every node in turn; an emptying whose answer was lost counts as done if
+/// the slot is found empty.
+async fn demote(slots: usize, nodes: Nodes, id: String, lasts: Duration, mut stop: watch::Receiver<bool>) -> usize {
+    // The slot, and its revision when `id` was seen holding it.
+    let tried: Arc<Mutex<Option<(String, Rev)>>> = Arc::default();
+    let healed = stop.clone();
+    let emptied = retry(&nodes, Some(healed), |c| {
+        let (id, tried) = (id.clone(), tried.clone());
+        async move {
+            for k in 0..slots {
+                let path = format!("/ctl/cal/{k}");
+                let (body, rev) = c.get(&path, None).await.ok()?;
+                if body == id.as_bytes() {
+                    *tried.lock() = Some((path.clone(), rev));
+                    c.set(&path, rev, "").await.ok()?;
+                    return Some(Some((path, rev)));
+                }
+            }
+            // It holds no slot (any more: perhaps the answer to an emptying was lost).
+            Some(tried.lock().clone())
+        }
+    })
+    .await;
+    tracing::debug!(?emptied, "operator emptied a slot");
+    let Some(Some((path, held))) = emptied else { return 0 };
+    tokio::select! {
+        _ = tokio::time::sleep(lasts) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let restored = retry(&nodes, None, |c| {
+        let (path, id) = (path.clone(), id.clone());
+        async move {
+            let (body, rev) = c.get(&path, None).await.ok()?;
+            if rev <= held {
+                // A node that has not seen the emptying yet.
+                return None;
+            }
+            // Taken meanwhile by a node waiting for a slot, or restored.
+            if !body.is_empty() {
+                return Some(());
+            }
+            let _ = c.set(&path, rev, id).await;
+            None
+        }
+    })
+    .await;
+    usize::from(restored.is_some())
+}
+
+/// Runs `step` against each live node in turn until it gives `Some`, or
+/// until `until` turns true; a pause between rounds.
+async fn retry<T, F, Fut>(nodes: &Nodes, until: Option<watch::Receiver<bool>>, step: F) -> Option<T>
+where
+    F: Fn(doozer_client::Client) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    while !until.as_ref().is_some_and(|u| *u.borrow()) {
+        let live: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
+        for a in live {
+            let attempt = async { step(doozer_client::Client::connect_with(&a, &nodes.opts).await.ok()?).await };
+            if let Ok(Some(done)) = tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                return Some(done);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
 }
 
 async fn any_rev(nodes: &Nodes) -> Option<Rev> {

@@ -41,6 +41,7 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     (675, "a leader deposed half way through a removal left a member without its slot"),
     (1493, "a node removed while paused asked only members that did not lead, and never rejoined"),
     (3857, "a slow voter whose answers came after openraft's deadline was removed as silent"),
+    (184, "a demoted node claimed another slot, was written back into its own, and held two"),
     (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 

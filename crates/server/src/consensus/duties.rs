@@ -25,7 +25,8 @@
 //! - A voter change a former leader left half done (joint) is finished.
 //! - Left-overs of an interrupted removal are repaired: slots held by
 //!   non-members are emptied, their `/ctl/node` files deleted, and a member
-//!   whose files are missing writes them again.
+//!   whose files are missing writes them again. A member named in two slots
+//!   keeps the first.
 
 use super::network::Target;
 use super::rules::{self, Seen, Slot};
@@ -209,9 +210,14 @@ impl Consensus {
             return;
         }
         let members: BTreeSet<&str> = membership.nodes().map(|(_, n)| n.name.as_str()).collect();
-        for slot in self.slots().into_iter().filter(|s| !s.holder.is_empty() && !members.contains(s.holder.as_str())) {
+        let slots = self.slots();
+        for slot in slots.iter().filter(|s| !s.holder.is_empty() && !members.contains(s.holder.as_str())) {
             info!(slot = %slot.path, holder = %slot.holder, "emptying a slot held by a non-member");
-            self.write(Command::Set { path: slot.path, rev: slot.rev, body: Body::default() }).await;
+            self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body: Body::default() }).await;
+        }
+        for slot in rules::extra_slots(&slots) {
+            info!(slot = %slot.path, holder = %slot.holder, "emptying a second slot of one member");
+            self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body: Body::default() }).await;
         }
         let Ok(snap) = self.node.snapshot(None) else { return };
         for id in ctl::node_ids(&snap) {

@@ -67,6 +67,8 @@ pub struct Status {
     pub term: u64,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
+    /// The leader (term, node) that wrote the entry at `applied_index`.
+    pub applied_by: Option<(u64, NodeId)>,
     pub voters: Vec<String>,
     pub learners: Vec<String>,
     /// The voters are changing (Raft's joint consensus): until the change
@@ -333,6 +335,7 @@ impl Consensus {
             term: m.current_term,
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            applied_by: m.last_applied.map(|l| (l.leader_id.term, l.leader_id.node_id)),
             voters: voters.iter().map(name).collect(),
             learners: membership.learner_ids().map(|id| name(&id)).collect(),
             changing: membership.get_joint_config().len() > 1,

@@ -31,7 +31,10 @@
 //!   cluster needs a majority of the old voters too, for good, and a dead
 //!   old voter could never be removed (the simulator found this, seed 12);
 //! - a member without a slot claims the first vacant one it never lost (an
-//!   operator who empties a node's slot means to demote it).
+//!   operator who empties a node's slot means to demote it);
+//! - a member named in more than one slot keeps the first; the others are
+//!   emptied, so that waiting nodes can claim them (the simulator found a
+//!   cluster a voter short for good so, seed 184).
 
 use super::types::NodeId;
 pub use crate::ctl::Slot;
@@ -142,6 +145,15 @@ pub fn voter_change(
 /// joint configuration's voter sets. `None` when no change is half done.
 pub fn finish_change(joint: &[BTreeSet<NodeId>]) -> Option<BTreeSet<NodeId>> {
     (joint.len() > 1).then(|| joint.last().cloned()).flatten()
+}
+
+/// Slots naming a member that an earlier slot names already (an operator
+/// wrote a voter's id into a second slot, or restored a demoted node that
+/// had claimed another meanwhile): they give no vote, so they are emptied
+/// for a waiting node. The first stays, as the member counts it its own.
+pub fn extra_slots(slots: &[Slot]) -> Vec<&Slot> {
+    let mut named = BTreeSet::new();
+    slots.iter().filter(|s| !s.holder.is_empty() && !named.insert(s.holder.as_str())).collect()
 }
 
 /// The slot a member named `me` should claim: none if it holds one or votes
@@ -273,6 +285,14 @@ mod tests {
         let alive = |_| true;
         let next = voter_change(&set(&[1, 2, 4]), &set(&[1, 2, 3]), alive).unwrap();
         assert_eq!(voter_change(&set(&[1, 2, 4]), &next, alive), Err(Keep::Matching));
+    }
+
+    #[test]
+    fn a_member_named_in_two_slots_keeps_the_first() {
+        let slots = [slot(0, "A"), slot(1, "B"), slot(2, "A"), slot(3, ""), slot(4, "B")];
+        let extra: Vec<&str> = extra_slots(&slots).iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(extra, ["/ctl/cal/2", "/ctl/cal/4"]);
+        assert!(extra_slots(&[slot(0, "A"), slot(1, ""), slot(2, "")]).is_empty());
     }
 
     #[test]
