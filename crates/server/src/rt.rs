@@ -49,6 +49,13 @@ pub trait World {
     fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Io>>>;
     /// Fills `out` with random bytes.
     fn fill_random(&self, out: &mut [u8]);
+    /// True if the peer message about to be sent should also be sent a
+    /// second time, on a connection of its own (so it may arrive before or
+    /// after the first): the duplication and reordering a network of
+    /// retrying senders makes.
+    fn duplicate(&self) -> bool {
+        false
+    }
 }
 
 thread_local! {
@@ -72,6 +79,12 @@ impl Drop for Installed {
 
 fn world() -> Option<Rc<dyn World>> {
     WORLD.with(|w| w.borrow().clone())
+}
+
+/// True if the simulation wants this peer message sent twice (never in
+/// production).
+pub fn duplicate() -> bool {
+    WORLD.with(|w| w.borrow().as_ref().is_some_and(|w| w.duplicate()))
 }
 
 /// True inside a simulation.

@@ -9,7 +9,8 @@
 //! link (turmoil breaks the link at random, dropping what is on it, and
 //! repairs it at random), latency spikes, crashes with restarts under a new
 //! id, a node added while writes pour in, floods of writes while a node is
-//! paused. Each lasts a while; they overlap.
+//! paused, an operator demoting a voter for a while, peer messages sent twice.
+//! Each lasts a while; they overlap.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -40,6 +41,10 @@ pub enum Fault {
     /// non-voter and does not claim that slot again), then, when the fault
     /// ends, writes the node's id back (it votes again).
     Demote { node: usize },
+    /// This share of peer messages (Raft's, forwarded writes, joins) is
+    /// sent twice, the copy on a connection of its own, so it may overtake
+    /// the original or trail it.
+    Duplicate { share: f64 },
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +96,7 @@ impl Plan {
         }
         add_floods(seed, &mut faults);
         add_demotion(seed, nodes, chaos, short, &mut faults);
+        add_duplication(seed, chaos, &mut faults);
         Plan {
             seed,
             nodes,
@@ -144,6 +150,19 @@ fn add_demotion(seed: u64, nodes: usize, chaos: Duration, short: bool, faults: &
     // is left as it is.
     let node = rng.random_range(0..nodes);
     faults.push(Timed { at, lasts, fault: Fault::Demote { node } });
+    faults.sort_by_key(|f| f.at);
+}
+
+/// A third of the seeds send some peer messages twice for a while. Drawn
+/// from a stream of its own, as floods.
+fn add_duplication(seed: u64, chaos: Duration, faults: &mut Vec<Timed>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0xd0b1e);
+    if !rng.random_bool(1.0 / 3.0) {
+        return;
+    }
+    let at = chaos.mul_f64(rng.random_range(0.0..0.7));
+    let lasts = chaos.mul_f64(rng.random_range(0.1..0.5));
+    faults.push(Timed { at, lasts, fault: Fault::Duplicate { share: rng.random_range(0.02..0.3) } });
     faults.sort_by_key(|f| f.at);
 }
 

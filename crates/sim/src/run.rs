@@ -97,7 +97,8 @@ type Handles = Vec<Rc<RefCell<Option<Arc<Consensus>>>>>;
 
 /// Runs `plan`; with `verbose`, the trace lines are kept in `trace`.
 pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
-    let _world = rt::install(Rc::new(Simulated::new(plan.seed.rotate_left(17) ^ 0x5eed)));
+    let world = Rc::new(Simulated::new(plan.seed.rotate_left(17) ^ 0x5eed));
+    let _installed = rt::install(world.clone());
     trace.hash = 0xcbf2_9ce4_8422_2325;
     let mut sim = turmoil::Builder::new()
         .rng_seed(plan.seed)
@@ -157,17 +158,18 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
                 continue;
             }
             trace.note(now, format!("start {:?}", f.fault));
-            begin(&mut sim, plan, &handles, &f, &ask_tx);
+            begin(&mut sim, plan, &handles, &world, &f, &ask_tx);
             active.push((now + f.lasts, f));
         }
         active.sort_by_key(|(end, _)| *end);
         while active.first().is_some_and(|(end, _)| *end <= now) {
             let (_, f) = active.remove(0);
             trace.note(now, format!("end {:?}", f.fault));
-            end(&mut sim, plan, &f.fault, trace, now);
+            end(&mut sim, plan, &world, &f.fault, trace, now);
         }
         if healed.is_none() && now >= plan.chaos {
             heal(&mut sim, plan, &handles, &mut active, grown);
+            world.send_twice(0.0);
             trace.note(now, "heal".into());
             let _ = phase_tx.send(true);
             healed = Some(now);
@@ -404,7 +406,14 @@ enum Ask {
     Demote { id: String, lasts: Duration },
 }
 
-fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, ask: &mpsc::UnboundedSender<Ask>) {
+fn begin(
+    sim: &mut turmoil::Sim,
+    plan: &Plan,
+    handles: &Handles,
+    world: &Simulated,
+    timed: &Timed,
+    ask: &mpsc::UnboundedSender<Ask>,
+) {
     match &timed.fault {
         Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.partition(a, b)),
         Fault::OneWay { from, to } => sim.partition_oneway(host(*from), host(*to)),
@@ -426,6 +435,7 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, 
         Fault::Flood { away } => {
             let _ = ask.send(Ask::Flood { away: addr(*away), lasts: timed.lasts });
         }
+        Fault::Duplicate { share } => world.send_twice(*share),
         Fault::Demote { node } => {
             if let Some(id) = handles[*node].borrow().as_ref().map(|c| c.status().id) {
                 let _ = ask.send(Ask::Demote { id, lasts: timed.lasts });
@@ -434,7 +444,7 @@ fn begin(sim: &mut turmoil::Sim, plan: &Plan, handles: &Handles, timed: &Timed, 
     }
 }
 
-fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, now: Duration) {
+fn end(sim: &mut turmoil::Sim, plan: &Plan, world: &Simulated, fault: &Fault, trace: &mut Trace, now: Duration) {
     match fault {
         Fault::Partition { side } => across(plan, side).for_each(|(a, b)| sim.repair(a, b)),
         Fault::OneWay { from, to } => sim.repair_oneway(host(*from), host(*to)),
@@ -450,6 +460,7 @@ fn end(sim: &mut turmoil::Sim, plan: &Plan, fault: &Fault, trace: &mut Trace, no
             }
         }
         Fault::CutClients { node } => sim.repair(host(*node), "ctl"),
+        Fault::Duplicate { .. } => world.send_twice(0.0),
         Fault::Flood { .. } | Fault::Demote { .. } => {}
     }
 }

@@ -1,5 +1,6 @@
 //! The simulated outside world a node sees ([`doozer_server::rt::World`]):
-//! turmoil's TCP, and one random stream seeded by the run.
+//! turmoil's TCP, one random stream seeded by the run, and the share of
+//! peer messages sent twice.
 //!
 //! Every host runs on the simulation's one thread, in an order turmoil
 //! fixes, so one shared generator hands out the same numbers in the same
@@ -7,19 +8,26 @@
 
 use doozer_server::rt::{Accept, BoxFuture, Io, World};
 use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
-use std::cell::RefCell;
+use rand::{Rng, RngCore, SeedableRng};
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use turmoil::net::{TcpListener, TcpStream};
 
 pub struct Simulated {
     rng: RefCell<SmallRng>,
+    /// The share of peer messages sent twice (the duplication fault).
+    twice: Cell<f64>,
 }
 
 impl Simulated {
     pub fn new(seed: u64) -> Simulated {
-        Simulated { rng: RefCell::new(SmallRng::seed_from_u64(seed)) }
+        Simulated { rng: RefCell::new(SmallRng::seed_from_u64(seed)), twice: Cell::new(0.0) }
+    }
+
+    /// From now on, this share of peer messages is sent twice.
+    pub fn send_twice(&self, share: f64) {
+        self.twice.set(share);
     }
 }
 
@@ -51,5 +59,10 @@ impl World for Simulated {
 
     fn fill_random(&self, out: &mut [u8]) {
         self.rng.borrow_mut().fill_bytes(out)
+    }
+
+    fn duplicate(&self) -> bool {
+        let share = self.twice.get();
+        share > 0.0 && self.rng.borrow_mut().random_bool(share)
     }
 }

@@ -6,7 +6,9 @@
 #![allow(clippy::result_large_err)]
 
 use super::types::*;
-use super::wire::{read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE, REPLACED};
+use super::wire::{
+    self, read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE, REPLACED,
+};
 use crate::rt::Stream;
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -205,6 +207,9 @@ impl Pool {
         late: Option<Late>,
     ) -> Result<PeerResponse, CallError> {
         let addr = target.addr;
+        if crate::rt::duplicate() {
+            self.send_copy(target, req);
+        }
         let key = (addr.to_string(), target.id);
         let idle = {
             let mut pool = self.idle.lock();
@@ -216,12 +221,42 @@ impl Pool {
             Some(c) => c,
             None => PeerConn::connect(target, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
         };
-        let mut pending = Pending { conn: Some(conn), written: false, key, pool: self.clone(), late };
+        let mut pending = Pending {
+            conn: Some(conn),
+            written: false,
+            key,
+            idle: self.idle.clone(),
+            waiting: self.late.clone(),
+            late,
+        };
         tokio::time::timeout(ttl, pending.exchange(req))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
             .and_then(|r| r)
             .map_err(|error| CallError { sent: true, error })
+    }
+}
+
+impl Pool {
+    /// Sends a copy of `req` on a connection of its own and drops the
+    /// answer: a duplicate that may overtake the original or trail it (the
+    /// simulator's duplication fault; never in production). Not whole
+    /// snapshots: their size would only slow the run.
+    fn send_copy(&self, target: Target<'_>, req: &PeerRequest) {
+        if matches!(req, PeerRequest::Snapshot { .. }) {
+            return;
+        }
+        let Ok(frame) = wire::frame(req) else { return };
+        let (addr, id, creds) = (target.addr.to_string(), target.id, self.creds.clone());
+        tokio::spawn(async move {
+            let copy = async {
+                let mut conn = PeerConn::connect(Target { addr: &addr, id }, &creds).await?;
+                conn.stream.write_all(&frame).await?;
+                conn.stream.flush().await?;
+                read_msg::<_, PeerResponse>(&mut conn.stream, MAX_MESSAGE).await
+            };
+            let _ = tokio::time::timeout(LATE_ANSWER, copy).await;
+        });
     }
 }
 
@@ -246,7 +281,9 @@ struct Pending {
     /// The request is on the wire and its answer not read.
     written: bool,
     key: PoolKey,
-    pool: Pool,
+    idle: Arc<Mutex<HashMap<PoolKey, Vec<PeerConn>>>>,
+    /// The pool's count of connections awaiting late answers.
+    waiting: Arc<AtomicUsize>,
     late: Option<Late>,
 }
 
@@ -260,7 +297,7 @@ impl Pending {
         self.written = false;
         let resp = resp?;
         if let Some(conn) = self.conn.take() {
-            self.pool.idle.lock().entry(self.key.clone()).or_default().push(conn);
+            self.idle.lock().entry(std::mem::take(&mut self.key)).or_default().push(conn);
         }
         Ok(resp)
     }
@@ -270,9 +307,9 @@ impl Drop for Pending {
     fn drop(&mut self) {
         let (Some(mut conn), true) = (self.conn.take(), self.written) else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let pool = self.pool.clone();
-        if pool.late.fetch_add(1, Ordering::Relaxed) >= MAX_LATE {
-            pool.late.fetch_sub(1, Ordering::Relaxed);
+        let (idle, waiting) = (self.idle.clone(), self.waiting.clone());
+        if waiting.fetch_add(1, Ordering::Relaxed) >= MAX_LATE {
+            waiting.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let (key, late) = (std::mem::take(&mut self.key), self.late.take());
@@ -282,9 +319,9 @@ impl Drop for Pending {
                 if let Some(late) = late {
                     late();
                 }
-                pool.idle.lock().entry(key).or_default().push(conn);
+                idle.lock().entry(key).or_default().push(conn);
             }
-            pool.late.fetch_sub(1, Ordering::Relaxed);
+            waiting.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }

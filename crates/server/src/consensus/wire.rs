@@ -123,12 +123,17 @@ pub enum ForwardError {
 }
 
 pub async fn write_msg<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    w.write_all(&frame(msg)?).await?;
+    w.flush().await
+}
+
+/// A message as it travels: its length, then its encoding.
+pub fn frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     // The length goes in front once the body is encoded after it: one buffer.
     let mut frame = postcard::to_extend(msg, vec![0u8; 4]).map_err(io::Error::other)?;
     let len = u32::try_from(frame.len() - 4).map_err(io::Error::other)?;
     frame[..4].copy_from_slice(&len.to_be_bytes());
-    w.write_all(&frame).await?;
-    w.flush().await
+    Ok(frame)
 }
 
 /// Reads one message of at most `max` bytes. The buffer grows as bytes
