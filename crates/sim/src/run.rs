@@ -150,8 +150,10 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
             // cluster (disaster recovery), not a fault it must survive. Such
             // a crash is skipped. (Seed 111: a voter crashed 300 ms before
             // the leader removed another, silent behind a lossy link, and the
-            // two left could never commit the removal.)
-            let crashing = matches!(f.fault, Fault::Crash { .. });
+            // two left could never commit the removal.) So is an operator's
+            // demotion then, which takes a voter away as surely (seed 10632:
+            // a demotion 0.4 s after another voter crashed).
+            let crashing = matches!(f.fault, Fault::Crash { .. } | Fault::Demote { .. });
             let impaired = active.iter().any(|(_, a)| !matches!(a.fault, Fault::Slow { .. }));
             if crashing && (impaired || !full_strength(plan, &handles, grown, false)) {
                 trace.note(now, format!("skip {:?}", f.fault));

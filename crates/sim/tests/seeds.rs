@@ -42,6 +42,8 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     (1493, "a node removed while paused asked only members that did not lead, and never rejoined"),
     (3857, "a slow voter whose answers came after openraft's deadline was removed as silent"),
     (184, "a demoted node claimed another slot, was written back into its own, and held two"),
+    (1143, "a leader whose slot an operator emptied led on as a non-voter and never claimed a slot"),
+    (10632, "a voter that had crashed 0.7 s before was counted on for a voter change"),
     (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 

@@ -13,6 +13,7 @@ mod body;
 mod codec;
 mod glob;
 mod image;
+mod lease;
 mod path;
 mod store;
 mod tree;
@@ -24,6 +25,7 @@ pub use backup::{
 pub use body::Body;
 pub use glob::{Glob, GlobError};
 pub use image::{Image, ImageError};
+pub use lease::{Lease, LeaseError, LeaseId, Leases, MAX_LEASES, MAX_TTL, MIN_TTL};
 pub use path::{is_valid_path, path_problem, MAX_PATH};
 pub use store::{Command, Event, EventKind, HistoryLimits, Outcome, ReadError, Snapshot, Stat, Store, StoreError};
 pub use tree::File;

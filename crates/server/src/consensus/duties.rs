@@ -104,6 +104,11 @@ pub fn spawn(c: Arc<Consensus>) {
             if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
                 let since = *leading_since.get_or_insert_with(Instant::now);
                 c.lead(&m, since).await;
+                // A leader whose slot was emptied leads on as a non-voter
+                // (openraft 0.9 does not step down): it claims a vacant slot
+                // as any non-voter would, or the slot stays vacant for good
+                // (the simulator found a cluster a voter short so, seed 1143).
+                c.claim_slot(&m, &claims).await;
             } else {
                 leading_since = None;
                 if member {
