@@ -113,6 +113,8 @@ pub fn error_code(e: StoreError) -> ErrCode {
         StoreError::NotDir => ErrCode::NotDir,
         StoreError::NoEnt => ErrCode::NoEnt,
         StoreError::BadLoad => ErrCode::Other,
+        // No verb makes lease commands yet (issue 14); they will say more.
+        StoreError::Lease(_) => ErrCode::Other,
     }
 }
 

@@ -14,18 +14,31 @@
 //!   kind u8 (1 set, 2 del, 3 nop), path length u32, path, body length u32, body
 //! checksum                        u64, FNV-1a over every byte before it
 //! ```
+//!
+//! Version 2 (`"DZIMAGE2"`) is version 1 with the lease table after the
+//! events, as it stands at the image's last revision; it is written only
+//! when leases are granted, so images without leases read everywhere:
+//!
+//! ```text
+//! lease count                     u64, then per lease, by id:
+//!   id u64, ttl u32 (seconds), file count u64, then per file: path length u32, path
+//! ```
 
 use crate::codec::{kind_byte, kind_from_byte, put_bytes, read_tree, Fnv, Input};
+use crate::lease::Leases;
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
 use crate::{Body, Rev};
 
 const MAGIC: &[u8; 8] = b"DZIMAGE1";
+const MAGIC_LEASES: &[u8; 8] = b"DZIMAGE2";
 
-/// The tree at `base` and every event after it, oldest first.
+/// The tree at `base` and every event after it, oldest first, and the
+/// leases granted after the last event.
 #[derive(Clone)]
 pub struct Image {
     pub base: Snapshot,
     pub events: Vec<Event>,
+    pub leases: Leases,
 }
 
 /// Why bytes are not an image: what was wrong and where.
@@ -52,7 +65,7 @@ impl Image {
     /// Appends the image in the format above.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(if self.leases.is_empty() { MAGIC } else { MAGIC_LEASES });
         out.extend_from_slice(&self.base.rev().to_be_bytes());
         let files = self.base.files();
         out.extend_from_slice(&(files.len() as u64).to_be_bytes());
@@ -67,6 +80,17 @@ impl Image {
             put_bytes(out, e.path.as_bytes());
             put_bytes(out, &e.body);
         }
+        if !self.leases.is_empty() {
+            out.extend_from_slice(&(self.leases.len() as u64).to_be_bytes());
+            for (id, lease) in self.leases.iter() {
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&lease.ttl.to_be_bytes());
+                out.extend_from_slice(&(lease.files.len() as u64).to_be_bytes());
+                for path in &lease.files {
+                    put_bytes(out, path.as_bytes());
+                }
+            }
+        }
         let mut sum = Fnv::new();
         sum.update(&out[start..]);
         out.extend_from_slice(&sum.0.to_be_bytes());
@@ -76,7 +100,9 @@ impl Image {
     /// path, the revisions and the checksum.
     pub fn decode(bytes: &[u8]) -> Result<Image, ImageError> {
         let mut input = Input::new(bytes);
-        if input.take(8)? != MAGIC {
+        let magic = input.take(8)?;
+        let with_leases = magic == MAGIC_LEASES;
+        if magic != MAGIC && !with_leases {
             return Err(ImageError { offset: 0, what: "not a store image (or an unknown version)".into() });
         }
         let base_rev = input.i64()?;
@@ -89,12 +115,34 @@ impl Image {
             let body = Body::from(input.chunk()?);
             events.push(Event { rev: base_rev + 1 + i as Rev, path: path.into(), body, kind });
         }
+        let leases = if with_leases { read_leases(&mut input)? } else { Leases::new() };
         input.check_sum()?;
         if input.at != bytes.len() {
             return Err(input.err("trailing bytes after the image"));
         }
-        Ok(Image { base: Snapshot::new(base_rev, root), events })
+        Ok(Image { base: Snapshot::new(base_rev, root), events, leases })
     }
+}
+
+/// The lease table of a version 2 image, built through [`Leases`]' own
+/// operations so that a damaged table cannot break its invariants.
+fn read_leases(input: &mut Input<&[u8]>) -> Result<Leases, ImageError> {
+    let mut leases = Leases::new();
+    for _ in 0..input.u64()? {
+        let at = input.at;
+        let id = input.u64()?;
+        let ttl = u32::from_be_bytes(input.take(4)?.try_into().unwrap_or_default());
+        leases.grant(id, ttl).map_err(|e| ImageError { offset: at, what: format!("lease {id:x}: {e}") })?;
+        for _ in 0..input.u64()? {
+            let at = input.at;
+            let path = input.path()?;
+            if leases.lease_of(&path).is_some() {
+                return Err(ImageError { offset: at, what: format!("{path} is attached to two leases") });
+            }
+            leases.attach(&path, id).map_err(|e| ImageError { offset: at, what: e.to_string() })?;
+        }
+    }
+    Ok(leases)
 }
 
 impl Store {
@@ -102,7 +150,7 @@ impl Store {
     /// event in it. Cheap: the tree is shared, not copied.
     pub fn image(&self) -> Image {
         let (base, events) = self.history_parts();
-        Image { base, events }
+        Image { base, events, leases: self.leases().clone() }
     }
 
     /// Rebuilds a store from an image by replaying its events on its base tree,
@@ -112,6 +160,7 @@ impl Store {
         for e in &image.events {
             store.replay(e)?;
         }
+        store.set_leases(image.leases.clone());
         Ok(store)
     }
 }

@@ -40,7 +40,8 @@ pub struct Lease {
 }
 
 /// Why a lease operation did nothing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseError {
     /// No lease has this id (never granted, revoked, or expired).
     NotFound(LeaseId),

@@ -2,6 +2,7 @@
 //! past trees and events.
 
 use crate::glob::Glob;
+use crate::lease::{LeaseError, LeaseId, Leases};
 use crate::path::{components, is_valid_path};
 use crate::tree::{self, Dir, File, Lookup, Node};
 use crate::Body;
@@ -29,6 +30,16 @@ pub enum Command {
     /// because the consensus layer copies log entries (to each follower, to
     /// the state machine) and a batch can hold hundreds of writes.
     Batch(Arc<[Command]>),
+    /// Grant lease `id` for `ttl` seconds. Consumes no revision: nothing in
+    /// the tree changes.
+    Grant { id: LeaseId, ttl: u32 },
+    /// End lease `id` and delete every file attached to it, each delete its
+    /// own revision and event, all in this one command (so no node ever
+    /// shows some of them gone). An expiry is a revoke.
+    Revoke { id: LeaseId },
+    /// A SET (same revision rule) that attaches the file to lease `lease`,
+    /// which must be granted; the file goes when the lease does.
+    SetLeased { path: String, rev: Rev, body: Body, lease: LeaseId },
 }
 
 impl Command {
@@ -38,11 +49,12 @@ impl Command {
         const OVERHEAD: usize = 32;
         OVERHEAD
             + match self {
-                Command::Set { path, body, .. } => path.len() + body.len(),
+                Command::Set { path, body, .. } | Command::SetLeased { path, body, .. } => path.len() + body.len(),
                 Command::Del { path, .. } => path.len(),
                 Command::Nop => 0,
                 Command::Load { image } => image.len(),
                 Command::Batch(cmds) => cmds.iter().map(Command::bytes).sum(),
+                Command::Grant { .. } | Command::Revoke { .. } => 0,
             }
     }
 }
@@ -93,6 +105,8 @@ pub enum StoreError {
     NoEnt,
     /// A Load into a store that is not empty, or of an image that does not decode.
     BadLoad,
+    /// A lease command refused (or a SET under a lease that is not granted).
+    Lease(LeaseError),
 }
 
 /// The result of applying one command.
@@ -181,6 +195,8 @@ const ENTRY_OVERHEAD: usize = 1024;
 /// The store: the current tree and its history window.
 pub struct Store {
     limits: HistoryLimits,
+    /// Granted leases and their files: current state only (no history).
+    leases: Leases,
     rev: Rev,
     root: Dir,
     /// Entries for revisions `base.rev + 1 ..= rev`, oldest first; the first
@@ -209,6 +225,7 @@ impl Store {
         let base = Snapshot { rev: 0, root: Dir::new() };
         Store {
             limits,
+            leases: Leases::new(),
             rev: 0,
             root: Dir::new(),
             history: VecDeque::new(),
@@ -228,6 +245,15 @@ impl Store {
         store.root = base.root.clone();
         store.base = base;
         store
+    }
+
+    /// Every granted lease and the files attached to each.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    pub(crate) fn set_leases(&mut self, leases: Leases) {
+        self.leases = leases;
     }
 
     /// The tree just below the window and every event in it.
@@ -270,8 +296,46 @@ impl Store {
     /// give the same outcomes and revisions on every node.
     pub fn apply(&mut self, cmd: &Command) -> Outcome {
         let result = match cmd {
-            Command::Set { path, rev, body } => self.set(path, *rev, body),
-            Command::Del { path, rev } => self.del(path, *rev),
+            Command::Set { path, rev, body } => {
+                let done = self.set(path, *rev, body);
+                // A SET without a lease: the file outlives any lease it had.
+                if done.is_ok() {
+                    self.leases.detach(path);
+                }
+                done
+            }
+            Command::Del { path, rev } => {
+                let done = self.del(path, *rev);
+                if matches!(done, Ok(Some(_))) {
+                    self.leases.detach(path);
+                }
+                done
+            }
+            Command::SetLeased { path, rev, body, lease } => {
+                if self.leases.get(*lease).is_none() {
+                    return Outcome::Failed(StoreError::Lease(LeaseError::NotFound(*lease)));
+                }
+                let done = self.set(path, *rev, body);
+                if done.is_ok() {
+                    // Checked above: the lease is there.
+                    let _ = self.leases.attach(path, *lease);
+                }
+                done
+            }
+            Command::Grant { id, ttl } => {
+                return match self.leases.grant(*id, *ttl) {
+                    Ok(()) => Outcome::Unchanged,
+                    Err(e) => Outcome::Failed(StoreError::Lease(e)),
+                };
+            }
+            Command::Revoke { id } => {
+                return match self.leases.revoke(*id) {
+                    Ok(files) => Outcome::Batch(
+                        files.into_iter().map(|path| self.apply(&Command::Del { path, rev: CLOBBER })).collect(),
+                    ),
+                    Err(e) => Outcome::Failed(StoreError::Lease(e)),
+                };
+            }
             Command::Nop => {
                 Ok(Some(Change { path: Arc::from("/"), body: Body::default(), kind: EventKind::Nop, prev: None }))
             }

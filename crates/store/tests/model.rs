@@ -1,9 +1,14 @@
 //! The store against a deliberately naive model: a flat map from full path to
 //! (body, rev), with directories derived from file paths, and a full copy of the
-//! map kept for every revision. Random command sequences must give the same
-//! outcomes, revisions, events and reads (now and at past revisions).
+//! map kept for every revision, and leases as a map from lease to TTL and from
+//! file to lease. Random command sequences must give the same outcomes,
+//! revisions, events and reads (now and at past revisions), and the same
+//! lease table, also after a round trip through an image.
 
-use doozer_store::{Body, Command, Event, EventKind, Glob, HistoryLimits, Outcome, ReadError, Stat, Store, StoreError};
+use doozer_store::{
+    Body, Command, Event, EventKind, Glob, HistoryLimits, Image, LeaseError, Outcome, ReadError, Stat, Store,
+    StoreError,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -14,6 +19,8 @@ struct Model {
     rev: i64,
     states: Vec<Files>, // states[r] = files after revision r
     events: Vec<Event>, // events[r - 1]
+    leases: BTreeMap<u64, u32>,
+    owner: BTreeMap<String, u64>,
 }
 
 fn is_dir(files: &Files, path: &str) -> bool {
@@ -36,7 +43,7 @@ fn ancestors(path: &str) -> Vec<String> {
 
 impl Model {
     fn new() -> Model {
-        Model { rev: 0, states: vec![Files::new()], events: vec![] }
+        Model { rev: 0, states: vec![Files::new()], events: vec![], ..Model::default() }
     }
 
     fn files(&self) -> &Files {
@@ -84,6 +91,7 @@ impl Model {
                 if let Err(e) = self.check(path, *rev) {
                     return Outcome::Failed(e);
                 }
+                self.owner.remove(path);
                 let mut files = self.files().clone();
                 files.insert(path.clone(), (body.clone(), self.rev + 1));
                 self.commit(files, path, body.clone(), EventKind::Set)
@@ -96,9 +104,52 @@ impl Model {
                 if files.remove(path).is_none() {
                     return Outcome::Unchanged;
                 }
+                self.owner.remove(path);
                 self.commit(files, path, Body::default(), EventKind::Del)
             }
+            Command::Grant { id, ttl } => {
+                let refused = if *id == 0 {
+                    Some(LeaseError::ZeroId)
+                } else if *ttl == 0 || *ttl > doozer_store::MAX_TTL {
+                    Some(LeaseError::BadTtl(*ttl))
+                } else if self.leases.contains_key(id) {
+                    Some(LeaseError::Exists(*id))
+                } else {
+                    None
+                };
+                match refused {
+                    Some(e) => Outcome::Failed(StoreError::Lease(e)),
+                    None => {
+                        self.leases.insert(*id, *ttl);
+                        Outcome::Unchanged
+                    }
+                }
+            }
+            Command::Revoke { id } => {
+                if self.leases.remove(id).is_none() {
+                    return Outcome::Failed(StoreError::Lease(LeaseError::NotFound(*id)));
+                }
+                let files: Vec<String> = self.owner.iter().filter(|(_, o)| *o == id).map(|(p, _)| p.clone()).collect();
+                let dels = files.into_iter().map(|path| self.apply(&Command::Del { path, rev: -1 })).collect();
+                Outcome::Batch(dels)
+            }
+            Command::SetLeased { path, rev, body, lease } => {
+                if !self.leases.contains_key(lease) {
+                    return Outcome::Failed(StoreError::Lease(LeaseError::NotFound(*lease)));
+                }
+                let done = self.apply(&Command::Set { path: path.clone(), rev: *rev, body: body.clone() });
+                if matches!(done, Outcome::Changed(_)) {
+                    self.owner.insert(path.clone(), *lease);
+                }
+                done
+            }
         }
+    }
+
+    /// The lease table as `Store::leases` would list it: (id, ttl, files).
+    fn lease_table(&self) -> Vec<(u64, u32, Vec<String>)> {
+        let files = |id: u64| self.owner.iter().filter(|(_, o)| **o == id).map(|(p, _)| p.clone()).collect();
+        self.leases.iter().map(|(id, ttl)| (*id, *ttl, files(*id))).collect()
     }
 }
 
@@ -156,7 +207,16 @@ fn arb_cmd() -> impl Strategy<Value = Command> {
             .prop_map(|(path, rev, b)| Command::Set { path, rev, body: Body::from(b) }),
         3 => (arb_path(), arb_rev()).prop_map(|(path, rev)| Command::Del { path, rev }),
         1 => Just(Command::Nop),
+        1 => (0u64..4, prop_oneof![Just(0u32), Just(5), Just(doozer_store::MAX_TTL + 1)])
+            .prop_map(|(id, ttl)| Command::Grant { id, ttl }),
+        1 => (0u64..4).prop_map(|id| Command::Revoke { id }),
+        3 => (arb_path(), arb_rev(), prop::collection::vec(any::<u8>(), 0..4), 0u64..4)
+            .prop_map(|(path, rev, b, lease)| Command::SetLeased { path, rev, body: Body::from(b), lease }),
     ]
+}
+
+fn store_lease_table(store: &Store) -> Vec<(u64, u32, Vec<String>)> {
+    store.leases().iter().map(|(id, l)| (id, l.ttl, l.files.iter().cloned().collect())).collect()
 }
 
 fn arb_glob() -> impl Strategy<Value = String> {
@@ -192,6 +252,13 @@ proptest! {
             prop_assert_eq!(store.rev(), model.rev);
             held.push(store.current());
         }
+        prop_assert_eq!(store_lease_table(&store), model.lease_table());
+        // An image carries the lease table: a node caught up by snapshot
+        // revokes exactly what the others would.
+        let mut bytes = Vec::new();
+        store.image().encode(&mut bytes);
+        let copy = Store::from_image(&Image::decode(&bytes).unwrap(), HistoryLimits { revs: hist, bytes: usize::MAX }).unwrap();
+        prop_assert_eq!(store_lease_table(&copy), model.lease_table());
         // Later writes change the tree in place: trees handed out before must not see them.
         let all = Glob::parse("/**").unwrap();
         for snap in &held {
