@@ -234,6 +234,11 @@ impl Node {
         self.store.read().rev()
     }
 
+    /// Every granted lease, (id, TTL in seconds).
+    pub fn leases(&self) -> Vec<(doozer_store::LeaseId, u32)> {
+        self.store.read().leases().iter().map(|(id, l)| (id, l.ttl)).collect()
+    }
+
     /// The tree at `rev` (`None`: now).
     pub fn snapshot(&self, rev: Option<Rev>) -> Result<Snapshot, ReadError> {
         self.store.read().snapshot(rev)

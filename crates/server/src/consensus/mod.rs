@@ -18,6 +18,7 @@
 //! and `types` (the peer messages and openraft's types).
 
 mod duties;
+mod lessor;
 mod network;
 mod peer;
 mod register;
