@@ -556,6 +556,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_more_than_max_late_connections_are_drained_at_once() {
+        // Answers take 4 s (drains wait 5 s): every call below gives up long
+        // before the first answer comes, even on a loaded machine.
+        let addr = slow_peer(Duration::from_secs(4)).await;
+        let pool = pool();
+        let mut most = 0;
+        for _ in 0..MAX_LATE + 8 {
+            let target = Target { addr: &addr, id: None };
+            let late: Late = Arc::new(|| {});
+            let call = pool.call_noting(target, &PeerRequest::Leader, Duration::from_millis(20), Some(late));
+            assert!(call.await.is_err());
+            most = most.max(pool.late.load(Ordering::SeqCst));
+        }
+        assert_eq!(most, MAX_LATE, "the drains stop at the bound");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.late.load(Ordering::SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "the drains never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let idle = pool.idle.lock().get(&(addr.clone(), None)).map_or(0, Vec::len);
+        assert!(idle <= MAX_LATE, "{idle} drained connections back in the pool: the others were closed");
+    }
+
+    #[tokio::test]
     async fn a_call_dropped_by_its_caller_is_drained_too() {
         let addr = slow_peer(Duration::from_millis(200)).await;
         let pool = pool();
