@@ -531,23 +531,31 @@ mod tests {
         Pool::new(Credentials { cluster: "c".into(), secret: String::new(), bind_ip: None })
     }
 
+    /// A [`Late`] that raises a flag.
+    fn flag() -> (Arc<AtomicBool>, Late) {
+        let heard = Arc::new(AtomicBool::new(false));
+        let raise = heard.clone();
+        (heard, Arc::new(move || raise.store(true, Ordering::SeqCst)))
+    }
+
+    /// Polls until `done`, for at most 10 s.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn an_answer_after_the_deadline_still_counts_and_keeps_the_connection() {
         let addr = slow_peer(Duration::from_millis(300)).await;
         let pool = pool();
-        let heard = Arc::new(AtomicBool::new(false));
-        let late: Late = {
-            let heard = heard.clone();
-            Arc::new(move || heard.store(true, Ordering::SeqCst))
-        };
+        let (heard, late) = flag();
         let target = Target { addr: &addr, id: None };
         let r = pool.call_noting(target, &PeerRequest::Leader, Duration::from_millis(50), Some(late)).await;
         assert!(r.is_err(), "the call must give up at its deadline");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !heard.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the late answer was never noted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the late answer was never noted", || heard.load(Ordering::SeqCst)).await;
         let idle = pool.idle.lock().get(&(addr.clone(), None)).map_or(0, Vec::len);
         assert_eq!(idle, 1, "the drained connection goes back to the pool");
         // And it is usable: the next call on it is answered.
@@ -570,11 +578,7 @@ mod tests {
             most = most.max(pool.late.load(Ordering::SeqCst));
         }
         assert_eq!(most, MAX_LATE, "the drains stop at the bound");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pool.late.load(Ordering::SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "the drains never finished");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the drains never finished", || pool.late.load(Ordering::SeqCst) == 0).await;
         let idle = pool.idle.lock().get(&(addr.clone(), None)).map_or(0, Vec::len);
         assert!(idle <= MAX_LATE, "{idle} drained connections back in the pool: the others were closed");
     }
@@ -583,20 +587,12 @@ mod tests {
     async fn a_call_dropped_by_its_caller_is_drained_too() {
         let addr = slow_peer(Duration::from_millis(200)).await;
         let pool = pool();
-        let heard = Arc::new(AtomicBool::new(false));
-        let late: Late = {
-            let heard = heard.clone();
-            Arc::new(move || heard.store(true, Ordering::SeqCst))
-        };
+        let (heard, late) = flag();
         let target = Target { addr: &addr, id: None };
         // As openraft does: its own timeout drops the call future.
         let call = pool.call_noting(target, &PeerRequest::Leader, Duration::from_secs(5), Some(late));
         assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !heard.load(Ordering::SeqCst) {
-            assert!(Instant::now() < deadline, "the late answer was never noted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the late answer was never noted", || heard.load(Ordering::SeqCst)).await;
         assert_eq!(pool.late.load(Ordering::SeqCst), 0);
     }
 }
