@@ -235,9 +235,7 @@ impl Pool {
             .and_then(|r| r)
             .map_err(|error| CallError { sent: true, error })
     }
-}
 
-impl Pool {
     /// Sends a copy of `req` on a connection of its own and drops the
     /// answer: a duplicate that may overtake the original or trail it (the
     /// simulator's duplication fault; never in production). Not whole
