@@ -50,6 +50,10 @@ pub struct Outcome {
     /// Revisions written.
     pub revisions: Rev,
     pub operations: usize,
+    /// Times a node found itself removed and rejoined under a new id: the
+    /// cluster healing, but each one a member the leader judged silent (a
+    /// seed that found a live member removed asserts how many it expects).
+    pub rejoins: usize,
     /// Every broken promise, in words; empty if none.
     pub violations: Vec<String>,
 }
@@ -109,10 +113,11 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
         .tcp_capacity(1 << 16)
         .build();
     let handles: Handles = (0..plan.hosts()).map(|_| Rc::default()).collect();
+    let rejoins: Rc<Cell<usize>> = Rc::default();
     // Every host is there from the start (turmoil links hosts as they come);
     // the one that grows the cluster starts its node at `grow_at`.
     for (i, h) in handles.iter().enumerate() {
-        sim.host(host(i), software(plan, i, h.clone()));
+        sim.host(host(i), software(plan, i, h.clone(), rejoins.clone()));
     }
     let mut nodes = Nodes::with_options((0..plan.nodes).map(|i| (i, addr(i))).collect(), rt::client_options());
     nodes.recorder_depth = 8;
@@ -202,8 +207,15 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
         }
     }
     let elapsed = sim.elapsed();
-    let mut outcome =
-        Outcome { seed: plan.seed, trace: 0, elapsed, revisions: 0, operations: 0, violations: state.violations };
+    let mut outcome = Outcome {
+        seed: plan.seed,
+        trace: 0,
+        elapsed,
+        revisions: 0,
+        operations: 0,
+        rejoins: rejoins.get(),
+        violations: state.violations,
+    };
     match result.borrow_mut().take() {
         None => {}
         Some(Err(e)) => outcome.violations.push(e),
@@ -230,6 +242,7 @@ fn software(
     plan: &Plan,
     i: usize,
     handle: Rc<RefCell<Option<Arc<Consensus>>>>,
+    rejoins: Rc<Cell<usize>>,
 ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>> {
     let starts = Rc::new(Cell::new(0u32));
     let (timeout, slots, hosts) = (plan.timeout, plan.slots, plan.hosts());
@@ -239,7 +252,7 @@ fn software(
         starts.set(starts.get() + 1);
         let attach: Vec<String> =
             if i == 0 && first { Vec::new() } else { (0..hosts).filter(|&j| j != i).map(addr).collect() };
-        let handle = handle.clone();
+        let (handle, rejoins) = (handle.clone(), rejoins.clone());
         let wait = idle.filter(|_| first).unwrap_or_default();
         Box::pin(async move {
             tokio::time::sleep(wait).await;
@@ -252,7 +265,10 @@ fn software(
             };
             *handle.borrow_mut() = Some(running.cluster.clone());
             let h = handle.clone();
-            let rejoined = move |r: &doozer_server::Running| *h.borrow_mut() = Some(r.cluster.clone());
+            let rejoined = move |r: &doozer_server::Running| {
+                *h.borrow_mut() = Some(r.cluster.clone());
+                rejoins.set(rejoins.get() + 1);
+            };
             doozer_server::serve(running, settings, std::future::pending(), rejoined).await;
             Ok(())
         })

@@ -44,6 +44,10 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     (184, "a demoted node claimed another slot, was written back into its own, and held two"),
     (1143, "a leader whose slot an operator emptied led on as a non-voter and never claimed a slot"),
     (10632, "a voter that had crashed 0.7 s before was counted on for a voter change"),
+    (6773, "a leader cut off for a little over -timeout removed four live members as it came back"),
+    // The fix's own timers move this schedule off the stuck snapshot: the
+    // bound itself is tested in consensus::network (a_large_call_*).
+    (105636, "a snapshot stuck on a dead connection for two minutes outlasted -timeout; no heartbeats"),
     (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 
@@ -53,6 +57,14 @@ fn seeds_that_found_bugs_pass() {
         eprintln!("seed {seed}: {what}");
         check(*seed);
     }
+}
+
+#[test]
+fn a_leader_cut_off_for_longer_than_the_timeout_removes_nobody_as_it_comes_back() {
+    // Seed 6773: the leader's links were held 3.2 s (-timeout 3 s); it heard
+    // nobody meanwhile, and removed four live members once they were back.
+    let result = check(6773);
+    assert!(result.ends_with(" rejoins 0"), "live members were removed: {result}");
 }
 
 #[test]

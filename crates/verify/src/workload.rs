@@ -518,13 +518,42 @@ pub async fn reached(nodes: &Nodes, addr: &str, rev: Rev) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(10), check).await, Ok(Some(_)))
 }
 
-/// The node's whole tree at `rev`: path -> (file revision, body).
+/// The node's whole tree at `rev`: path -> (file revision, body). A
+/// connection that breaks is opened again and the walk begun anew, a few
+/// times: a node may rejoin the cluster (and restart its listener) just as
+/// the run ends, which is healing, not a fault in what it serves.
 pub async fn dump(
     nodes: &Nodes,
     addr: &str,
     rev: Rev,
 ) -> Result<std::collections::BTreeMap<String, (Rev, String)>, String> {
-    let c = nodes.connect(addr).await.map_err(|e| e.to_string())?;
+    const ATTEMPTS: usize = 10;
+    let mut last = String::new();
+    for _ in 0..ATTEMPTS {
+        match walk_all(nodes, addr, rev).await {
+            Ok(tree) => return Ok(tree),
+            Err(Broken::Refused(e)) => return Err(format!("walk on {addr}: {e}")),
+            Err(Broken::Connection(e)) => last = e,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(format!("walk on {addr}: {last} ({ATTEMPTS} attempts)"))
+}
+
+/// Why a walk stopped short.
+enum Broken {
+    /// The node answered with an error.
+    Refused(String),
+    /// The connection failed.
+    Connection(String),
+}
+
+async fn walk_all(
+    nodes: &Nodes,
+    addr: &str,
+    rev: Rev,
+) -> Result<std::collections::BTreeMap<String, (Rev, String)>, Broken> {
+    let c = nodes.connect(addr).await.map_err(|e| Broken::Connection(e.to_string()))?;
     let mut tree = std::collections::BTreeMap::new();
     loop {
         match c.walk("/**", tree.len() as i32, Some(rev)).await {
@@ -532,7 +561,8 @@ pub async fn dump(
                 tree.insert(e.path, (e.rev, body_text(&e.body)));
             }
             Err(e) if e.code() == Some(ErrCode::Range) => return Ok(tree),
-            Err(e) => return Err(format!("walk on {addr}: {e}")),
+            Err(e) if e.code().is_some() => return Err(Broken::Refused(e.to_string())),
+            Err(e) => return Err(Broken::Connection(e.to_string())),
         }
     }
 }

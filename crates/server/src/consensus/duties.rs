@@ -64,6 +64,7 @@ pub fn spawn(c: Arc<Consensus>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading_since: Option<Instant> = None;
+        let mut touch_since: Option<Instant> = None;
         let mut was_member = false;
         let mut claims = Claims::default();
         let mut lessor = Lessor::default();
@@ -105,7 +106,10 @@ pub fn spawn(c: Arc<Consensus>) {
             c.track_slot(&mut claims);
             c.publish_writable(&m, &claims).await;
             if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
+                // Silence is judged only over time this leader led and was
+                // in touch with a majority (see `rules`).
                 let since = *leading_since.get_or_insert_with(Instant::now);
+                let since = since.max(c.in_touch_since(&m, &mut touch_since));
                 c.lead(&m, since).await;
                 c.expire_leases(&mut lessor).await;
                 // A leader whose slot was emptied leads on as a non-voter
@@ -115,6 +119,7 @@ pub fn spawn(c: Arc<Consensus>) {
                 c.claim_slot(&m, &claims).await;
             } else {
                 leading_since = None;
+                touch_since = None;
                 // A later term starts every lease afresh.
                 lessor.clear();
                 if member {
@@ -143,6 +148,18 @@ impl Consensus {
             return false;
         }
         self.leader_says_not_member(&self.peers(m)).await
+    }
+
+    /// Since when this leader has been in touch with a majority of the
+    /// voters (see [`rules::in_touch`]); now, if it is not.
+    fn in_touch_since(&self, m: &Metrics, touch: &mut Option<Instant>) -> Instant {
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if rules::in_touch(self.id, &self.seen(m), &voters) {
+            *touch.get_or_insert_with(Instant::now)
+        } else {
+            *touch = None;
+            Instant::now()
+        }
     }
 
     /// The other members (id, address).

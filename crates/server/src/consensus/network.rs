@@ -24,8 +24,19 @@ use tokio::io::{AsyncWriteExt, BufStream};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-/// How long a snapshot may take to travel; it can hold the whole tree.
-const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a snapshot's bytes may stop moving before the link is taken for
+/// dead. A snapshot can hold the whole tree (up to a GiB), so no one deadline
+/// fits all: one of two minutes outlasted a short `-timeout`, and the
+/// follower it was for heard nothing meanwhile (openraft sends no heartbeats
+/// to a follower while a snapshot to it is in flight), was removed as silent
+/// and lost its watchers (the simulator found this with a message lost on
+/// the way, seed 105636).
+const SNAPSHOT_STALL: Duration = Duration::from_secs(10);
+/// Least rate at which a follower is assumed to take in a snapshot it has
+/// received: the answer is awaited [`SNAPSHOT_STALL`] plus this long per byte.
+const INSTALL_RATE: f64 = 8.0 * 1024.0 * 1024.0;
+/// Bytes of a snapshot written at a time (and progress noted after each).
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// The least time an AppendEntries may take before it is given up.
 const MIN_APPEND_TTL: Duration = Duration::from_secs(1);
 /// Most bytes of entries in one AppendEntries: openraft gives each one a
@@ -206,11 +217,37 @@ impl Pool {
         ttl: Duration,
         late: Option<Late>,
     ) -> Result<PeerResponse, CallError> {
-        let addr = target.addr;
         if crate::rt::duplicate() {
             self.send_copy(target, req);
         }
-        let key = (addr.to_string(), target.id);
+        let addr = target.addr;
+        let mut pending = self.checkout(target, late).await?;
+        tokio::time::timeout(ttl, pending.exchange(req))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
+            .and_then(|r| r)
+            .map_err(|error| CallError { sent: true, error })
+    }
+
+    /// One request too large for one deadline (a snapshot): its bytes must
+    /// keep moving (`stall` at most without progress; `progress` runs as
+    /// they do), and the answer is awaited `stall` plus as long as
+    /// installing that many bytes may take ([`INSTALL_RATE`]).
+    pub async fn call_large(
+        &self,
+        target: Target<'_>,
+        req: &PeerRequest,
+        stall: Duration,
+        progress: &(dyn Fn() + Sync),
+    ) -> Result<PeerResponse, CallError> {
+        let frame = wire::frame(req).map_err(|error| CallError { sent: false, error })?;
+        let mut pending = self.checkout(target, None).await?;
+        pending.exchange_large(&frame, stall, progress).await.map_err(|error| CallError { sent: true, error })
+    }
+
+    /// An idle pooled connection to `target`, or a new one.
+    async fn checkout(&self, target: Target<'_>, late: Option<Late>) -> Result<Pending, CallError> {
+        let key = (target.addr.to_string(), target.id);
         let idle = {
             let mut pool = self.idle.lock();
             let conns = pool.entry(key.clone()).or_default();
@@ -221,19 +258,7 @@ impl Pool {
             Some(c) => c,
             None => PeerConn::connect(target, &self.creds).await.map_err(|error| CallError { sent: false, error })?,
         };
-        let mut pending = Pending {
-            conn: Some(conn),
-            written: false,
-            key,
-            idle: self.idle.clone(),
-            waiting: self.late.clone(),
-            late,
-        };
-        tokio::time::timeout(ttl, pending.exchange(req))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {addr} within {ttl:?}")))
-            .and_then(|r| r)
-            .map_err(|error| CallError { sent: true, error })
+        Ok(Pending { conn: Some(conn), written: false, key, idle: self.idle.clone(), waiting: self.late.clone(), late })
     }
 
     /// Sends a copy of `req` on a connection of its own and drops the
@@ -294,10 +319,44 @@ impl Pending {
         let resp = read_msg(&mut conn.stream, MAX_MESSAGE).await;
         self.written = false;
         let resp = resp?;
+        self.give_back();
+        Ok(resp)
+    }
+
+    /// As `exchange`, for a `frame` too large for one deadline (see
+    /// [`Pool::call_large`]). Not drained if dropped: a late snapshot answer
+    /// is no news of liveness worth a connection held that long.
+    async fn exchange_large(
+        &mut self,
+        frame: &[u8],
+        stall: Duration,
+        progress: &(dyn Fn() + Sync),
+    ) -> io::Result<PeerResponse> {
+        let Some(conn) = self.conn.as_mut() else { return Err(io::Error::other("connection already used")) };
+        for chunk in frame.chunks(SNAPSHOT_CHUNK) {
+            within(stall, conn.stream.write_all(chunk)).await?;
+            progress();
+        }
+        within(stall, conn.stream.flush()).await?;
+        let install = stall + Duration::from_secs_f64(frame.len() as f64 / INSTALL_RATE);
+        let resp = within(install, read_msg(&mut conn.stream, MAX_MESSAGE)).await?;
+        self.give_back();
+        Ok(resp)
+    }
+
+    /// Returns the connection, its exchange complete, to the pool.
+    fn give_back(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.idle.lock().entry(std::mem::take(&mut self.key)).or_default().push(conn);
         }
-        Ok(resp)
+    }
+}
+
+/// `io` within `limit`, or a timed-out error.
+async fn within<T>(limit: Duration, io: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("no progress within {limit:?}"))),
     }
 }
 
@@ -398,6 +457,19 @@ impl PeerClient {
         }
     }
 
+    /// As `call`, for a snapshot: the follower counts as heard from while
+    /// its bytes keep moving (openraft sends it no heartbeats meanwhile).
+    async fn call_large(&self, req: PeerRequest) -> Result<PeerResponse, CallError> {
+        let target = Target { addr: &self.addr, id: Some(self.target) };
+        let moving = || self.liveness.answered(self.target, &self.name, &self.addr);
+        let r = self.pool.call_large(target, &req, SNAPSHOT_STALL, &moving).await;
+        match &r {
+            Ok(_) => self.liveness.answered(self.target, &self.name, &self.addr),
+            Err(e) => self.liveness.failed(self.target, &self.name, &self.addr, &e.error),
+        }
+        r
+    }
+
     fn unexpected<T>(&self) -> RpcResult<T> {
         let e = io::Error::new(io::ErrorKind::InvalidData, "unexpected answer kind");
         Err(RPCError::Network(NetworkError::new(&e)))
@@ -478,7 +550,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let req = PeerRequest::Snapshot { vote, meta: snapshot.meta, image, applied };
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            r = self.call(req, SNAPSHOT_TIMEOUT) => r,
+            r = self.call_large(req) => r,
         };
         match resp {
             Ok(PeerResponse::Snapshot(r)) => {
@@ -523,6 +595,32 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A peer that welcomes each connection and then reads nothing: a link
+    /// that died with the connection open.
+    async fn deaf_peer() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut s = BufStream::new(tcp);
+                    let mut magic = [0u8; 4];
+                    tokio::io::AsyncReadExt::read_exact(&mut s, &mut magic).await.ok()?;
+                    let _: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
+                    write_msg(&mut s, &Ok::<(), String>(())).await.ok()?;
+                    std::future::pending::<()>().await;
+                    Some(())
+                });
+            }
+        });
+        addr
+    }
+
+    /// A request of about `bytes` bytes.
+    fn large(bytes: usize) -> PeerRequest {
+        PeerRequest::Join { id: 1, member: Member { addr: "x".into(), name: "x".repeat(bytes) } }
     }
 
     fn pool() -> Pool {
@@ -579,6 +677,47 @@ mod tests {
         eventually("the drains never finished", || pool.late.load(Ordering::SeqCst) == 0).await;
         let idle = pool.idle.lock().get(&(addr.clone(), None)).map_or(0, Vec::len);
         assert!(idle <= MAX_LATE, "{idle} drained connections back in the pool: the others were closed");
+    }
+
+    #[tokio::test]
+    async fn a_large_call_notes_progress_and_waits_for_the_answer_past_the_stall_bound() {
+        // The answer takes longer than the stall bound: installing is not stalling.
+        let addr = slow_peer(Duration::from_millis(400)).await;
+        let pool = pool();
+        let chunks = AtomicUsize::new(0);
+        let progress = || {
+            chunks.fetch_add(1, Ordering::SeqCst);
+        };
+        let target = Target { addr: &addr, id: None };
+        let r = pool.call_large(target, &large(3 * SNAPSHOT_CHUNK), Duration::from_millis(300), &progress).await;
+        assert!(matches!(r, Ok(PeerResponse::Leader(None))), "{:?}", r.err());
+        assert_eq!(chunks.load(Ordering::SeqCst), 4, "progress after each chunk");
+    }
+
+    #[tokio::test]
+    async fn a_large_call_to_a_peer_that_stops_reading_fails_at_the_stall_bound() {
+        let addr = deaf_peer().await;
+        let pool = pool();
+        let start = Instant::now();
+        // Larger than any socket buffers: the writes stop moving.
+        let target = Target { addr: &addr, id: None };
+        let r = pool.call_large(target, &large(256 << 20), Duration::from_millis(500), &|| {}).await;
+        let e = r.err().map(|e| e.error.kind());
+        assert_eq!(e, Some(io::ErrorKind::TimedOut));
+        assert!(start.elapsed() < Duration::from_secs(30), "failed only after {:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_large_call_unanswered_fails_after_the_install_time_of_its_size() {
+        // Read but never answered: a small request waits the stall bound and a
+        // little more, not two minutes.
+        let addr = slow_peer(Duration::from_secs(3600)).await;
+        let pool = pool();
+        let start = Instant::now();
+        let target = Target { addr: &addr, id: None };
+        let r = pool.call_large(target, &large(1000), Duration::from_millis(200), &|| {}).await;
+        assert_eq!(r.err().map(|e| e.error.kind()), Some(io::ErrorKind::TimedOut));
+        assert!(start.elapsed() < Duration::from_secs(10), "failed only after {:?}", start.elapsed());
     }
 
     #[tokio::test]

@@ -8,8 +8,12 @@
 //! - a member is silent when the leader has not heard from it for longer
 //!   than `-timeout`, counting from when this leader took office (a member
 //!   just added, or one the new leader has not had time to hear from, is not
-//!   judged on silence from before); a member whose address now answers as
-//!   another node is gone at once;
+//!   judged on silence from before) and from when it last lost touch with a
+//!   majority of the voters ([`in_touch`]): a leader cut off from everyone
+//!   hears nobody, and that says nothing of the others (the simulator found
+//!   a leader that had been cut off for a little longer than `-timeout`
+//!   removing four live members the moment its links came back, seed 6773);
+//!   a member whose address now answers as another node is gone at once;
 //! - the leader never removes itself, and never so many voters at once that
 //!   those left are not a majority of the voters before (one removal at a
 //!   time would get there too, each needing a quorum; this keeps a leader
@@ -52,7 +56,8 @@ pub struct Seen {
 }
 
 /// The members to remove now: silent for longer than `timeout` (counted from
-/// at most `leading_for` ago) or replaced, never `me`, never so many
+/// at most `leading_for` ago: since this leader took office and was last out
+/// of touch) or replaced, never `me`, never so many
 /// voters that those left are not a majority of `voters`, and never a voter
 /// whose removal (each is a change of its own, in order) leaves voters whose
 /// live members are not a majority of them.
@@ -107,6 +112,21 @@ pub fn heard_recently(me: NodeId, s: Option<&Seen>) -> bool {
         Some(s) => !s.replaced && s.quiet_for.is_some_and(|q| q <= RECENT),
         None => false,
     }
+}
+
+/// How recently a majority of the voters must have answered for the leader
+/// to be in touch with the cluster: four heartbeats, the least election
+/// timeout. Looser than [`RECENT`]: a slow link (answers late by a few
+/// hundred milliseconds) must not keep a dead member from ever being judged.
+pub const TOUCH: Duration = Duration::from_secs(1);
+
+/// True if a majority of `voters` answered within [`TOUCH`] (`me` counting
+/// as answered): the leader is not the one cut off.
+pub fn in_touch(me: NodeId, seen: &[Seen], voters: &BTreeSet<NodeId>) -> bool {
+    let answered = |v: &NodeId| {
+        *v == me || seen.iter().any(|s| s.id == *v && !s.replaced && s.quiet_for.is_some_and(|q| q <= TOUCH))
+    };
+    voters.iter().filter(|v| answered(v)).count() > voters.len() / 2
 }
 
 /// The voters the slots ask for: the members named in non-empty slots.
@@ -218,6 +238,23 @@ mod tests {
         let members = [seen(1, Some(0)), seen(2, Some(500)), seen(3, Some(0))];
         assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(30), T), Vec::<NodeId>::new());
         assert_eq!(to_remove(1, &members, &set(&[1, 2, 3]), s(61), T), [2]);
+    }
+
+    #[test]
+    fn a_leader_is_in_touch_while_a_majority_of_the_voters_answers() {
+        let ms = |id, q: u64| Seen { id, quiet_for: Some(Duration::from_millis(q)), replaced: false };
+        let voters = set(&[1, 2, 3]);
+        assert!(in_touch(1, &[ms(2, 300), ms(3, 5000)], &voters));
+        // Cut off (seed 6773): it heard nobody, which says nothing of the others.
+        assert!(!in_touch(1, &[ms(2, 3000), ms(3, 3000)], &voters));
+        assert!(!in_touch(1, &[seen(2, None), ms(3, 2000)], &voters));
+        let replaced = Seen { id: 2, quiet_for: Some(Duration::ZERO), replaced: true };
+        assert!(!in_touch(1, &[replaced, ms(3, 2000)], &voters));
+        // Alone, a leader is always in touch; a non-voter leader needs a
+        // majority of the voters.
+        assert!(in_touch(1, &[], &set(&[1])));
+        assert!(!in_touch(9, &[ms(2, 100)], &voters));
+        assert!(in_touch(9, &[ms(2, 100), ms(3, 100)], &voters));
     }
 
     #[test]
