@@ -148,6 +148,24 @@ impl Cluster {
         }
     }
 
+    /// `run` for a call that may be sent again (a read, a keep-alive).
+    pub(crate) async fn run_read<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(Resend::Yes, f).await
+    }
+
+    /// `run` for a write: not sent again once it may have reached a node.
+    pub(crate) async fn run_write<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(Resend::No, f).await
+    }
+
     /// `call`, or a broken connection if the node stops answering meanwhile
     /// and there is another to go to.
     async fn watched<T>(&self, c: &Client, call: impl Future<Output = Result<T>>) -> Result<T> {

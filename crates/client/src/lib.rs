@@ -8,6 +8,8 @@
 //!   backoff, for up to [`Options::retry_for`].
 //! - [`Watch`]: follows a glob across the loss of a node, resuming from the
 //!   next revision, so no change is missed or repeated.
+//! - [`Lease`]: a lease kept alive while held; files set under it
+//!   ([`Client::set_leased`]) go when it ends.
 //! - [`Options`]: connect timeout, [`Tls`], and the DzNS boot URI that
 //!   resolves `cn=NAME`.
 //!
@@ -30,6 +32,7 @@
 struct ReadmeDoctests;
 
 mod cluster;
+mod lease;
 mod options;
 mod uri;
 mod watch;
@@ -37,6 +40,7 @@ mod watch;
 pub use bytes::Bytes;
 pub use cluster::Cluster;
 pub use doozer_proto::ErrCode;
+pub use lease::{Lease, LeaseId, LeaseInfo};
 pub use options::{Dialer, Dialing, Options, Tls};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;

@@ -1,4 +1,6 @@
-//! Protobuf messages of the current protocol (v0.6 + ACCESS + SELF).
+//! Protobuf messages of the current protocol (v0.6 + ACCESS + SELF), and
+//! the extensions: LOG, the lease verbs and their fields (numbers the
+//! original never used; docs/protocol.md).
 //!
 //! Derived by hand with prost: every field is proto2 `optional`, so an absent
 //! `rev` (`None`) is distinguishable from `rev = 0`. Verb and error are carried
@@ -29,6 +31,13 @@ pub struct Request {
     pub offset: Option<i32>,
     #[prost(int64, optional, tag = "9")]
     pub rev: Option<i64>,
+    /// Extension (field 103): the lease a lease verb is about, or (GRANT)
+    /// the id asked for. Ids are positive.
+    #[prost(int64, optional, tag = "103")]
+    pub lease: Option<i64>,
+    /// Extension (field 104): GRANT's time to live, in seconds.
+    #[prost(int64, optional, tag = "104")]
+    pub ttl: Option<i64>,
 }
 
 /// A server response (`server.Response`). Its `len` field is STAT's answer,
@@ -58,6 +67,16 @@ pub struct Response {
     /// write was not carried out.
     #[prost(bool, optional, tag = "102")]
     pub indeterminate: Option<bool>,
+    /// Extension (field 103): the lease an answer is about.
+    #[prost(int64, optional, tag = "103")]
+    pub lease: Option<i64>,
+    /// Extension (field 104): seconds a lease has left (TTL, rounded up;
+    /// 0: expiring), or its full TTL (GRANT, KEEPALIVE).
+    #[prost(int64, optional, tag = "104")]
+    pub ttl: Option<i64>,
+    /// Extension (field 105): the TTL a lease was granted, in seconds.
+    #[prost(int64, optional, tag = "105")]
+    pub granted: Option<i64>,
 }
 
 impl Response {
@@ -101,6 +120,20 @@ pub enum Verb {
     /// to a file matching the glob `path`, at or before `rev` (default: now),
     /// within the history window; RANGE past the oldest. See docs/protocol.md.
     Log = 30,
+    /// Extensions for leases (docs/protocol.md): GRANT a lease of `ttl`
+    /// seconds (answer: `lease`, `ttl`).
+    Grant = 31,
+    /// Keep `lease` alive for another TTL (answer: `ttl`).
+    KeepAlive = 32,
+    /// Revoke `lease`, deleting its files in one revision (answer: `rev`).
+    Revoke = 33,
+    /// How long `lease` has left (`ttl`, `granted`, `len` = its files; with
+    /// `offset`, `path` = its `offset`-th file, RANGE past the last).
+    Ttl = 34,
+    /// SET, the file attached to `lease`: deleted when the lease ends.
+    SetLeased = 35,
+    /// The `offset`-th granted lease (`lease`, `granted`, `len`); RANGE past the last.
+    Leases = 36,
     Access = 99,
 }
 
@@ -119,6 +152,12 @@ impl Verb {
             16 => Verb::Stat,
             20 => Verb::SelfId,
             30 => Verb::Log,
+            31 => Verb::Grant,
+            32 => Verb::KeepAlive,
+            33 => Verb::Revoke,
+            34 => Verb::Ttl,
+            35 => Verb::SetLeased,
+            36 => Verb::Leases,
             99 => Verb::Access,
             _ => return None,
         })
@@ -138,6 +177,12 @@ impl Verb {
             Verb::Stat => "STAT",
             Verb::SelfId => "SELF",
             Verb::Log => "LOG",
+            Verb::Grant => "GRANT",
+            Verb::KeepAlive => "KEEPALIVE",
+            Verb::Revoke => "REVOKE",
+            Verb::Ttl => "TTL",
+            Verb::SetLeased => "SETL",
+            Verb::Leases => "LEASES",
             Verb::Access => "ACCESS",
         }
     }
@@ -238,6 +283,9 @@ mod tests {
             err_code: Some(127),
             err_detail: Some("x".into()),
             indeterminate: Some(true),
+            lease: Some(9),
+            ttl: Some(5),
+            granted: Some(10),
         };
         let bytes = r.encode_to_vec();
         let expect: &[u8] = &[
@@ -250,6 +298,9 @@ mod tests {
             0xa0, 0x06, 127, // err_code (100)
             0xaa, 0x06, 1, b'x', // err_detail (101)
             0xb0, 0x06, 1, // indeterminate (102, the extension)
+            0xb8, 0x06, 9, // lease (103)
+            0xc0, 0x06, 5, // ttl (104)
+            0xc8, 0x06, 10, // granted (105)
         ];
         assert_eq!(bytes, expect);
     }
@@ -275,6 +326,13 @@ mod tests {
             (Verb::Getdir, 14),
             (Verb::Stat, 16),
             (Verb::SelfId, 20),
+            (Verb::Log, 30),
+            (Verb::Grant, 31),
+            (Verb::KeepAlive, 32),
+            (Verb::Revoke, 33),
+            (Verb::Ttl, 34),
+            (Verb::SetLeased, 35),
+            (Verb::Leases, 36),
             (Verb::Access, 99),
         ] {
             assert_eq!(v as i32, n);
@@ -310,7 +368,7 @@ mod tests {
                                value in proptest::option::of(proptest::collection::vec(0u8.., 0..64)),
                                offset in proptest::option::of(proptest::num::i32::ANY),
                                rev in proptest::option::of(proptest::num::i64::ANY)) {
-            let r = Request { tag, verb, path, value: value.map(Bytes::from), other_tag: None, offset, rev };
+            let r = Request { tag, verb, path, value: value.map(Bytes::from), other_tag: None, offset, rev, lease: None, ttl: None };
             let back = Request::decode(&r.encode_to_vec()[..]).unwrap();
             proptest::prop_assert_eq!(back, r);
         }

@@ -239,6 +239,16 @@ impl Node {
         self.store.read().leases().iter().map(|(id, l)| (id, l.ttl)).collect()
     }
 
+    /// One granted lease (a cheap copy: its file set is shared).
+    pub fn lease(&self, id: doozer_store::LeaseId) -> Option<doozer_store::Lease> {
+        self.store.read().leases().get(id).cloned()
+    }
+
+    /// The first granted lease whose id is greater than `id`.
+    pub fn lease_after(&self, id: doozer_store::LeaseId) -> Option<(doozer_store::LeaseId, doozer_store::Lease)> {
+        self.store.read().leases().after(id).map(|(id, l)| (id, l.clone()))
+    }
+
     /// The tree at `rev` (`None`: now).
     pub fn snapshot(&self, rev: Option<Rev>) -> Result<Snapshot, ReadError> {
         self.store.read().snapshot(rev)

@@ -19,7 +19,7 @@ use crate::waiters::{Owner, Wake};
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
 use doozer_store::{
-    is_valid_path, Body, Command, Event, EventKind, File, Glob, ReadError, Rev, Snapshot, Stat, StoreError,
+    is_valid_path, Body, Command, Event, EventKind, File, Glob, LeaseError, ReadError, Rev, Snapshot, Stat, StoreError,
 };
 use parking_lot::Mutex;
 use std::convert::Infallible;
@@ -27,6 +27,8 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+mod leases;
 
 /// Sends one request's answer and counts it in the node's metrics.
 struct Reply {
@@ -113,13 +115,17 @@ pub fn error_code(e: StoreError) -> ErrCode {
         StoreError::NotDir => ErrCode::NotDir,
         StoreError::NoEnt => ErrCode::NoEnt,
         StoreError::BadLoad => ErrCode::Other,
-        // No verb makes lease commands yet (issue 14); they will say more.
+        StoreError::Lease(LeaseError::NotFound(_)) => ErrCode::NoEnt,
         StoreError::Lease(_) => ErrCode::Other,
     }
 }
 
 fn store_error(tag: Option<i32>, e: StoreError) -> Response {
-    error(tag, error_code(e))
+    match e {
+        // Lease errors say which lease and what to do.
+        StoreError::Lease(le) => Response::error(tag, error_code(e), le.to_string()),
+        _ => error(tag, error_code(e)),
+    }
 }
 
 fn need<T>(field: Option<T>, tag: Option<i32>) -> Result<T, Response> {
@@ -207,6 +213,10 @@ impl Session {
             Verb::Rev | Verb::SelfId | Verb::Access => true,
             Verb::Set | Verb::Del | Verb::Nop => self.rights.write,
             Verb::Get | Verb::Wait | Verb::Walk | Verb::Getdir | Verb::Stat | Verb::Log => self.rights.read,
+            // A keep-alive changes what the cluster will do (a lease not
+            // expiring); TTL and LEASES only read.
+            Verb::Grant | Verb::KeepAlive | Verb::Revoke | Verb::SetLeased => self.rights.write,
+            Verb::Ttl | Verb::Leases => self.rights.read,
         };
         if allowed {
             Ok(())
@@ -235,6 +245,16 @@ impl Session {
                 self.propose(tag, Command::Nop, move |_| Ok(Response { tag, ..Response::default() }));
                 Ok(None)
             }
+            Verb::Grant => self.grant(tag, need(req.ttl, tag)?, req.lease),
+            Verb::KeepAlive => self.keep_alive(tag, leases::lease_id(req.lease, tag)?),
+            Verb::Revoke => self.revoke(tag, leases::lease_id(req.lease, tag)?),
+            Verb::Ttl => self.ttl(tag, leases::lease_id(req.lease, tag)?, req.path),
+            Verb::SetLeased => {
+                let lease = leases::lease_id(req.lease, tag)?;
+                let (path, rev) = (need(req.path, tag)?, need(req.rev, tag)?);
+                self.set_leased(tag, path, rev, req.value.unwrap_or_default(), lease)
+            }
+            Verb::Leases => self.leases(tag, req.lease.unwrap_or(0)),
         }
     }
 
@@ -386,6 +406,13 @@ impl Session {
     }
 
     fn set(&self, tag: Option<i32>, path: String, rev: Rev, body: Bytes) -> Handled {
+        let body = self.checked_body(tag, &path, &body)?;
+        self.propose(tag, Command::Set { path, rev, body }, move |o| set_answer(tag, o));
+        Ok(None)
+    }
+
+    /// The value of a SET at `path`, checked: size and path.
+    fn checked_body(&self, tag: Option<i32>, path: &str, body: &Bytes) -> Result<Body, Response> {
         let max = self.node.limits().max_value;
         if body.len() > max {
             return Err(Response::error(
@@ -394,20 +421,13 @@ impl Session {
                 format!("value too large: {} bytes (limit {max})", body.len()),
             ));
         }
-        if !is_valid_path(&path) {
+        if !is_valid_path(path) {
             return Err(error(tag, ErrCode::BadPath));
         }
         // The body is a slice of the request's whole frame; the store keeps it
         // for as long as the file lives, so it gets its own exact allocation
         // (shared by the Raft log, the tree and the history).
-        let body = Body::from(&body);
-        self.propose(tag, Command::Set { path, rev, body }, move |o| match o {
-            Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
-            Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),
-            Committed::NotMember => Ok(removed(tag)),
-            Committed::Failed(e) => Err(e),
-        });
-        Ok(None)
+        Ok(Body::from(body))
     }
 
     fn del(&self, tag: Option<i32>, path: String, rev: Rev) -> Handled {
@@ -446,6 +466,16 @@ impl Session {
                 out.send(r);
             }),
         );
+    }
+}
+
+/// A SET's answer: its revision.
+fn set_answer(tag: Option<i32>, o: Committed) -> Result<Response, StoreError> {
+    match o {
+        Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
+        Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),
+        Committed::NotMember => Ok(removed(tag)),
+        Committed::Failed(e) => Err(e),
     }
 }
 

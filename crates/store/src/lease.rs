@@ -39,6 +39,14 @@ pub struct Lease {
     pub files: OrdSet<String>,
 }
 
+impl Lease {
+    /// The first attached file after `path` in byte order ("" for the first).
+    pub fn file_after(&self, path: &str) -> Option<&String> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.files.range::<_, str>((Excluded(path), Unbounded)).next()
+    }
+}
+
 /// Why a lease operation did nothing.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +151,12 @@ impl Leases {
 
     pub fn get(&self, id: LeaseId) -> Option<&Lease> {
         self.leases.get(&id)
+    }
+
+    /// The first lease whose id is greater than `id` (a cursor: O(log n)).
+    pub fn after(&self, id: LeaseId) -> Option<(LeaseId, &Lease)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.leases.range((Excluded(id), Unbounded)).next().map(|(id, l)| (*id, l))
     }
 
     /// Every lease, by id.

@@ -23,13 +23,12 @@
 //!   leader and never forwarded, so a deposed leader that has not noticed yet
 //!   cannot get the new leader to carry them out.
 //! - A voter change a former leader left half done (joint) is finished.
-//! - Leases past their deadline are revoked (`lessor` keeps the deadlines).
+//! - Leases past their deadline are revoked (`leases`, `lessor`).
 //! - Left-overs of an interrupted removal are repaired: slots held by
 //!   non-members are emptied, their `/ctl/node` files deleted, and a member
 //!   whose files are missing writes them again. A member named in two slots
 //!   keeps the first.
 
-use super::lessor::Lessor;
 use super::network::Target;
 use super::rules::{self, Seen, Slot};
 use super::types::{Metrics, NodeId};
@@ -67,7 +66,6 @@ pub fn spawn(c: Arc<Consensus>) {
         let mut touch_since: Option<Instant> = None;
         let mut was_member = false;
         let mut claims = Claims::default();
-        let mut lessor = Lessor::default();
         let mut last_check = Instant::now();
         // The other members, as last seen while this node was one of them.
         let mut peers: Vec<(Option<NodeId>, String)> = Vec::new();
@@ -111,7 +109,7 @@ pub fn spawn(c: Arc<Consensus>) {
                 let since = *leading_since.get_or_insert_with(Instant::now);
                 let since = since.max(c.in_touch_since(&m, &mut touch_since));
                 c.lead(&m, since).await;
-                c.expire_leases(&mut lessor).await;
+                c.expire_leases(m.current_term).await;
                 // A leader whose slot was emptied leads on as a non-voter
                 // (openraft 0.9 does not step down): it claims a vacant slot
                 // as any non-voter would, or the slot stays vacant for good
@@ -121,7 +119,7 @@ pub fn spawn(c: Arc<Consensus>) {
                 leading_since = None;
                 touch_since = None;
                 // A later term starts every lease afresh.
-                lessor.clear();
+                c.forget_deadlines();
                 if member {
                     c.reregister().await;
                     c.claim_slot(&m, &claims).await;
@@ -208,19 +206,6 @@ impl Consensus {
 
     fn slots(&self) -> Vec<Slot> {
         self.node.snapshot(None).map(|snap| ctl::slots(&snap)).unwrap_or_default()
-    }
-
-    /// Revokes the leases past their deadline (see `lessor`), as leader.
-    async fn expire_leases(&self, lessor: &mut Lessor) {
-        lessor.sync(self.node.leases(), Instant::now());
-        for id in lessor.expire(Instant::now()) {
-            info!(lease = %format!("{id:x}"), "a lease expired; revoking it");
-            match self.write(Command::Revoke { id }).await {
-                Some(Committed::Failed(e)) => debug!(lease = id, error = ?e, "the revoke was refused"),
-                Some(_) => {}
-                None => lessor.retry(id),
-            }
-        }
     }
 
     /// A leader's write: committed by this node as leader or not at all.

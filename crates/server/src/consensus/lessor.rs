@@ -34,9 +34,28 @@ struct Due {
 #[derive(Default, Debug)]
 pub struct Lessor {
     due: BTreeMap<LeaseId, Due>,
+    /// The term these deadlines were kept in.
+    term: u64,
 }
 
 impl Lessor {
+    /// Starts afresh if `term` is not the one the deadlines were kept in: a
+    /// node that lost office and won it back did not see the keep-alives
+    /// sent to the leader between.
+    pub fn for_term(&mut self, term: u64) {
+        if term != self.term {
+            self.due.clear();
+            self.term = term;
+        }
+    }
+
+    /// Takes one lease the store has (TTL in seconds), as [`Lessor::sync`]
+    /// does for all: due a TTL from `now` if it was not known.
+    pub fn know(&mut self, id: LeaseId, ttl: u32, now: Instant) {
+        let ttl = Duration::from_secs(u64::from(ttl));
+        self.due.entry(id).or_insert(Due { at: now + ttl, ttl, expiring: false });
+    }
+
     /// Takes the leases as the store has them now (id, TTL in seconds): new
     /// ones are due a TTL from `now`, gone ones are forgotten. A leader
     /// taking office starts from an empty lessor, so every lease gets a full
@@ -53,18 +72,22 @@ impl Lessor {
 
     /// A keep-alive for `id`: its deadline moves to a TTL from `now`, and the
     /// TTL is returned. `None` if the lease is unknown or already expiring.
-    // The KEEPALIVE and TTL verbs that call these come next (issue 14).
-    #[allow(dead_code)]
     pub fn keep_alive(&mut self, id: LeaseId, now: Instant) -> Option<Duration> {
         let due = self.due.get_mut(&id).filter(|d| !d.expiring && d.at > now)?;
         due.at = now + due.ttl;
         Some(due.ttl)
     }
 
+    /// How long `id` has left, and its TTL; `None` if unknown. Zero left
+    /// once due.
+    pub fn time(&self, id: LeaseId, now: Instant) -> Option<(Duration, Duration)> {
+        self.due.get(&id).map(|d| (d.at.saturating_duration_since(now), d.ttl))
+    }
+
     /// How long `id` has left; `None` if unknown. Zero once due.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn remaining(&self, id: LeaseId, now: Instant) -> Option<Duration> {
-        self.due.get(&id).map(|d| d.at.saturating_duration_since(now))
+        self.time(id, now).map(|(left, _)| left)
     }
 
     /// The leases due by `now` whose revoke is not yet proposed, marked as
@@ -148,5 +171,29 @@ mod tests {
         assert_eq!(l.remaining(1, t0 + s(6)), None);
         l.clear();
         assert_eq!(l.remaining(2, t0 + s(6)), None);
+    }
+
+    #[test]
+    fn one_lease_known_at_once_gets_a_full_ttl_and_keeps_its_deadline_after() {
+        let t0 = Instant::now();
+        let mut l = Lessor::default();
+        l.know(3, 10, t0);
+        l.know(3, 10, t0 + s(4));
+        assert_eq!(l.time(3, t0 + s(4)), Some((s(6), s(10))));
+    }
+
+    #[test]
+    fn a_new_term_starts_every_deadline_afresh() {
+        let t0 = Instant::now();
+        let mut l = Lessor::default();
+        l.for_term(4);
+        l.sync([(1, 10)], t0);
+        l.for_term(4);
+        assert_eq!(l.remaining(1, t0), Some(s(10)));
+        // Office lost and won back: the keep-alives between went elsewhere.
+        l.for_term(6);
+        assert_eq!(l.remaining(1, t0), None);
+        l.sync([(1, 10)], t0 + s(8));
+        assert_eq!(l.remaining(1, t0 + s(8)), Some(s(10)));
     }
 }

@@ -18,6 +18,7 @@
 //! and `types` (the peer messages and openraft's types).
 
 mod duties;
+mod leases;
 mod lessor;
 mod network;
 mod peer;
@@ -28,7 +29,7 @@ mod types;
 mod wire;
 mod write;
 
-pub use wire::{Committed, MAGIC as PEER_MAGIC};
+pub use wire::{Committed, LeaseRefusal, LeaseTime, MAGIC as PEER_MAGIC};
 pub use write::{Done, ProposeError};
 
 use crate::node::Node;
@@ -96,6 +97,8 @@ pub struct Consensus {
     log: storage::LogStore,
     /// The last proposal id this node gave out.
     seq: std::sync::atomic::AtomicU64,
+    /// Lease deadlines, kept while this node leads (see `leases`).
+    lessor: parking_lot::Mutex<lessor::Lessor>,
 }
 
 /// Most bytes the Raft log holds before a snapshot is taken and the log
@@ -174,6 +177,7 @@ impl Consensus {
             stopped,
             log,
             seq: Default::default(),
+            lessor: Default::default(),
         });
         tokio::spawn(consensus.clone().batch_loop(pending));
         tokio::spawn(consensus.clone().log_bound_loop());

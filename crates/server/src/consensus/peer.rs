@@ -100,6 +100,7 @@ impl Consensus {
                     .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| (l, n.addr.clone())));
                 PeerResponse::Leader(leader)
             }
+            PeerRequest::Lease(ask) => PeerResponse::Lease(self.answer_lessor(ask).await),
         }
     }
 

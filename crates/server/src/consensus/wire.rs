@@ -60,6 +60,8 @@ pub enum PeerRequest {
     },
     /// Which member leads, as the answering node knows it.
     Leader,
+    /// A question for the leader's lessor, from a node that does not lead.
+    Lease(LeaseAsk),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,6 +79,37 @@ pub enum PeerResponse {
     },
     /// The leader's id and address, if the answering node knows them.
     Leader(Option<(NodeId, String)>),
+    /// The lessor's answer.
+    Lease(Result<LeaseTime, LeaseRefusal>),
+}
+
+/// What a node asks the leader's lessor: deadlines live only there, and a
+/// keep-alive is not a write (as etcd's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseAsk {
+    /// Move the lease's deadline to a TTL from now.
+    KeepAlive(doozer_store::LeaseId),
+    /// How long the lease has left.
+    Time(doozer_store::LeaseId),
+}
+
+/// A lease's time as the leader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseTime {
+    pub remaining: std::time::Duration,
+    /// Its TTL, in seconds.
+    pub granted: u32,
+}
+
+/// Why the lessor did not answer with a time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseRefusal {
+    /// No such lease, or it is being revoked (a keep-alive came too late).
+    NotFound,
+    /// The asked node does not lead (any more).
+    NotLeader,
+    /// No leader could be asked in time.
+    NoLeader(String),
 }
 
 /// A committed write's result, as small as it can travel.

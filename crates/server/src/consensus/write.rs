@@ -275,7 +275,7 @@ impl Consensus {
     }
 
     /// The leader, when it is another node that this one knows of.
-    fn known_leader(&self) -> Option<(Option<NodeId>, Option<Member>)> {
+    pub(super) fn known_leader(&self) -> Option<(Option<NodeId>, Option<Member>)> {
         let m = self.raft.metrics();
         let m = m.borrow();
         let leader = m.current_leader.filter(|l| *l != self.id)?;
