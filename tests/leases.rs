@@ -195,3 +195,207 @@ async fn a_thousand_short_leases_expire_while_writes_go_on() {
     assert!(c.leases().await.unwrap().is_empty());
     assert!(slowest < Duration::from_secs(2), "a write waited {slowest:?} behind the expiries");
 }
+
+/// A `doozer` command running in the background, killed when dropped.
+struct Background(std::process::Child);
+
+impl Background {
+    fn start(uri: &str, args: &[&str]) -> Background {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_doozer"))
+            .args(args)
+            .env("DOOZER_URI", uri)
+            .env_remove("DOOZER_BOOT_URI")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn doozer");
+        Background(child)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args(["-s", sig, &self.0.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (up to the deadline) for the process to exit; its code and stderr.
+    async fn exit(mut self) -> (Option<i32>, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (status.code(), err);
+            }
+            assert!(start.elapsed() < DEADLINE, "doozer did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The one contender file in `dir` on the node at `addr`, if any: (path, rev, body).
+async fn contenders(addr: &str, dir: &str) -> Vec<(String, i64, String)> {
+    let c = client(addr).await;
+    let names = c.getdir_all(dir, None).await.unwrap_or_default();
+    let mut out = Vec::new();
+    for n in names {
+        let path = format!("{dir}/{n}");
+        if let Some(f) = c.get_file(&path, None).await.unwrap() {
+            out.push((path, f.rev, String::from_utf8_lossy(&f.body).into_owned()));
+        }
+    }
+    out
+}
+
+/// The fenced write of the election example: `/res` holds `TOKEN VALUE`;
+/// a write with a lower token than the stored one is refused.
+async fn fenced_write(c: &doozer_client::Cluster, token: i64, value: &str) -> bool {
+    loop {
+        let (stored, rev) = match c.get_file("/res", None).await.unwrap() {
+            Some(f) => {
+                let text = String::from_utf8_lossy(&f.body).into_owned();
+                (text.split(' ').next().and_then(|t| t.parse::<i64>().ok()).unwrap_or(0), f.rev)
+            }
+            None => (0, 0),
+        };
+        if stored > token {
+            return false;
+        }
+        match c.set("/res", rev, format!("{token} {value}")).await {
+            Ok(_) => return true,
+            Err(e) if e.code() == Some(ErrCode::RevMismatch) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_holder_killed_with_sigkill_loses_its_master_file_within_ttl_and_a_second_on_every_node() {
+    let nodes = cluster(3, &[]).await;
+    let uri = format!("doozer:?ca={}&ca={}&ca={}", nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    let holder = Background::start(&uri, &["-ttl", "2", "elect", "/election/db", "host-a"]);
+    eventually("the holder to be elected", || async { contenders(&nodes[0].addr, "/election/db").await.len() == 1 })
+        .await;
+    let (path, _, body) = contenders(&nodes[0].addr, "/election/db").await.remove(0);
+    assert_eq!(body, "host-a");
+    holder.signal("KILL");
+    let killed = Instant::now();
+    for n in &nodes {
+        let c = client(&n.addr).await;
+        eventually("the master file to go", || async { c.get_file(&path, None).await.unwrap().is_none() }).await;
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(3), "gone only after {took:?} (TTL 2 s)");
+}
+
+#[tokio::test]
+async fn a_holder_paused_past_its_ttl_loses_the_election_and_its_fenced_writes_are_refused() {
+    let d = Doozerd::start(&[]);
+    let cluster = doozer_client::Cluster::connect(&d.uri()).await.unwrap();
+    let paused = Background::start(&d.uri(), &["-ttl", "2", "elect", "/election/m", "a"]);
+    eventually("a to lead", || async { contenders(&d.addr, "/election/m").await.len() == 1 }).await;
+    let (_, token_a, _) = contenders(&d.addr, "/election/m").await.remove(0);
+    assert!(fenced_write(&cluster, token_a, "a").await);
+    paused.signal("STOP");
+    // Another campaigns meanwhile and wins once a's lease runs out.
+    let b = doozer_client::Election::new(&cluster, "/election/m").campaign("b", 5).await.unwrap();
+    assert!(b.token() > token_a, "tokens only grow: {} then {}", token_a, b.token());
+    assert!(fenced_write(&cluster, b.token(), "b").await);
+    // a wakes believing it leads: its writes are refused by the token.
+    paused.signal("CONT");
+    assert!(!fenced_write(&cluster, token_a, "a").await, "a stale holder's write was accepted");
+    let (code, err) = paused.exit().await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("lost the election"), "{err}");
+    let leader = doozer_client::Election::new(&cluster, "/election/m").leader().await.unwrap().unwrap();
+    assert_eq!((leader.value.as_ref(), leader.token), (&b"b"[..], b.token()));
+}
+
+#[tokio::test]
+async fn a_lock_serves_waiters_in_the_order_they_came_and_each_holder_a_higher_token() {
+    let d = Doozerd::start(&[]);
+    let cluster = doozer_client::Cluster::connect(&d.uri()).await.unwrap();
+    let lock = doozer_client::Lock::new(&cluster, "/locks/x");
+    let first = lock.acquire(10).await.unwrap();
+    let (tx, mut order) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..3 {
+        let (mine, tx) = (lock.clone(), tx.clone());
+        waiters.push(tokio::spawn(async move {
+            let held = mine.acquire(10).await.unwrap();
+            tx.send((i, held.token())).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            held.release().await.unwrap();
+        }));
+        // Each joins before the next starts.
+        eventually("the waiter to queue", || async { lock.queued().await.unwrap() == i + 2 }).await;
+    }
+    assert!(order.try_recv().is_err(), "a waiter got a held lock");
+    let mut last = first.token();
+    first.release().await.unwrap();
+    for expected in 0..3 {
+        let (i, token) = order.recv().await.unwrap();
+        assert_eq!(i, expected, "served out of order");
+        assert!(token > last);
+        last = token;
+    }
+    for w in waiters {
+        w.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn doozer_lock_runs_the_command_with_its_token_and_one_at_a_time() {
+    let d = Doozerd::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo start $DOOZER_LOCK_TOKEN >> {0}; sleep 0.5; echo end $DOOZER_LOCK_TOKEN >> {0}; exit 3",
+        log.display()
+    );
+    let a = Background::start(&d.uri(), &["lock", "/locks/job", "--", "sh", "-c", &script]);
+    let b = Background::start(&d.uri(), &["lock", "/locks/job", "--", "sh", "-c", &script]);
+    assert_eq!(a.exit().await.0, Some(3), "the command's status");
+    assert_eq!(b.exit().await.0, Some(3));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    // Never interleaved: each start is followed by its own end.
+    assert_eq!(lines[0].replace("start", "end"), lines[1], "{text}");
+    assert_eq!(lines[2].replace("start", "end"), lines[3], "{text}");
+    let token = |l: &str| l.split(' ').nth(1).unwrap().parse::<i64>().unwrap();
+    assert!(token(lines[2]) > token(lines[0]), "{text}");
+    assert!(contenders(&d.addr, "/locks/job").await.is_empty(), "released");
+}
+
+#[tokio::test]
+async fn an_observer_sees_each_leader_in_turn() {
+    let d = Doozerd::start(&[]);
+    let cluster = doozer_client::Cluster::connect(&d.uri()).await.unwrap();
+    let election = doozer_client::Election::new(&cluster, "/election/o");
+    let mut observer = election.observe().await.unwrap();
+    assert_eq!(observer.next().await.unwrap(), None);
+    let a = election.campaign("a", 10).await.unwrap();
+    let seen = observer.next().await.unwrap().unwrap();
+    assert_eq!((seen.value.as_ref(), seen.token), (&b"a"[..], a.token()));
+    let b = tokio::spawn({
+        let election = election.clone();
+        async move { election.campaign("b", 10).await.unwrap() }
+    });
+    eventually("b to join", || async { contenders(&d.addr, "/election/o").await.len() == 2 }).await;
+    a.release().await.unwrap();
+    let seen = observer.next().await.unwrap().unwrap();
+    assert_eq!(seen.value.as_ref(), b"b");
+    let b = b.await.unwrap();
+    assert_eq!(seen.token, b.token());
+    b.release().await.unwrap();
+    assert_eq!(observer.next().await.unwrap(), None);
+}

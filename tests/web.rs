@@ -519,3 +519,48 @@ async fn log_paged_directories_and_the_history_floor() {
     let n = v["changes"].as_array().unwrap().len();
     assert!((1..=16).contains(&n) && v["truncated"] == json!(true), "{n} changes, {}", v["truncated"]);
 }
+
+#[tokio::test]
+async fn leases_over_http_grant_attach_keep_alive_list_revoke_and_count() {
+    let d = web_node(&[]);
+    let (web, http, c) = (base(&d), reqwest::Client::new(), client(&d.addr).await);
+    let (s, v) = call(http.post(format!("{web}/_api/leases?ttl=30"))).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["ttl"], 30);
+    let (s, v) = call(http.put(format!("{web}/_api/files/svc/a?rev=0&lease={id}")).body("x")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(http.get(format!("{web}/_api/leases/{id}"))).await;
+    assert_eq!((s, &v["files"], &v["granted"]), (200, &json!(["/svc/a"]), &json!(30)), "{v}");
+    assert!(v["ttl"].as_i64().is_some_and(|t| (29..=30).contains(&t)), "{v}");
+    let (s, v) = call(http.post(format!("{web}/_api/leases/{id}/keepalive"))).await;
+    assert_eq!((s, &v["ttl"]), (200, &json!(30)), "{v}");
+    let (s, v) = call(http.get(format!("{web}/_api/leases"))).await;
+    assert_eq!((s, &v["count"], &v["leases"][0]["files"]), (200, &json!(1), &json!(1)), "{v}");
+    let (_, metrics) = call(http.get(format!("{web}/metrics"))).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains("doozer_leases 1\n") && metrics.contains("doozer_leased_files 1\n"), "{metrics}");
+    assert!(metrics.contains("doozer_requests_total") && metrics.contains("doozer_lease_expiries_total 0"));
+    let (s, v) = call(http.delete(format!("{web}/_api/leases/{id}"))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(c.get_file("/svc/a", None).await.unwrap(), None);
+    // Errors: unknown lease, bad id, bad TTL, a leased write to an unknown lease.
+    let (s, v) = call(http.get(format!("{web}/_api/leases/{id}"))).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("NOENT")), "{v}");
+    let (s, _) = call(http.get(format!("{web}/_api/leases/nothex"))).await;
+    assert_eq!(s, 400);
+    for ttl in ["0", "86401", "x", "-1"] {
+        let (s, v) = call(http.post(format!("{web}/_api/leases?ttl={ttl}"))).await;
+        assert_eq!(s, 400, "ttl {ttl}: {v}");
+    }
+    let (s, v) = call(http.put(format!("{web}/_api/files/svc/b?rev=0&lease={id}")).body("x")).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("NOENT")), "{v}");
+    // A lease left alone expires, and the expiry is counted.
+    let (_, v) = call(http.post(format!("{web}/_api/leases?ttl=1"))).await;
+    assert!(v["id"].is_string());
+    eventually("the expiry to be counted", || async {
+        let (_, m) = call(http.get(format!("{web}/metrics"))).await;
+        m.as_str().is_some_and(|m| m.contains("doozer_lease_expiries_total 1\n"))
+    })
+    .await;
+}

@@ -18,6 +18,8 @@ pub struct Command {
     pub args: &'static [&'static str],
     /// The last argument may be left out.
     pub optional_last: bool,
+    /// Any number of arguments may follow the last (`lock`'s command).
+    pub variadic: bool,
     pub short: &'static str,
     pub help: &'static str,
     pub run: Run,
@@ -43,6 +45,7 @@ macro_rules! cmd {
             name: $name,
             args: &[$($arg),*],
             optional_last: $optional,
+            variadic: false,
             short: $short,
             help: $help,
             run: |f, a| Box::pin($f(f, a)),
@@ -66,6 +69,19 @@ pub const COMMANDS: &[Command] = &[
         "Prints detailed help on <command>, or the list of commands.\n", help),
     cmd!("journal", ["<file>"], "record every change",
         "Appends every change to <file>, starting with a snapshot, until stopped.\nRestarted, it resumes after the last whole entry. If the cluster's history\nno longer holds the next revision, it appends a fresh snapshot instead of\nleaving a gap. Entries reach the disk (fsync) within 50 ms.\nRestore with: doozerd --restore <backup> --journal <file>, or --journal <file> alone\n", journal),
+    cmd!("elect", ["<path>", "<value>"], true, "campaign in an election, or observe it (-l)",
+        crate::leases::ELECT_HELP, crate::leases::elect),
+    cmd!("lease", ["<op>", "<arg>"], true, "grant, keep alive, revoke or inspect leases",
+        crate::leases::LEASE_HELP, crate::leases::lease),
+    Command {
+        name: "lock",
+        args: &["<path>", "<command>..."],
+        optional_last: true,
+        variadic: true,
+        short: "run a command while holding a lock",
+        help: crate::leases::LOCK_HELP,
+        run: |f, a| Box::pin(crate::leases::lock(f, a)),
+    },
     cmd!("log", ["<glob>"], false, "list a path's changes, newest first", LOG_HELP, crate::inspect::log),
     cmd!("man", [], false, "print the manual page",
         "Prints doozer's manual page (roff).\n\n  doozer man > /usr/local/share/man/man1/doozer.1\n", crate::docs::man),
@@ -75,7 +91,7 @@ pub const COMMANDS: &[Command] = &[
     cmd!("rev", [], "print the current revision", "Prints the current revision.\n", rev),
     cmd!("self", [], "identify a node", "Prints the node's ID.\n", self_id),
     cmd!("set", ["<path>", "<rev>"], "write a file",
-        "Sets the body of the file at <path>.\n\nThe body is read from stdin. If <rev> is not greater than or equal to\nthe revision of the file, no change will be made.\n\nPrints the new revision on stdout, or an error message on stderr.\n", set),
+        "Sets the body of the file at <path>.\n\nThe body is read from stdin. If <rev> is not greater than or equal to\nthe revision of the file, no change will be made.\n\nWith -lease <id> (an extension), the file is attached to that lease and\ndeleted when it ends (see doozer help lease).\n\nPrints the new revision on stdout, or an error message on stderr.\n", set),
     cmd!("stat", ["<path>"], "print file status",
         "Print the status for each <path>.\n\nIf path is a directory, prints \"d\" and the number of entries.\nOtherwise, prints its revision and length.\n", stat),
     cmd!("status", [], false, "check every member's health",
@@ -227,7 +243,11 @@ async fn set_with(flags: Flags, path: &str, rev: i64) -> Result<(), Failure> {
         )));
     }
     let c = cluster(&flags).await?;
-    let new_rev = c.set(path, rev, body).await.map_err(path_error(path))?;
+    let new_rev = match &flags.lease {
+        Some(id) => c.set_leased(path, rev, body, crate::leases::parse_lease(id)?).await,
+        None => c.set(path, rev, body).await,
+    };
+    let new_rev = new_rev.map_err(path_error(path))?;
     out(&flags).rev(Some(path), new_rev)
 }
 

@@ -19,10 +19,16 @@ pub struct Flags {
     pub cacert: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// `-ttl N`: the lease TTL in seconds of `lock` and `elect` (default 10).
+    pub ttl: i64,
+    /// `-lease ID`: `set` attaches the file to this lease (hex, as printed).
+    pub lease: Option<String>,
+    /// `-l`: `elect` observes instead of campaigning.
+    pub observe: bool,
 }
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["h", "help", "v", "version", "json"];
+const SWITCHES: &[&str] = &["h", "help", "v", "version", "json", "l"];
 
 impl Flags {
     pub fn from_env() -> Flags {
@@ -38,6 +44,9 @@ impl Flags {
             cacert: env("DOOZER_CACERT"),
             cert: env("DOOZER_CERT"),
             key: env("DOOZER_KEY"),
+            ttl: 10,
+            lease: None,
+            observe: false,
         }
     }
 
@@ -71,6 +80,7 @@ impl Flags {
                 match name {
                     "v" | "version" => self.version = on,
                     "json" => self.json = on,
+                    "l" => self.observe = on,
                     _ => self.help = on,
                 }
                 continue;
@@ -101,6 +111,12 @@ impl Flags {
                 "cacert" => self.cacert = Some(value),
                 "cert" => self.cert = Some(value),
                 "key" => self.key = Some(value),
+                "ttl" => {
+                    self.ttl = value
+                        .parse()
+                        .map_err(|_| format!("invalid value {value:?} for flag -ttl: seconds, 1 to 86400"))?
+                }
+                "lease" => self.lease = Some(value),
                 _ => return Err(format!("flag provided but not defined: -{name}")),
             }
         }

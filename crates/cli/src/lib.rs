@@ -11,6 +11,7 @@ mod commands;
 mod docs;
 mod flags;
 mod inspect;
+mod leases;
 mod output;
 
 use commands::{Command, COMMANDS};
@@ -54,10 +55,16 @@ Global Options:
     \tshow help
   -json, -w json
     \tprint one JSON object per line
+  -l
+    \telect: observe the election instead of campaigning
+  -lease id
+    \tset: attach the file to this lease (hex id from `doozer lease grant`)
   -r int
     \trequest rev (default -1)
   -t duration
     \ttimeout for the whole command (e.g. 2s, 1m30s; default: none)
+  -ttl int
+    \tlock, elect: the lease's TTL in seconds (default 10)
   -v, --version
     \tprint version string
 
@@ -139,7 +146,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let fewest = cmd.args.len() - usize::from(cmd.optional_last);
-    if args.len() < fewest || args.len() > cmd.args.len() {
+    if args.len() < fewest || (args.len() > cmd.args.len() && !cmd.variadic) {
         eprintln!("{}: wrong number of arguments", cmd.name);
         help(cmd);
         return ExitCode::from(127);

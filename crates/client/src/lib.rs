@@ -10,6 +10,8 @@
 //!   next revision, so no change is missed or repeated.
 //! - [`Lease`]: a lease kept alive while held; files set under it
 //!   ([`Client::set_leased`]) go when it ends.
+//! - [`Election`], [`Lock`], [`Registration`]: master election, a fair
+//!   lock (both with fencing tokens) and service registration, over leases.
 //! - [`Options`]: connect timeout, [`Tls`], and the DzNS boot URI that
 //!   resolves `cn=NAME`.
 //!
@@ -34,6 +36,7 @@ struct ReadmeDoctests;
 mod cluster;
 mod lease;
 mod options;
+mod recipes;
 mod uri;
 mod watch;
 
@@ -42,6 +45,7 @@ pub use cluster::Cluster;
 pub use doozer_proto::ErrCode;
 pub use lease::{Lease, LeaseId, LeaseInfo};
 pub use options::{Dialer, Dialing, Options, Tls};
+pub use recipes::{Election, Held, Leader, Lock, Observer, Registration};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Verbs in the order their counters are kept; the last slot counts unknown verbs.
-const VERBS: [Option<Verb>; 13] = [
+const VERBS: [Option<Verb>; 19] = [
     Some(Verb::Get),
     Some(Verb::Set),
     Some(Verb::Del),
@@ -23,6 +23,12 @@ const VERBS: [Option<Verb>; 13] = [
     Some(Verb::Stat),
     Some(Verb::SelfId),
     Some(Verb::Log),
+    Some(Verb::Grant),
+    Some(Verb::KeepAlive),
+    Some(Verb::Revoke),
+    Some(Verb::Ttl),
+    Some(Verb::SetLeased),
+    Some(Verb::Leases),
     Some(Verb::Access),
     None,
 ];
@@ -86,6 +92,8 @@ pub struct Metrics {
     connections: AtomicI64,
     connections_total: AtomicU64,
     http: [AtomicU64; 5],
+    /// Leases this node, as leader, revoked because they ran out.
+    lease_expiries: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -96,6 +104,7 @@ impl Default for Metrics {
             connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             http: Default::default(),
+            lease_expiries: AtomicU64::new(0),
         }
     }
 }
@@ -147,6 +156,11 @@ impl Metrics {
         self.http[class].fetch_add(1, Relaxed);
     }
 
+    /// Counts a lease revoked, by this node as leader, for running out.
+    pub fn lease_expired(&self) {
+        self.lease_expiries.fetch_add(1, Relaxed);
+    }
+
     /// The counters in Prometheus text format (version 0.0.4).
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP doozer_requests_total Client protocol requests answered, by verb and result.\n");
@@ -176,6 +190,9 @@ impl Metrics {
         out.push_str("# HELP doozer_client_connections_total Client connections accepted.\n");
         out.push_str("# TYPE doozer_client_connections_total counter\n");
         let _ = writeln!(out, "doozer_client_connections_total {}", self.connections_total.load(Relaxed));
+        out.push_str("# HELP doozer_lease_expiries_total Leases this node revoked as leader because they ran out.\n");
+        out.push_str("# TYPE doozer_lease_expiries_total counter\n");
+        let _ = writeln!(out, "doozer_lease_expiries_total {}", self.lease_expiries.load(Relaxed));
         out.push_str("# HELP doozer_http_responses_total HTTP answers, by status class.\n");
         out.push_str("# TYPE doozer_http_responses_total counter\n");
         for (i, n) in self.http.iter().enumerate() {

@@ -239,6 +239,12 @@ impl Node {
         self.store.read().leases().iter().map(|(id, l)| (id, l.ttl)).collect()
     }
 
+    /// How many leases are granted, and how many files are attached to one.
+    pub fn lease_counts(&self) -> (usize, usize) {
+        let store = self.store.read();
+        (store.leases().len(), store.leases().attached())
+    }
+
     /// One granted lease (a cheap copy: its file set is shared).
     pub fn lease(&self, id: doozer_store::LeaseId) -> Option<doozer_store::Lease> {
         self.store.read().leases().get(id).cloned()

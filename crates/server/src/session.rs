@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod leases;
+pub use leases::random_lease_id;
 
 /// Sends one request's answer and counts it in the node's metrics.
 struct Reply {

@@ -111,7 +111,7 @@ impl Consensus {
             info!(lease = %format!("{id:x}"), "a lease expired; revoking it");
             match self.propose_as_leader(Command::Revoke { id }).await {
                 Ok(Committed::Failed(e)) => debug!(lease = id, error = ?e, "the revoke was refused"),
-                Ok(_) => {}
+                Ok(_) => self.node.metrics().lease_expired(),
                 Err(e) => {
                     debug!(lease = id, error = ?e, "the revoke did not commit; it is tried again");
                     self.lessor.lock().retry(id);

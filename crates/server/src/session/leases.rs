@@ -23,7 +23,7 @@ pub(super) fn lease_id(field: Option<i64>, tag: Option<i32>) -> Result<LeaseId, 
 
 /// A fresh lease id: random, positive as an int64 (so that every client
 /// language holds it as is).
-fn random_id() -> LeaseId {
+pub fn random_lease_id() -> LeaseId {
     let mut bytes = [0u8; 8];
     crate::rt::fill_random(&mut bytes);
     (u64::from_le_bytes(bytes) & i64::MAX as u64).max(1)
@@ -51,7 +51,7 @@ impl Session {
         };
         let id = match lease {
             Some(_) => lease_id(lease, tag)?,
-            None => random_id(),
+            None => random_lease_id(),
         };
         self.propose(tag, Command::Grant { id, ttl }, move |o| match o {
             Committed::Failed(e) => Err(e),

@@ -4,13 +4,16 @@
 //! - `GET /_api/files/PATH[?rev=R][&raw][&encoding=base64]`: a file (its
 //!   revision, length and body) or a directory (its entries; `offset` and
 //!   `limit` page through a large one).
-//! - `PUT /_api/files/PATH?rev=R` with the body: SET with CAS revision R.
+//! - `PUT /_api/files/PATH?rev=R[&lease=ID]` with the body: SET with CAS
+//!   revision R (with `lease`, the file is attached to that lease: SETL).
 //! - `DELETE /_api/files/PATH?rev=R`: DEL with CAS revision R.
 //! - `GET /_api/walk?glob=G[&rev=R][&limit=N]`: the files matching a glob.
 //! - `GET /_api/log?glob=G[&rev=R][&limit=N]`: the changes to files matching G
 //!   at or before R (default: now) within the history window, newest first.
 //! - `GET /_api/watch?glob=G[&from=R][&limit=N]`: every change from revision R
 //!   on, as JSON lines, or server-sent events when asked for `text/event-stream`.
+//!
+//! - `/_api/leases`: leases (`leases` module).
 //!
 //! Bodies that are UTF-8 are given as `body`, others as `body_base64`.
 
@@ -58,12 +61,12 @@ pub fn routes() -> Router<Web> {
         .route("/_api/watch", get(watch))
 }
 
-fn bad_request(code: ErrCode, detail: impl Into<String>) -> ApiError {
+pub(super) fn bad_request(code: ErrCode, detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, detail)
 }
 
 /// An integer query parameter, if given.
-fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
+pub(super) fn int_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, ApiError> {
     match q.get(name) {
         None => Ok(None),
         Some(s) => s
@@ -197,7 +200,12 @@ async fn set(
     if !is_valid_path(&path) {
         return Err(ApiError::from_code(ErrCode::BadPath, format!("{path:?} is not a legal path")));
     }
-    write(&web, Command::Set { path: path.clone(), rev, body: doozer_store::Body::from(&body) }, path).await
+    let body = doozer_store::Body::from(&body);
+    let cmd = match super::leases::lease_param(&q)? {
+        Some(lease) => Command::SetLeased { path: path.clone(), rev, body, lease },
+        None => Command::Set { path: path.clone(), rev, body },
+    };
+    write(&web, cmd, path).await
 }
 
 async fn del(State(web): State<Web>, headers: HeaderMap, Query(q): Params, Path(path): Path<String>) -> ApiResult {
@@ -228,7 +236,7 @@ async fn write(web: &Web, cmd: Command, path: String) -> ApiResult {
 }
 
 /// A refused write, with what a person needs to retry: the file's revision now.
-fn write_error(web: &Web, path: &str, e: StoreError) -> ApiError {
+pub(super) fn write_error(web: &Web, path: &str, e: StoreError) -> ApiError {
     let detail = match e {
         StoreError::RevMismatch => match web.node().snapshot(None).ok().and_then(|s| s.get(path).ok().flatten()) {
             Some(f) => format!("{path} has changed: it is now at revision {}", f.rev),
@@ -236,6 +244,7 @@ fn write_error(web: &Web, path: &str, e: StoreError) -> ApiError {
         },
         StoreError::IsDir => format!("{path} is a directory"),
         StoreError::NotDir => format!("a parent of {path} is a file"),
+        StoreError::Lease(le) => le.to_string(),
         _ => String::new(),
     };
     ApiError::from_code(error_code(e), detail)

@@ -50,6 +50,9 @@ pub async fn metrics(State(web): State<Web>) -> Response {
     );
     gauge(&mut out, "doozer_raft_voters", "Voters in the membership this node knows.", s.voters.len());
     gauge(&mut out, "doozer_raft_learners", "Non-voting members in the membership this node knows.", s.learners.len());
+    let (leases, leased) = node.lease_counts();
+    gauge(&mut out, "doozer_leases", "Leases granted.", leases);
+    gauge(&mut out, "doozer_leased_files", "Files attached to a lease.", leased);
     gauge(&mut out, "doozer_ready", "1 if /readyz answers 200.", u8::from(web.cluster.readiness().is_ok()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

@@ -15,6 +15,7 @@
 mod api;
 mod cluster;
 mod health;
+mod leases;
 mod live;
 mod stream;
 
@@ -105,6 +106,7 @@ fn router(web: Web) -> Router {
         .route("/_ws", get(live::upgrade))
         .route("/_api/cluster", get(cluster::members))
         .merge(api::routes())
+        .merge(leases::routes())
         .fallback(page)
         .layer(axum::middleware::from_fn_with_state(web.clone(), count))
         .with_state(web)

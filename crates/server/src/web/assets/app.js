@@ -776,6 +776,38 @@ function showCluster(c) {
   $("cluster-note").textContent = notes.join("; ");
 }
 
+// ---- the leases panel -----------------------------------------------------------
+
+// Leases change without a revision (a keep-alive is not a write): polled.
+const LEASES_SHOWN = 50;
+
+async function refreshLeases() {
+  try {
+    const res = await api("GET", "/_api/leases?limit=" + LEASES_SHOWN);
+    const rows = (res.leases || []).map((l) => {
+      const tr = el("tr");
+      tr.append(el("td", "id", l.id), el("td", "", l.granted + " s"), el("td", "", String(l.files)));
+      tr.onclick = () => showLease(l.id);
+      return tr;
+    });
+    $("leases").tBodies[0].replaceChildren(...rows);
+    const more = res.count > rows.length ? " (first " + rows.length + ")" : "";
+    $("lease-count").textContent = res.count ? res.count + more : "none";
+  } catch (e) {
+    $("lease-count").textContent = "";
+  }
+}
+
+async function showLease(id) {
+  try {
+    const l = await api("GET", "/_api/leases/" + encodeURIComponent(id));
+    const files = l.files.length ? ": " + l.files.join(", ") : "; no files";
+    $("lease-detail").textContent = "lease " + l.id + ": " + l.ttl + " s left of " + l.granted + files;
+  } catch (e) {
+    $("lease-detail").textContent = "lease " + id + ": " + (e.message || "gone");
+  }
+}
+
 // ---- start ---------------------------------------------------------------------
 
 $("where").textContent = base === "/" ? "" : base + "/";
@@ -800,3 +832,5 @@ $("rev-input").onchange = () => setViewing(Number($("rev-input").value));
 $("history").onsubmit = (ev) => { ev.preventDefault(); setViewing(Number($("rev-input").value)); };
 $("rev-live").onclick = () => setViewing(null);
 connect();
+refreshLeases();
+setInterval(refreshLeases, 2000);
