@@ -283,3 +283,36 @@ async fn a_journal_on_a_follower_that_catches_up_by_snapshot_stays_restorable() 
         store.snapshot(Some(last)).unwrap().files().into_iter().map(|(p, f)| (p, f.rev, f.body.to_bytes())).collect();
     assert_eq!(restored, dump(&nodes[leader].addr, last).await, "the journal holds the tree at {last}");
 }
+
+#[tokio::test]
+async fn a_restore_keeps_the_leases_with_a_fresh_ttl_and_their_files_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    let d = Doozerd::start(&[]);
+    let c = client(&d.addr).await;
+    let held = c.grant(3).await.unwrap();
+    c.set_leased("/svc/a", 0, "up", held).await.unwrap();
+    let idle = c.grant(600).await.unwrap();
+    c.set("/plain", 0, "x").await.unwrap();
+    let out = run_doozer(&d.uri(), &["backup", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("2 leases"), "{}", out.stderr);
+    drop(d);
+    let restored = Doozerd::start(&["--restore", file.to_str().unwrap()]);
+    let r = client(&restored.addr).await;
+    let ids: Vec<i64> = r.leases().await.unwrap().iter().map(|l| l.id).collect();
+    let mut want = vec![held, idle];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(r.lease_files(held).await.unwrap(), ["/svc/a"]);
+    let info = r.lease_ttl(held).await.unwrap();
+    assert!(matches!(info.remaining, Some(2..=3)), "counted afresh: {info:?}");
+    // Its holder may keep it alive on the restored cluster; left alone it ends.
+    assert_eq!(r.keep_alive(held).await.unwrap(), 3);
+    common::eventually("the restored lease to expire", || async {
+        r.get_file("/svc/a", None).await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(r.get("/plain", None).await.unwrap().0, "x");
+    assert!(r.lease_ttl(idle).await.is_ok());
+}

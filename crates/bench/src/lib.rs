@@ -6,8 +6,12 @@
 //! (C readers over K preloaded keys), `watch-fanout` (W watchers in WAIT loops
 //! on one glob, one writer; latency from the write's send and from its
 //! acknowledgement to each watcher's receipt, and missing events), `mem`
-//! (load N keys, report each local server's RSS growth). Runs are bounded in
-//! time; the warm-up is not measured.
+//! (load N keys, report each local server's RSS growth), `lease-churn` (C
+//! clients each granting a lease, setting a file under it and revoking it,
+//! per op), `election-failover` (a holder that dies just after it is
+//! elected, TTL 2 s: the time from its last word to the next contender's
+//! acknowledged leadership). Runs are bounded in time; the warm-up is not
+//! measured.
 //!
 //! It writes into the cluster it is pointed at, only under `/bench/<pid>`,
 //! and deletes that subtree when it is done (also after a failed workload).
@@ -28,7 +32,8 @@ pub struct Args {
     /// The cluster: doozer:?ca=HOST:PORT&ca=... or HOST:PORT (default: DOOZER_URI, else 127.0.0.1:8046).
     #[arg(short = 'a', long)]
     pub uri: Option<String>,
-    /// put-seq, put-conc, get-conc, watch-fanout, mem, or all (comma-separated).
+    /// put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn,
+    /// election-failover, or all (comma-separated; all is the first five).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Concurrent clients for put-conc, get-conc and mem.
@@ -255,6 +260,59 @@ async fn put(name: &str, args: &Args, uri: &Target, clients: usize) -> Result<Re
         async move { c.set(&path, -1, body).await.map(drop).map_err(|e| e.to_string()) }
     })
     .await
+}
+
+async fn lease_churn(args: &Args, uri: &Target) -> Result<Report, String> {
+    let body = Bytes::from(vec![b'l'; args.size]);
+    let prefix = format!("{}/lease", root());
+    timed("lease-churn", args, uri, args.clients, move |c, w, n| {
+        let (body, path) = (body.clone(), format!("{prefix}/{w}/{n}"));
+        async move {
+            let failed = |e: doozer_client::Error| e.to_string();
+            let id = c.grant(60).await.map_err(failed)?;
+            c.set_leased(&path, -1, body, id).await.map_err(failed)?;
+            c.revoke(id).await.map(drop).map_err(failed)
+        }
+    })
+    .await
+}
+
+/// TTL of the holders in election-failover.
+const FAILOVER_TTL: i64 = 2;
+
+/// Rounds of: a holder claims leadership and dies at once (its lease is
+/// never kept alive); a contender already waiting campaigns; the time from
+/// the holder's grant (its last word) to the contender's acknowledged
+/// leadership is one sample. The floor is the TTL.
+async fn election_failover(args: &Args, uri: &Target) -> Result<Report, String> {
+    let mut text = format!("doozer:?{}", uri.addrs.iter().map(|a| format!("ca={a}")).collect::<Vec<_>>().join("&"));
+    if let Some(sk) = &uri.secret {
+        text.push_str(&format!("&sk={sk}"));
+    }
+    let cluster = doozer_client::Cluster::connect_with(&text, uri.opts.clone()).await.map_err(|e| e.to_string())?;
+    let holder = connect(uri, 0).await?;
+    let failed = |e: doozer_client::Error| e.to_string();
+    let rounds = ((args.duration / (FAILOVER_TTL as f64 + 0.5)).ceil() as usize).max(3);
+    let mut h = histogram();
+    let start = Instant::now();
+    for round in 0..rounds {
+        let dir = format!("{}/election/{round}", root());
+        let election = doozer_client::Election::new(&cluster, &dir);
+        // The holder: a lease granted, a claim made, and no keep-alive ever.
+        let died = Instant::now();
+        let id = holder.grant(FAILOVER_TTL).await.map_err(failed)?;
+        holder.set_leased(&format!("{dir}/{id:016x}"), 0, "dead", id).await.map_err(failed)?;
+        let next = election.campaign("next", 10).await.map_err(failed)?;
+        let _ = h.record(died.elapsed().as_micros().max(1) as u64);
+        next.release().await.map_err(failed)?;
+    }
+    Ok(Report {
+        workload: "election-failover".into(),
+        ops: rounds as u64,
+        seconds: start.elapsed().as_secs_f64(),
+        latencies: vec![percentiles("failover", &h)],
+        extra: vec![("ttl_s".into(), FAILOVER_TTL.to_string()), ("failover_max_us".into(), h.max().to_string())],
+    })
 }
 
 async fn get_conc(args: &Args, uri: &Target) -> Result<Report, String> {
@@ -495,9 +553,11 @@ async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
             "get-conc" => get_conc(args, uri).await?,
             "watch-fanout" => watch_fanout(args, uri).await?,
             "mem" => mem(args, uri).await?,
+            "lease-churn" => lease_churn(args, uri).await?,
+            "election-failover" => election_failover(args, uri).await?,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem or all"
+                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, election-failover or all"
                 ))
             }
         };

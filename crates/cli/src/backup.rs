@@ -61,6 +61,7 @@ pub async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
         let mut w =
             BackupWriter::new(BufWriter::new(std::io::stdout().lock()), &name, rev).map_err(io_err("stdout"))?;
         walk_all(&c, rev, |e| w.file(&e.path, e.rev, &e.body).map_err(io_err("stdout"))).await?;
+        write_leases(&c, &mut w, "stdout").await?;
         w.finish().map_err(io_err("stdout"))?;
         return Ok(());
     }
@@ -68,12 +69,36 @@ pub async fn backup(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let mut w = BackupWriter::new(BufWriter::new(file), &name, rev).map_err(io_err(&tmp))?;
     let files = walk_all(&c, rev, |e| w.file(&e.path, e.rev, &e.body).map_err(io_err(&tmp))).await?;
+    let leases = write_leases(&c, &mut w, &tmp).await?;
     let file = w.finish().map_err(io_err(&tmp))?.into_inner().map_err(|e| Failure::Message(format!("{tmp}: {e}")))?;
     file.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, target).map_err(io_err(target))?;
-    eprintln!("backed up revision {rev}: {files} files to {target}");
+    eprintln!("backed up revision {rev}: {files} files and {leases} leases to {target}");
     crate::output::Out { json: flags.json }.rev(None, rev)?;
     Ok(())
+}
+
+/// The lease table as it is now (after the walk): each lease with its files.
+/// A server without leases has none to back up.
+async fn write_leases<W: Write>(c: &Client, w: &mut BackupWriter<W>, what: &str) -> Result<usize, Failure> {
+    let leases = match c.leases().await {
+        Ok(l) => l,
+        Err(e) if e.code() == Some(ErrCode::UnknownVerb) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut written = 0;
+    for l in leases {
+        let files = match c.lease_files(l.id).await {
+            Ok(f) => f,
+            // Ended since it was listed.
+            Err(e) if e.code() == Some(ErrCode::NoEnt) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let ttl = u32::try_from(l.granted).unwrap_or(u32::MAX);
+        w.lease(l.id as u64, ttl, &files).map_err(io_err(what))?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// A snapshot record of the tree at the current revision; returns that

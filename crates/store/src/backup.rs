@@ -9,8 +9,15 @@
 //! ```text
 //! "DZBACKU1", cluster name, revision i64
 //! per file: 0x01, path, file revision i64, body      (depth first, byte order)
+//! per lease: 0x02, id u64, ttl u32, file count u64, per file: path
 //! 0x00, file count u64, checksum u64 (of everything before it)
 //! ```
+//! Lease records (after the files, only when leases were granted) hold the
+//! lease table as it was when the backup ended; a restored cluster grants
+//! each lease again with its TTL counted afresh from its first leader, and
+//! attaches the files of the backup that the lease had (files the backup does
+//! not hold are skipped). Readers before leases stop at a lease record:
+//! "unknown record kind 2".
 //! Journal, version 1 (append-only):
 //! ```text
 //! "DZJOURN1", cluster name, checksum u64 (of the header)
@@ -25,8 +32,9 @@
 
 use crate::codec::{add_file, kind_byte, kind_from_byte, put_bytes, read_tree, Fnv, Input, MAX_RECORD};
 use crate::image::ImageError;
+use crate::lease::{LeaseId, Leases};
 use crate::store::{Event, HistoryLimits, Snapshot, Store};
-use crate::tree::Dir;
+use crate::tree::{self, Dir};
 use crate::{Body, Rev};
 use std::io::{self, Read, Write};
 
@@ -64,6 +72,18 @@ impl<W: Write> BackupWriter<W> {
         self.put(&rec)
     }
 
+    /// A lease and its files (after every file).
+    pub fn lease(&mut self, id: LeaseId, ttl: u32, files: &[String]) -> io::Result<()> {
+        let mut rec = vec![2u8];
+        rec.extend_from_slice(&id.to_be_bytes());
+        rec.extend_from_slice(&ttl.to_be_bytes());
+        rec.extend_from_slice(&(files.len() as u64).to_be_bytes());
+        for f in files {
+            put_bytes(&mut rec, f.as_bytes());
+        }
+        self.put(&rec)
+    }
+
     /// Writes the trailer; returns the inner writer (flushed).
     pub fn finish(mut self) -> io::Result<W> {
         let mut end = vec![0u8];
@@ -76,11 +96,13 @@ impl<W: Write> BackupWriter<W> {
     }
 }
 
-/// A whole backup: the tree at one revision and the cluster's name.
+/// A whole backup: the tree at one revision, the cluster's name, and the
+/// leases with the backed-up files attached to them.
 #[derive(Clone)]
 pub struct Backup {
     pub cluster: String,
     pub tree: Snapshot,
+    pub leases: Leases,
 }
 
 /// Reads and checks a whole backup.
@@ -93,6 +115,7 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
     let rev = input.i64()?;
     let mut root = Dir::new();
     let mut count = 0u64;
+    let mut leases = Leases::new();
     loop {
         let at = input.at;
         match input.u8()? {
@@ -104,6 +127,7 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
                 add_file(&mut root, &path, file_rev, body, rev, at)?;
                 count += 1;
             }
+            2 => read_lease(&mut input, &mut leases, &root, at)?,
             k => return Err(ImageError { offset: at, what: format!("unknown record kind {k}") }),
         }
     }
@@ -116,7 +140,24 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
     if input.r.read(&mut rest).map_err(|e| input.err(e.to_string()))? != 0 {
         return Err(input.err("trailing bytes after the end of the backup"));
     }
-    Ok(Backup { cluster, tree: Snapshot::new(rev, root) })
+    Ok(Backup { cluster, tree: Snapshot::new(rev, root), leases })
+}
+
+/// One lease record: granted through [`Leases`]' own checks; its files that
+/// the backup holds attached.
+fn read_lease<R: Read>(input: &mut Input<R>, leases: &mut Leases, root: &Dir, at: usize) -> Result<(), ImageError> {
+    let bad = |what: String| ImageError { offset: at, what };
+    let id = input.u64()?;
+    let ttl = u32::from_be_bytes(input.take(4)?.try_into().unwrap_or_default());
+    leases.grant(id, ttl).map_err(|e| bad(format!("a lease record: {e}")))?;
+    for _ in 0..input.u64()? {
+        let path = input.path()?;
+        let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        if matches!(tree::lookup(root, &names), tree::Lookup::Found(tree::Node::File(_))) {
+            leases.attach(&path, id).map_err(|e| bad(format!("a lease record: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// One journal record.
@@ -271,7 +312,11 @@ fn read_record(input: &mut Input<&[u8]>) -> Result<Record, ImageError> {
 pub fn restore(backup: Option<&Backup>, journal: Option<&Journal>, limits: HistoryLimits) -> Result<Store, ImageError> {
     let records = journal.map(|j| j.records.as_slice()).unwrap_or_default();
     let mut store = match backup {
-        Some(b) => Store::at(b.tree.clone(), limits),
+        Some(b) => {
+            let mut store = Store::at(b.tree.clone(), limits);
+            store.set_leases(b.leases.clone());
+            store
+        }
         None => match records.first() {
             Some(Record::Snapshot(s)) => Store::at(s.clone(), limits),
             _ => {
@@ -335,6 +380,34 @@ mod tests {
         assert_eq!((b.cluster.as_str(), b.tree.rev()), ("prod", s.rev()));
         let t = restore(Some(&b), None, HistoryLimits::default()).unwrap();
         assert_eq!((t.rev(), dump(&t)), (s.rev(), dump(&s)));
+    }
+
+    #[test]
+    fn a_backup_keeps_the_leases_and_only_the_files_it_holds() {
+        let mut s = sample(40);
+        s.apply(&Command::Grant { id: 7, ttl: 30 });
+        s.apply(&Command::Grant { id: 9, ttl: 5 });
+        s.apply(&Command::SetLeased { path: "/svc/a".into(), rev: 0, body: Body::from(b"up".to_vec()), lease: 7 });
+        let mut w = BackupWriter::new(Vec::new(), "prod", s.rev()).unwrap();
+        for (path, f) in s.current().files() {
+            w.file(&path, f.rev, &f.body).unwrap();
+        }
+        // A file attached after the walk (not in the backup) is skipped.
+        w.lease(7, 30, &["/svc/a".into(), "/svc/later".into()]).unwrap();
+        w.lease(9, 5, &[]).unwrap();
+        let bytes = w.finish().unwrap();
+        let b = read_backup(&bytes[..]).unwrap();
+        let t = restore(Some(&b), None, HistoryLimits::default()).unwrap();
+        assert_eq!(t.leases(), s.leases());
+        assert_eq!(t.leases().lease_of("/svc/a"), Some(7));
+        // A revoke on the restored store deletes the file, as before.
+        let mut t = t;
+        assert!(matches!(t.apply(&Command::Revoke { id: 7 }), crate::Outcome::Batch(d) if d.len() == 1));
+        assert!(t.current().get("/svc/a").unwrap().is_none());
+        // A lease record that breaks the lease rules is refused with its offset.
+        let mut w = BackupWriter::new(Vec::new(), "prod", s.rev()).unwrap();
+        w.lease(0, 30, &[]).unwrap();
+        assert!(read_backup(&w.finish().unwrap()[..]).err().is_some_and(|e| e.what.contains("lease")));
     }
 
     #[test]
