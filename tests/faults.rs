@@ -31,6 +31,7 @@ async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &
         // removed and rejoin by themselves within the run.
         member_timeout: 3.0,
         big_values: true,
+        contenders: 2,
     };
     println!("scenario {name}: seed={} nodes={nodes} duration={secs}s", s.seed);
     let outcome = run(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), &s)
@@ -42,6 +43,7 @@ async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &
     let r = &outcome.report;
     println!("  {}", outcome.summary());
     assert!(r.ops > 1000, "the workload ran ({} ops)", r.ops);
+    assert!(outcome.terms > 0, "the election contenders never led");
     assert!(
         r.ok(),
         "scenario {name} (seed {}) found anomalies (node logs in {:?}):\n{}",

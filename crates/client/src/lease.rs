@@ -201,6 +201,14 @@ impl Lease {
         let _ = alive.wait_for(|a| !*a).await;
     }
 
+    /// Stops keeping the lease alive without revoking it: it ends a TTL
+    /// after the last keep-alive, as if this process had died (etcd's
+    /// `Session.Orphan`). For handing a lease on, or for tests of expiry.
+    pub fn orphan(mut self) {
+        self.keeper.abort();
+        self.revoked = true;
+    }
+
     /// Ends the lease now, deleting its files; returns that revision.
     pub async fn revoke(mut self) -> Result<Rev> {
         self.keeper.abort();

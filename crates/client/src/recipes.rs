@@ -120,6 +120,12 @@ impl Held {
         self.place.lease.lost().await
     }
 
+    /// Stops keeping the claim's lease alive without giving it up: the next
+    /// in line holds once the lease runs out, as if this process had died.
+    pub fn orphan(self) {
+        self.place.lease.orphan()
+    }
+
     /// Gives the claim up now (the next in line holds); returns the revision
     /// of the claim's deletion.
     pub async fn release(self) -> Result<Rev> {

@@ -114,8 +114,8 @@ fn main() -> std::process::ExitCode {
             println!("{l}");
         }
         println!(
-            "seed {} trace {:016x} virtual {:?} revisions {} operations {} rejoins {}",
-            out.seed, out.trace, out.elapsed, out.revisions, out.operations, out.rejoins
+            "seed {} trace {:016x} virtual {:?} revisions {} operations {} fenced {} rejoins {}",
+            out.seed, out.trace, out.elapsed, out.revisions, out.operations, out.fenced, out.rejoins
         );
         for v in &out.violations {
             println!("VIOLATION {v}");

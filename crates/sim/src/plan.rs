@@ -71,6 +71,10 @@ pub struct Plan {
     pub clients: usize,
     pub keys: usize,
     pub watchers: usize,
+    /// Election contenders making fenced writes (`doozer_verify::election`):
+    /// two in half the seeds, drawn from a stream of their own so the rest
+    /// of a seed's plan is what it was before they existed.
+    pub contenders: usize,
     /// How long faults are injected.
     pub chaos: Duration,
     pub faults: Vec<Timed>,
@@ -106,6 +110,7 @@ impl Plan {
             clients: rng.random_range(2..6),
             keys: rng.random_range(2..6),
             watchers: rng.random_range(1..3),
+            contenders: if SmallRng::seed_from_u64(seed ^ 0xe1ec7).random_bool(0.5) { 2 } else { 0 },
             chaos,
             faults,
         }

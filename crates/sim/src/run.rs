@@ -54,6 +54,8 @@ pub struct Outcome {
     /// cluster healing, but each one a member the leader judged silent (a
     /// seed that found a live member removed asserts how many it expects).
     pub rejoins: usize,
+    /// Fenced writes the election contenders got committed.
+    pub fenced: usize,
     /// Every broken promise, in words; empty if none.
     pub violations: Vec<String>,
 }
@@ -214,6 +216,7 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
         revisions: 0,
         operations: 0,
         rejoins: rejoins.get(),
+        fenced: 0,
         violations: state.violations,
     };
     match result.borrow_mut().take() {
@@ -222,6 +225,7 @@ pub fn run(plan: &Plan, trace: &mut Trace) -> Outcome {
         Some(Ok(history)) => {
             outcome.revisions = history.final_rev;
             outcome.operations = history.records.len();
+            outcome.fenced = history.log.iter().filter(|c| c.path == doozer_verify::election::REGISTER).count();
             note_history(trace, &history, elapsed);
             let report = doozer_verify::checks::check(&history);
             if !report.ok() {
@@ -527,6 +531,12 @@ async fn drive(
             tokio::spawn(workload::client(i, seed, plan.keys, nodes, clock, records, stop))
         })
         .collect();
+    let contenders: Vec<_> = (0..plan.contenders)
+        .map(|i| {
+            let seed = plan.seed ^ 0xe1ec7 ^ (i as u64 + 1);
+            tokio::spawn(doozer_verify::election::contender(i, seed, nodes.clone(), stop.clone()))
+        })
+        .collect();
     let (mut parked, mut floods) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
@@ -548,6 +558,14 @@ async fn drive(
     }
     for f in floods {
         let _ = f.await;
+    }
+    for c in contenders {
+        let _ = c.await;
+    }
+    if plan.contenders > 0 {
+        // Contenders that died leave their claims for a lease's TTL.
+        let ttl = Duration::from_secs(doozer_verify::election::TTL as u64);
+        doozer_verify::election::claims_gone(&nodes, ttl * 2 + Duration::from_secs(10)).await;
     }
     tracing::debug!("clients stopped");
     let final_rev = workload::settle(&nodes).await;

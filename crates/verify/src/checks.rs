@@ -134,6 +134,7 @@ pub fn check(h: &History) -> Report {
     check_reads(&records, &log, last, a);
     check_watches(h, &log, a);
     check_finals(h, a);
+    crate::election::check(&h.log, &h.finals, a);
     report
 }
 

@@ -3,6 +3,7 @@
 //! - [`history`]: what a workload did and saw.
 //! - [`wgl`]: the Wing–Gong/porcupine linearizability search.
 //! - [`checks`]: every checker, run over a [`history::History`].
+//! - [`election`]: election contenders with fenced writes, and their check.
 //!
 //! The harness that produces histories from real doozerd processes:
 //! [`cluster`] (processes, each behind a [`proxy`]), [`workload`] (clients,
@@ -10,6 +11,7 @@
 
 pub mod checks;
 pub mod cluster;
+pub mod election;
 pub mod faults;
 pub mod fuzz;
 pub mod history;

@@ -42,6 +42,9 @@ struct Args {
     /// No writer of values near the 1 MiB limit beside the clients.
     #[arg(long)]
     no_big_values: bool,
+    /// Election contenders making fenced writes (mutual exclusion is checked).
+    #[arg(long, default_value_t = 2)]
+    contenders: usize,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         kinds,
         member_timeout: args.timeout,
         big_values: !args.no_big_values,
+        contenders: args.contenders,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -29,6 +29,8 @@ pub struct Scenario {
     pub member_timeout: f64,
     /// A writer of values near the 1 MiB limit runs beside the clients.
     pub big_values: bool,
+    /// Election contenders making fenced writes (`election`).
+    pub contenders: usize,
 }
 
 /// What a run did and what the checkers found.
@@ -39,6 +41,8 @@ pub struct Outcome {
     pub watch_events: usize,
     /// TOO_LATE answers the watchers were given (each a range they were not held to).
     pub watch_gaps: usize,
+    /// Terms the election contenders led.
+    pub terms: usize,
     /// Where the nodes' logs are; kept when the run found anomalies.
     pub dir: Option<PathBuf>,
 }
@@ -48,12 +52,13 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let r = &self.report;
         format!(
-            "ops={} keys={} revisions={} watch_events={} watch_too_late={} faults={} anomalies={}",
+            "ops={} keys={} revisions={} watch_events={} watch_too_late={} election_terms={} faults={} anomalies={}",
             r.ops,
             r.keys,
             self.revisions,
             self.watch_events,
             self.watch_gaps,
+            self.terms,
             self.faults.len(),
             r.anomalies.len()
         )
@@ -105,12 +110,21 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
             ))
         })
         .collect();
+    let contenders: Vec<_> = (0..s.contenders)
+        .map(|i| {
+            tokio::spawn(crate::election::contender(i, s.seed ^ 0xe1ec7 ^ (i as u64 + 1), nodes.clone(), stop.clone()))
+        })
+        .collect();
 
     let faults = inject(&mut cluster, &nodes, s, &parked, &until).await?;
 
     let _ = stop_tx.send(true);
     for c in clients {
         let _ = c.await;
+    }
+    let mut terms = 0;
+    for c in contenders {
+        terms += c.await.unwrap_or(0);
     }
     if let Some(b) = big {
         let _ = b.await;
@@ -120,6 +134,11 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     await_healthy(&mut cluster, &nodes, s.nodes)
         .await
         .map_err(|e| format!("after the last fault: {e}; faults:\n{}", faults.join("\n")))?;
+    if s.contenders > 0 {
+        // Contenders that died leave their claims for a lease's TTL.
+        let ttl = Duration::from_secs(crate::election::TTL as u64);
+        crate::election::claims_gone(&nodes, ttl * 2 + Duration::from_secs(10)).await;
+    }
     let final_rev = settle(&mut cluster, &nodes).await?;
     let _ = until_tx.send(Some(final_rev));
     let log = recorder.await.map_err(|e| e.to_string())??.events;
@@ -147,7 +166,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     };
     let report = check(&history);
     let dir = keep_on_error.finish(!report.ok());
-    Ok(Outcome { report, faults, revisions: final_rev, watch_events, watch_gaps, dir })
+    Ok(Outcome { report, faults, revisions: final_rev, watch_events, watch_gaps, terms, dir })
 }
 
 /// Keeps the run's directory if the run ends early with an error.

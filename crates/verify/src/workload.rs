@@ -44,6 +44,11 @@ impl Nodes {
     async fn connect(&self, addr: &str) -> Result<Client, Error> {
         Client::connect_with(addr, &self.opts).await
     }
+
+    /// A connection to the node at `addr`.
+    pub async fn client(&self, addr: &str) -> Result<Client, Error> {
+        self.connect(addr).await
+    }
 }
 
 /// Nanoseconds since the run started: one clock for every record (tokio's,
