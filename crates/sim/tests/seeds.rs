@@ -48,6 +48,7 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     // The fix's own timers move this schedule off the stuck snapshot: the
     // bound itself is tested in consensus::network (a_large_call_*).
     (105636, "a snapshot stuck on a dead connection for two minutes outlasted -timeout; no heartbeats"),
+    (1125, "a keep-alive on a node rejoining its cluster spun on the closed metrics watch"),
     (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 

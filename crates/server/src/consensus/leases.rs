@@ -38,6 +38,9 @@ impl Consensus {
     async fn ask_lessor(&self, ask: LeaseAsk) -> Result<LeaseTime, LeaseRefusal> {
         let deadline = Instant::now() + self.opts.write_timeout;
         loop {
+            if self.stopped.is_cancelled() {
+                return Err(LeaseRefusal::NoLeader("this node stopped (it is rejoining its cluster)".into()));
+            }
             let refused = match self.known_leader() {
                 None => match self.answer_lessor(ask).await {
                     Err(LeaseRefusal::NotLeader) => LeaseRefusal::NoLeader("no leader is known".into()),

@@ -574,32 +574,18 @@ mod tests {
     /// A peer that welcomes each connection and answers every request
     /// `Leader` after `delay`.
     async fn slow_peer(delay: Duration) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut s = BufStream::new(tcp);
-                    let mut magic = [0u8; 4];
-                    tokio::io::AsyncReadExt::read_exact(&mut s, &mut magic).await.ok()?;
-                    let _: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
-                    write_msg(&mut s, &Ok::<(), String>(())).await.ok()?;
-                    loop {
-                        let _: PeerRequest = read_msg(&mut s, MAX_MESSAGE).await.ok()?;
-                        tokio::time::sleep(delay).await;
-                        write_msg(&mut s, &PeerResponse::Leader(None)).await.ok()?;
-                    }
-                    #[allow(unreachable_code)]
-                    Some(())
-                });
-            }
-        });
-        addr
+        peer(Some(delay)).await
     }
 
     /// A peer that welcomes each connection and then reads nothing: a link
     /// that died with the connection open.
     async fn deaf_peer() -> String {
+        peer(None).await
+    }
+
+    /// A peer that completes the handshake, then answers after `answer`, or
+    /// (`None`) never reads again.
+    async fn peer(answer: Option<Duration>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
@@ -610,8 +596,12 @@ mod tests {
                     tokio::io::AsyncReadExt::read_exact(&mut s, &mut magic).await.ok()?;
                     let _: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
                     write_msg(&mut s, &Ok::<(), String>(())).await.ok()?;
-                    std::future::pending::<()>().await;
-                    Some(())
+                    let Some(delay) = answer else { return std::future::pending::<Option<()>>().await };
+                    loop {
+                        let _: PeerRequest = read_msg(&mut s, MAX_MESSAGE).await.ok()?;
+                        tokio::time::sleep(delay).await;
+                        write_msg(&mut s, &PeerResponse::Leader(None)).await.ok()?;
+                    }
                 });
             }
         });

@@ -299,11 +299,19 @@ impl Consensus {
         self.raft.metrics().borrow().membership_config.nodes().next().is_none()
     }
 
-    /// Waits (briefly) for this node's view of the leader to change.
+    /// Waits (briefly) for this node's view of the leader to change. Once
+    /// this node's Raft has stopped its metrics never change again (the
+    /// watch is closed and answers at once): the wait is then the whole
+    /// 200 ms, so a caller's retry loop does not spin (the simulator found a
+    /// keep-alive spinning on a node that was rejoining, seed 1125).
     pub(super) async fn await_leader_change(&self) {
+        const WAIT: Duration = Duration::from_millis(200);
         let mut rx = self.raft.metrics();
         let leader = rx.borrow().current_leader;
         let changed = rx.wait_for(|m| m.current_leader != leader && m.current_leader.is_some());
-        let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+        let closed = matches!(tokio::time::timeout(WAIT, changed).await, Ok(Err(_)));
+        if closed {
+            tokio::time::sleep(WAIT).await;
+        }
     }
 }
