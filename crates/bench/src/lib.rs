@@ -8,7 +8,8 @@
 //! acknowledgement to each watcher's receipt, and missing events), `mem`
 //! (load N keys, report each local server's RSS growth), `lease-churn` (C
 //! clients each granting a lease, setting a file under it and revoking it,
-//! per op), `election-failover` (a holder that dies just after it is
+//! per op), `keep-alive` (C clients each keeping one lease alive, as fast
+//! as answered), `election-failover` (a holder that dies just after it is
 //! elected, TTL 2 s: the time from its last word to the next contender's
 //! acknowledged leadership). Runs are bounded in time; the warm-up is not
 //! measured.
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(short = 'a', long)]
     pub uri: Option<String>,
     /// put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn,
-    /// election-failover, or all (comma-separated; all is the first five).
+    /// keep-alive, election-failover, or all (comma-separated; all is the first five).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Concurrent clients for put-conc, get-conc and mem.
@@ -275,6 +276,39 @@ async fn lease_churn(args: &Args, uri: &Target) -> Result<Report, String> {
         }
     })
     .await
+}
+
+/// C clients, each keeping one lease alive as fast as it is answered: the
+/// leader confirms it still leads before each answer (a heartbeat round to
+/// the voters), so this measures that round as much as the verb.
+async fn keep_alive(args: &Args, uri: &Target) -> Result<Report, String> {
+    let leases: Arc<Mutex<HashMap<usize, doozer_client::LeaseId>>> = Arc::default();
+    let report = timed("keep-alive", args, uri, args.clients, {
+        let leases = leases.clone();
+        move |c, w, _| {
+            let leases = leases.clone();
+            async move {
+                let failed = |e: doozer_client::Error| e.to_string();
+                let known = leases.lock().map_err(|e| e.to_string())?.get(&w).copied();
+                let id = match known {
+                    Some(id) => id,
+                    None => {
+                        let id = c.grant(60).await.map_err(failed)?;
+                        leases.lock().map_err(|e| e.to_string())?.insert(w, id);
+                        id
+                    }
+                };
+                c.keep_alive(id).await.map(drop).map_err(failed)
+            }
+        }
+    })
+    .await?;
+    let ids: Vec<_> = leases.lock().map_err(|e| e.to_string())?.values().copied().collect();
+    let c = connect(uri, 0).await?;
+    for id in ids {
+        let _ = c.revoke(id).await;
+    }
+    Ok(report)
 }
 
 /// TTL of the holders in election-failover.
@@ -554,10 +588,11 @@ async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
             "watch-fanout" => watch_fanout(args, uri).await?,
             "mem" => mem(args, uri).await?,
             "lease-churn" => lease_churn(args, uri).await?,
+            "keep-alive" => keep_alive(args, uri).await?,
             "election-failover" => election_failover(args, uri).await?,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, election-failover or all"
+                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, keep-alive, election-failover or all"
                 ))
             }
         };

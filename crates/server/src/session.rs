@@ -439,7 +439,7 @@ impl Session {
             Committed::Changed(_) | Committed::Unchanged | Committed::Batch(_) => {
                 Ok(Response { tag, ..Response::default() })
             }
-            Committed::NotMember => Ok(removed(tag)),
+            Committed::NotMember | Committed::OutOfTerm => Ok(removed(tag)),
             Committed::Failed(e) => Err(e),
         });
         Ok(None)
@@ -475,14 +475,15 @@ fn set_answer(tag: Option<i32>, o: Committed) -> Result<Response, StoreError> {
     match o {
         Committed::Changed(rev) => Ok(Response { tag, rev: Some(rev), ..Response::default() }),
         Committed::Unchanged | Committed::Batch(_) => Ok(Response { tag, ..Response::default() }),
-        Committed::NotMember => Ok(removed(tag)),
+        Committed::NotMember | Committed::OutOfTerm => Ok(removed(tag)),
         Committed::Failed(e) => Err(e),
     }
 }
 
 /// A write this node proposed after it stopped being a member: not done.
 /// (The consensus layer turns that outcome into an error before it gets
-/// here; this is the answer should it ever arrive.)
+/// here; this is the answer should it ever arrive. `OutOfTerm` never does:
+/// only a leader's own decisions carry a term.)
 fn removed(tag: Option<i32>) -> Response {
     Response::error(tag, ErrCode::Readonly, "this node was removed from its cluster; nothing was written".to_string())
 }

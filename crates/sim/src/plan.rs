@@ -71,7 +71,8 @@ pub struct Plan {
     pub clients: usize,
     pub keys: usize,
     pub watchers: usize,
-    /// Election contenders making fenced writes (`doozer_verify::election`):
+    /// Election contenders making fenced writes (`doozer_verify::election`),
+    /// and as many lease keepers (`doozer_verify::lease`):
     /// two in half the seeds, drawn from a stream of their own so the rest
     /// of a seed's plan is what it was before they existed.
     pub contenders: usize,

@@ -537,6 +537,12 @@ async fn drive(
             tokio::spawn(doozer_verify::election::contender(i, seed, nodes.clone(), stop.clone()))
         })
         .collect();
+    let keepers: Vec<_> = (0..plan.contenders)
+        .map(|i| {
+            let seed = plan.seed ^ 0x1ea5e ^ (i as u64 + 1);
+            tokio::spawn(doozer_verify::lease::keeper(seed, nodes.clone(), clock, stop.clone()))
+        })
+        .collect();
     let (mut parked, mut floods) = (Vec::new(), Vec::new());
     loop {
         tokio::select! {
@@ -561,6 +567,10 @@ async fn drive(
     }
     for c in contenders {
         let _ = c.await;
+    }
+    let mut leases = Vec::new();
+    for k in keepers {
+        leases.extend(k.await.unwrap_or_default());
     }
     if plan.contenders > 0 {
         // Contenders that died leave their claims for a lease's TTL.
@@ -593,6 +603,7 @@ async fn drive(
         watches,
         finals,
         final_rev,
+        leases,
     })
 }
 

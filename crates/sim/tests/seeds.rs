@@ -49,6 +49,9 @@ const FOUND_BUGS: &[(u64, &str)] = &[
     // bound itself is tested in consensus::network (a_large_call_*).
     (105636, "a snapshot stuck on a dead connection for two minutes outlasted -timeout; no heartbeats"),
     (1125, "a keep-alive on a node rejoining its cluster spun on the closed metrics watch"),
+    (207355, "a leader judged a new member's slot by a membership read before seconds of commits, and emptied it"),
+    (300117, "a leader cut off from the voters acknowledged keep-alives of a lease its successor revoked"),
+    (302097, "a lease expiry decided on term 1's deadlines was committed in term 4, which kept the lease alive"),
     (139, "(a planted bug, found with floods) a snapshot skipped a held WAIT past its events"),
 ];
 

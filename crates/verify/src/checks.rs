@@ -135,6 +135,7 @@ pub fn check(h: &History) -> Report {
     check_watches(h, &log, a);
     check_finals(h, a);
     crate::election::check(&h.log, &h.finals, a);
+    crate::lease::check(&h.leases, a);
     report
 }
 

@@ -77,7 +77,7 @@ pub async fn contender(id: usize, seed: u64, nodes: Nodes, stop: watch::Receiver
 }
 
 /// A cluster handle over the live nodes, the first one chosen at random.
-async fn connect(nodes: &Nodes, rng: &mut StdRng) -> Option<Cluster> {
+pub(crate) async fn connect(nodes: &Nodes, rng: &mut StdRng) -> Option<Cluster> {
     let mut addrs: Vec<String> = nodes.lock().iter().map(|(_, a)| a.clone()).collect();
     if addrs.is_empty() {
         return None;

@@ -89,4 +89,6 @@ pub struct History {
     /// Each node's final tree: path -> (file revision, body), at `final_rev`.
     pub finals: Vec<BTreeMap<String, (Rev, String)>>,
     pub final_rev: Rev,
+    /// The lease keepers' leases (`lease`).
+    pub leases: Vec<crate::lease::LeaseLog>,
 }

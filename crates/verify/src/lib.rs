@@ -4,6 +4,7 @@
 //! - [`wgl`]: the Wing–Gong/porcupine linearizability search.
 //! - [`checks`]: every checker, run over a [`history::History`].
 //! - [`election`]: election contenders with fenced writes, and their check.
+//! - [`lease`]: lease keepers, and the check that no lease ends early.
 //!
 //! The harness that produces histories from real doozerd processes:
 //! [`cluster`] (processes, each behind a [`proxy`]), [`workload`] (clients,
@@ -15,6 +16,7 @@ pub mod election;
 pub mod faults;
 pub mod fuzz;
 pub mod history;
+pub mod lease;
 pub mod proxy;
 pub mod run;
 pub mod wgl;

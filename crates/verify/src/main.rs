@@ -42,7 +42,7 @@ struct Args {
     /// No writer of values near the 1 MiB limit beside the clients.
     #[arg(long)]
     no_big_values: bool,
-    /// Election contenders making fenced writes (mutual exclusion is checked).
+    /// Election contenders making fenced writes (mutual exclusion is checked), and as many lease keepers (no lease may end early).
     #[arg(long, default_value_t = 2)]
     contenders: usize,
 }

@@ -29,7 +29,7 @@ pub struct Scenario {
     pub member_timeout: f64,
     /// A writer of values near the 1 MiB limit runs beside the clients.
     pub big_values: bool,
-    /// Election contenders making fenced writes (`election`).
+    /// Election contenders making fenced writes (`election`), and as many lease keepers (`lease`).
     pub contenders: usize,
 }
 
@@ -116,6 +116,12 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
         })
         .collect();
 
+    let keepers: Vec<_> = (0..s.contenders)
+        .map(|i| {
+            tokio::spawn(crate::lease::keeper(s.seed ^ 0x1ea5e ^ (i as u64 + 1), nodes.clone(), clock, stop.clone()))
+        })
+        .collect();
+
     let faults = inject(&mut cluster, &nodes, s, &parked, &until).await?;
 
     let _ = stop_tx.send(true);
@@ -125,6 +131,10 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     let mut terms = 0;
     for c in contenders {
         terms += c.await.unwrap_or(0);
+    }
+    let mut leases = Vec::new();
+    for k in keepers {
+        leases.extend(k.await.unwrap_or_default());
     }
     if let Some(b) = big {
         let _ = b.await;
@@ -163,6 +173,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
         watches,
         finals,
         final_rev,
+        leases,
     };
     let report = check(&history);
     let dir = keep_on_error.finish(!report.ok());

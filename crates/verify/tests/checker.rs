@@ -51,7 +51,7 @@ fn clean() -> History {
     }];
     let tree: BTreeMap<String, (i64, String)> =
         [("/j".to_string(), (3, "x".to_string())), ("/k".to_string(), (5, "c".to_string()))].into();
-    History { records, log, watches, finals: vec![tree.clone(), tree], final_rev: 5 }
+    History { records, log, watches, finals: vec![tree.clone(), tree], final_rev: 5, ..History::default() }
 }
 
 fn anomalies(h: &History) -> Vec<String> {
@@ -213,7 +213,7 @@ fn random_linearizable_histories_pass() {
                 records.push(set(i as usize % 5, &key, cond, &value, r, call, ret));
             }
         }
-        let h = History { records, log, watches: vec![], finals: vec![state], final_rev: rev };
+        let h = History { records, log, watches: vec![], finals: vec![state], final_rev: rev, ..History::default() };
         let r = check(&h);
         assert!(r.ok(), "round {round}: {:#?}", r.anomalies);
     }

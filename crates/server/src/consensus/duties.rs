@@ -103,18 +103,18 @@ pub fn spawn(c: Arc<Consensus>) {
             }
             c.track_slot(&mut claims);
             c.publish_writable(&m, &claims).await;
-            if m.state == ServerState::Leader && m.current_leader == Some(c.id) {
+            if c.leads(&m) {
                 // Silence is judged only over time this leader led and was
                 // in touch with a majority (see `rules`).
                 let since = *leading_since.get_or_insert_with(Instant::now);
                 let since = since.max(c.in_touch_since(&m, &mut touch_since));
-                c.lead(&m, since).await;
-                c.expire_leases(m.current_term).await;
+                c.lead(since).await;
+                c.expire_leases().await;
                 // A leader whose slot was emptied leads on as a non-voter
                 // (openraft 0.9 does not step down): it claims a vacant slot
                 // as any non-voter would, or the slot stays vacant for good
                 // (the simulator found a cluster a voter short so, seed 1143).
-                c.claim_slot(&m, &claims).await;
+                c.claim_slot(&c.metrics(), &claims).await;
             } else {
                 leading_since = None;
                 touch_since = None;
@@ -219,25 +219,38 @@ impl Consensus {
         }
     }
 
-    async fn lead(&self, m: &Metrics, since: Instant) {
+    /// Each step reads the metrics afresh: the steps before it may have
+    /// waited seconds for commits, and a membership read before them misses
+    /// the nodes that joined meanwhile (the simulator found a leader emptying
+    /// a new member's slot as a non-member's so, and the member, taking it
+    /// for a demotion, never claimed a slot again: seed 207355).
+    async fn lead(&self, since: Instant) {
         self.publish_leader().await;
-        self.publish_roles(m).await;
-        self.remove_silent(m, since).await;
-        self.tidy(m).await;
-        self.match_voters_to_slots(m).await;
+        self.publish_roles(&self.metrics()).await;
+        self.remove_silent(&self.metrics(), since).await;
+        self.tidy().await;
+        self.match_voters_to_slots(&self.metrics()).await;
+    }
+
+    /// The members' names, or `None` during a voter change. Read after the
+    /// state it is checked against: a node is a member before it can claim
+    /// a slot or write `/ctl` files, so a holder missing here is truly gone.
+    fn member_names(&self) -> Option<BTreeSet<String>> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_joint_config().len() > 1 {
+            return None;
+        }
+        Some(membership.nodes().map(|(_, n)| n.name.clone()).collect())
     }
 
     /// Slots held by ids that are not members are emptied, and `/ctl/node`
     /// entries of ids that are not members are deleted: what a removal
     /// interrupted by a leader change can leave behind.
-    async fn tidy(&self, m: &Metrics) {
-        let membership = m.membership_config.membership();
-        if membership.get_joint_config().len() > 1 {
-            return;
-        }
-        let members: BTreeSet<&str> = membership.nodes().map(|(_, n)| n.name.as_str()).collect();
+    async fn tidy(&self) {
         let slots = self.slots();
-        for slot in slots.iter().filter(|s| !s.holder.is_empty() && !members.contains(s.holder.as_str())) {
+        let Some(members) = self.member_names() else { return };
+        for slot in slots.iter().filter(|s| !s.holder.is_empty() && !members.contains(&s.holder)) {
             info!(slot = %slot.path, holder = %slot.holder, "emptying a slot held by a non-member");
             self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body: Body::default() }).await;
         }
@@ -246,6 +259,7 @@ impl Consensus {
             self.write(Command::Set { path: slot.path.clone(), rev: slot.rev, body: Body::default() }).await;
         }
         let Ok(snap) = self.node.snapshot(None) else { return };
+        let Some(members) = self.member_names() else { return };
         for id in ctl::node_ids(&snap) {
             if members.contains(id.as_str()) {
                 continue;
@@ -253,6 +267,8 @@ impl Consensus {
             info!(node = %id, "deleting /ctl/node files of a non-member");
             self.forget(&id).await;
         }
+        let Ok(snap) = self.node.snapshot(None) else { return };
+        let Some(members) = self.member_names() else { return };
         for id in snap.getdir(&ctl::ns_dir(self.cluster())).unwrap_or_default() {
             if !members.contains(&*id) {
                 info!(node = %id, "deleting the /ctl/ns entry of a non-member");

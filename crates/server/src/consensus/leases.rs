@@ -17,7 +17,6 @@ use super::network::Target;
 use super::wire::{Committed, LeaseAsk, LeaseRefusal, LeaseTime, PeerRequest, PeerResponse};
 use super::Consensus;
 use doozer_store::{Command, LeaseId};
-use openraft::ServerState;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
@@ -66,24 +65,32 @@ impl Consensus {
         }
     }
 
-    /// The lessor's answer, if this node leads. A lease granted through
-    /// another node may be committed and not yet applied here: a lease not
-    /// found is looked for again once this node has applied all it committed.
+    /// The lessor's answer, if this node leads and a majority of the voters
+    /// still follow it (`confirm`: one round for all questions waiting). A
+    /// leader cut off from them may not know it was deposed: its answer would
+    /// keep alive a lease the new leader is about to end (the simulator's
+    /// lease keepers found keep-alives so answered after the lease was
+    /// revoked, seed 300117). The confirmation also applies all this node
+    /// committed, so a lease granted through another node is found.
     pub(super) async fn answer_lessor(&self, ask: LeaseAsk) -> Result<LeaseTime, LeaseRefusal> {
-        match self.lessor_now(ask) {
-            Err(LeaseRefusal::NotFound) => {
-                if self.raft.ensure_linearizable().await.is_err() {
-                    return Err(LeaseRefusal::NotLeader);
-                }
-                self.lessor_now(ask)
-            }
-            answer => answer,
+        if !self.leads(&self.metrics()) {
+            return Err(LeaseRefusal::NotLeader);
+        }
+        let (raft, limit) = (self.raft.clone(), self.opts.write_timeout);
+        let round = move || {
+            let raft = raft.clone();
+            async move { matches!(tokio::time::timeout(limit, raft.ensure_linearizable()).await, Ok(Ok(_))) }
+        };
+        if self.confirmations.confirm(round).await {
+            self.lessor_now(ask)
+        } else {
+            Err(LeaseRefusal::NotLeader)
         }
     }
 
     fn lessor_now(&self, ask: LeaseAsk) -> Result<LeaseTime, LeaseRefusal> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader || m.current_leader != Some(self.id) {
+        let m = self.metrics();
+        if !self.leads(&m) {
             return Err(LeaseRefusal::NotLeader);
         }
         let id = match ask {
@@ -102,8 +109,17 @@ impl Consensus {
     }
 
     /// Revokes the leases past their deadline, as leader (the duties call
-    /// this every tick while this node leads).
-    pub(super) async fn expire_leases(&self, term: u64) {
+    /// this every tick while this node leads). Each revoke holds only in the
+    /// term whose deadlines decided it: this node may lose office and win it
+    /// again while the revoke waits, and the later term's leader (itself,
+    /// even) kept the lease alive (the simulator found a revoke decided in
+    /// term 1 committed in term 4 so, seed 302097).
+    pub(super) async fn expire_leases(&self) {
+        let m = self.metrics();
+        if !self.leads(&m) {
+            return;
+        }
+        let term = m.current_term;
         let due = {
             let mut lessor = self.lessor.lock();
             lessor.for_term(term);
@@ -112,8 +128,9 @@ impl Consensus {
         };
         for id in due {
             info!(lease = %format!("{id:x}"), "a lease expired; revoking it");
-            match self.propose_as_leader(Command::Revoke { id }).await {
+            match self.propose_in_term(Command::Revoke { id }, Some(term)).await {
                 Ok(Committed::Failed(e)) => debug!(lease = id, error = ?e, "the revoke was refused"),
+                Ok(Committed::OutOfTerm) => debug!(lease = id, "the revoke was committed in a later term: not applied"),
                 Ok(_) => self.node.metrics().lease_expired(),
                 Err(e) => {
                     debug!(lease = id, error = ?e, "the revoke did not commit; it is tried again");

@@ -14,9 +14,11 @@
 //! write means); `peer` (serving peer connections); `network` (calling
 //! peers, and who answered); `storage` (the Raft log and the state machine);
 //! `duties` (what a member does every tick) with `rules` (the membership
-//! decisions, pure); `register` (writing this node's `/ctl` files); `wire`
+//! decisions, pure); `leases` with `lessor` (deadlines) and `confirm`
+//! (batched confirmation that this node still leads); `register` (writing this node's `/ctl` files); `wire`
 //! and `types` (the peer messages and openraft's types).
 
+mod confirm;
 mod duties;
 mod leases;
 mod lessor;
@@ -99,6 +101,8 @@ pub struct Consensus {
     seq: std::sync::atomic::AtomicU64,
     /// Lease deadlines, kept while this node leads (see `leases`).
     lessor: parking_lot::Mutex<lessor::Lessor>,
+    /// Questions waiting for a majority to confirm this node leads.
+    confirmations: Arc<confirm::Confirmations>,
 }
 
 /// Most bytes the Raft log holds before a snapshot is taken and the log
@@ -178,6 +182,7 @@ impl Consensus {
             log,
             seq: Default::default(),
             lessor: Default::default(),
+            confirmations: Default::default(),
         });
         tokio::spawn(consensus.clone().batch_loop(pending));
         tokio::spawn(consensus.clone().log_bound_loop());
@@ -259,6 +264,18 @@ impl Consensus {
                 return Err("removed from the cluster before catching up".into());
             }
         }
+    }
+
+    /// Raft's view now. Read it again after an await: a step that waited on
+    /// commits may find the membership or the term changed.
+    fn metrics(&self) -> types::Metrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// True if this node leads, in its own view (a deposed leader may not
+    /// know yet: what must not act on a stale view confirms it first).
+    fn leads(&self, m: &types::Metrics) -> bool {
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
     /// When a leader last replicated to this node.

@@ -262,6 +262,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             out.push(match entry.payload {
                 EntryPayload::Blank => Committed::Unchanged,
+                // A lease expiry decided on one term's deadlines, committed in
+                // a later term whose leader kept the lease alive, would end it
+                // early (the simulator found one so, seed 302097).
+                EntryPayload::Normal(p) if p.term.is_some_and(|t| t != entry.log_id.leader_id.term) => {
+                    Committed::OutOfTerm
+                }
                 EntryPayload::Normal(p) if matches!(p.cmd, doozer_store::Command::Load { .. }) => {
                     self.apply_load(p).await?
                 }
@@ -338,7 +344,7 @@ mod tests {
 
     fn proposal(origin: NodeId, seq: u64, path: &str) -> Proposal {
         let cmd = Command::Set { path: path.into(), rev: 0, body: Body::from("x") };
-        Proposal { id: Some(WriteId { origin, seq }), cmd }
+        Proposal { id: Some(WriteId { origin, seq }), cmd, term: None }
     }
 
     #[test]
@@ -356,9 +362,24 @@ mod tests {
         assert_eq!(sm.apply_proposal(proposal(7, 1, "/d")), Committed::Unchanged);
         assert_eq!(node.rev(), 3);
         // Without an id (a leader's own decision) it is applied as it comes.
-        let own = Proposal { id: None, cmd: Command::Nop };
+        let own = Proposal { id: None, cmd: Command::Nop, term: None };
         assert_eq!(sm.apply_proposal(own.clone()), Committed::Changed(4));
         assert_eq!(sm.apply_proposal(own), Committed::Changed(5));
+    }
+
+    #[tokio::test]
+    async fn a_decision_tied_to_a_term_is_applied_only_in_an_entry_of_that_term() {
+        // Seed 302097: a lease expiry decided on term 1's deadlines was
+        // committed in term 4, whose leader had kept the lease alive.
+        let node = Node::new("N".into(), Limits::default());
+        let mut sm = members(&node, &[7]);
+        let entry = |term: u64, index: u64, decided: u64| Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(term, 7), index),
+            payload: EntryPayload::Normal(Proposal { id: None, cmd: Command::Nop, term: Some(decided) }),
+        };
+        let out = sm.apply([entry(4, 1, 1), entry(4, 2, 4)]).await.unwrap();
+        assert_eq!(out, [Committed::OutOfTerm, Committed::Changed(1)]);
+        assert_eq!(node.rev(), 1);
     }
 
     /// A state machine whose membership is `ids`, all voters.

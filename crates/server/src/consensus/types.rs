@@ -30,10 +30,14 @@ pub struct WriteId {
 
 /// A log entry's payload: a store command and, for a node's own proposals,
 /// its id (the leader's own decisions carry none: they are never resent).
+/// A leader's decision that holds only in the term it was made in carries
+/// that term: committed in an entry of another term, it is not applied
+/// (`Committed::OutOfTerm`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub id: Option<WriteId>,
     pub cmd: Command,
+    pub term: Option<u64>,
 }
 
 /// For each member, the last proposal applied and its outcome: what a resent

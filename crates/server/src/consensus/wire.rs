@@ -123,6 +123,9 @@ pub enum Committed {
     /// Not applied: the node that proposed it is no longer a member (see
     /// `StateMachine::apply_proposal`). Its writers are told nothing was done.
     NotMember,
+    /// Not applied: a leader's decision made in another term than the entry
+    /// that carried it (see [`super::types::Proposal`]).
+    OutOfTerm,
 }
 
 impl Committed {
@@ -131,7 +134,7 @@ impl Committed {
         match self {
             Committed::Changed(rev) => Some(*rev),
             Committed::Batch(all) => all.iter().filter_map(Committed::last_rev).max(),
-            Committed::Unchanged | Committed::Failed(_) | Committed::NotMember => None,
+            Committed::Unchanged | Committed::Failed(_) | Committed::NotMember | Committed::OutOfTerm => None,
         }
     }
 }

@@ -211,7 +211,13 @@ impl Consensus {
     /// decisions a leader makes from what it alone sees (who is silent), which a
     /// deposed leader must not get another node to carry out.
     pub(crate) async fn propose_as_leader(&self, cmd: Command) -> Result<Committed, ProposeError> {
-        let write = self.raft.client_write(Proposal { id: None, cmd });
+        self.propose_in_term(cmd, None).await
+    }
+
+    /// [`Consensus::propose_as_leader`], and with `term` applied only if
+    /// committed in an entry of that term (else [`Committed::OutOfTerm`]).
+    pub(crate) async fn propose_in_term(&self, cmd: Command, term: Option<u64>) -> Result<Committed, ProposeError> {
+        let write = self.raft.client_write(Proposal { id: None, cmd, term });
         match tokio::time::timeout(self.opts.write_timeout, write).await {
             Ok(Ok(resp)) => Ok(resp.data),
             // Not the leader (any more): refused before it was proposed.
@@ -227,7 +233,7 @@ impl Consensus {
     /// machine applies it once. Only the caller's timeout leaves it unknown.
     async fn propose_until_done(&self, cmd: Command) -> Result<(Committed, Route), ProposeError> {
         let id = WriteId { origin: self.id, seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 };
-        let proposal = Proposal { id: Some(id), cmd };
+        let proposal = Proposal { id: Some(id), cmd, term: None };
         loop {
             // A stopped node (removed, rejoining under a new id) sends nothing more.
             if self.stopped.is_cancelled() {

@@ -228,7 +228,7 @@ async fn write(web: &Web, cmd: Command, path: String) -> ApiResult {
         Ok(Committed::Changed(rev)) => Ok(Json(json!({"path": path, "rev": rev})).into_response()),
         Ok(Committed::Unchanged | Committed::Batch(_)) => Ok(Json(json!({"path": path, "rev": null})).into_response()),
         Ok(Committed::Failed(e)) => Err(write_error(web, &path, e)),
-        Ok(Committed::NotMember) => {
+        Ok(Committed::NotMember | Committed::OutOfTerm) => {
             Err(ApiError::from_code(ErrCode::Readonly, "this node was removed from its cluster; nothing was written"))
         }
         Err(e) => Err(ApiError::proposal(&e)),
