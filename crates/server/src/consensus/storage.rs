@@ -1,8 +1,12 @@
 //! Raft's storage, all in memory as Doozer always was: the log, the vote, and
 //! the state machine, which is the node's store. A process that restarts has
-//! lost all of it and rejoins under a new id.
+//! lost all of it and rejoins under a new id. A durable log store
+//! ([`LogStore::durable`], issue 15) also writes every change of the log and
+//! vote to disk (`durable`) before it reports it done.
 
+use super::durable::{Disk, Done, Record, Replayed};
 use super::types::*;
+use super::wal::WalError;
 use super::wire::Committed;
 use crate::node::Node;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine};
@@ -52,7 +56,13 @@ pub struct LogStore {
     /// Past this many bytes an append wakes [`LogStore::over_limit`]'s waiter.
     limit: usize,
     over: Arc<tokio::sync::Notify>,
+    /// Where a durable log also writes every change.
+    disk: Option<Arc<Disk>>,
 }
+
+/// A durable log writes a checkpoint (and drops older segments) after a
+/// purge once the disk holds this many bytes more than twice the log.
+const CHECKPOINT_SLACK: u64 = 64 << 20;
 
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
@@ -78,6 +88,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.log.lock().vote = Some(*vote);
+        // Raft acts on a vote only once it survives a crash.
+        if let Some(disk) = &self.disk {
+            disk.write_synced(&Record::Vote(*vote)).await.map_err(|e| openraft::StorageIOError::write_vote(&e))?;
+        }
         Ok(())
     }
 
@@ -87,6 +101,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.log.lock().committed = committed;
+        self.record(Record::Committed(committed));
         Ok(())
     }
 
@@ -99,33 +114,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        {
-            let mut log = self.log.lock();
-            for e in entries {
-                log.insert(e);
-            }
-            if log.bytes > self.limit {
-                self.over.notify_one();
-            }
-        }
-        // Memory is the durable medium here: appended is flushed.
-        callback.log_io_completed(Ok(()));
+        let Some(disk) = &self.disk else {
+            self.insert(entries);
+            // Memory is the durable medium here: appended is flushed.
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.insert(entries.iter().cloned());
+        disk.write(&Record::Entries(entries), Done::Flushed(callback));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.log.lock();
-        let gone = log.entries.split_off(&log_id.index);
-        log.forget(gone);
+        {
+            let mut log = self.log.lock();
+            let gone = log.entries.split_off(&log_id.index);
+            log.forget(gone);
+        }
+        self.record(Record::Truncate(log_id.index));
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.log.lock();
-        let keep = log.entries.split_off(&(log_id.index + 1));
-        let gone = std::mem::replace(&mut log.entries, keep);
-        log.forget(gone);
-        log.purged = Some(log_id);
+        {
+            let mut log = self.log.lock();
+            let keep = log.entries.split_off(&(log_id.index + 1));
+            let gone = std::mem::replace(&mut log.entries, keep);
+            log.forget(gone);
+            log.purged = Some(log_id);
+        }
+        self.record(Record::Purge(log_id));
+        self.checkpoint_if_due().await.map_err(|e| openraft::StorageIOError::write_logs(&e))?;
         Ok(())
     }
 }
@@ -133,7 +153,52 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 impl LogStore {
     /// An empty log that says when it holds more than `limit` bytes.
     pub fn new(limit: usize) -> LogStore {
-        LogStore { log: Arc::default(), limit, over: Arc::default() }
+        LogStore { log: Arc::default(), limit, over: Arc::default(), disk: None }
+    }
+
+    /// The log kept in `dir` as well, as it was left there; and the torn
+    /// tail cut off, if there was one, for the caller to log.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn durable(dir: &std::path::Path, limit: usize) -> Result<(LogStore, Option<String>), WalError> {
+        let (disk, state, torn) = Disk::open(dir)?;
+        let mut log = Log { vote: state.vote, committed: state.committed, purged: state.purged, ..Log::default() };
+        for e in state.entries.into_values() {
+            log.insert(e);
+        }
+        let store =
+            LogStore { log: Arc::new(Mutex::new(log)), limit, over: Arc::default(), disk: Some(Arc::new(disk)) };
+        Ok((store, torn.map(|(file, at)| format!("{} cut at byte {at}", file.display()))))
+    }
+
+    fn insert(&self, entries: impl IntoIterator<Item = Entry>) {
+        let mut log = self.log.lock();
+        for e in entries {
+            log.insert(e);
+        }
+        if log.bytes > self.limit {
+            self.over.notify_one();
+        }
+    }
+
+    /// Writes `r` to disk, if the log is durable, after what came before.
+    fn record(&self, r: Record) {
+        if let Some(disk) = &self.disk {
+            disk.write(&r, Done::Nothing);
+        }
+    }
+
+    /// After a purge: once the disk holds much more than the log, the log as
+    /// it is replaces it.
+    async fn checkpoint_if_due(&self) -> std::io::Result<()> {
+        let Some(disk) = &self.disk else { return Ok(()) };
+        let state = {
+            let log = self.log.lock();
+            if disk.bytes_since_checkpoint() <= 2 * log.bytes as u64 + CHECKPOINT_SLACK {
+                return Ok(());
+            }
+            Replayed { entries: log.entries.clone(), vote: log.vote, committed: log.committed, purged: log.purged }
+        };
+        disk.checkpoint(state).await
     }
 
     /// Woken when an append takes the log past its limit.
@@ -380,6 +445,26 @@ mod tests {
         let out = sm.apply([entry(4, 1, 1), entry(4, 2, 4)]).await.unwrap();
         assert_eq!(out, [Committed::OutOfTerm, Committed::Changed(1)]);
         assert_eq!(node.rev(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_durable_log_keeps_its_vote_commit_truncation_and_purge_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = |term, index| openraft::LogId::new(openraft::CommittedLeaderId::new(term, 7), index);
+        {
+            let (mut log, torn) = LogStore::durable(dir.path(), 1 << 20).unwrap();
+            assert!(torn.is_none());
+            log.save_vote(&Vote::new(3, 7)).await.unwrap();
+            log.save_committed(Some(id(3, 2))).await.unwrap();
+            log.purge(id(1, 1)).await.unwrap();
+            // The next synced write (a vote) follows every record before it.
+            log.save_vote(&Vote::new(4, 7)).await.unwrap();
+        }
+        let (mut log, _) = LogStore::durable(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 7)));
+        assert_eq!(log.read_committed().await.unwrap(), Some(id(3, 2)));
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(id(1, 1)));
     }
 
     /// A state machine whose membership is `ids`, all voters.
