@@ -43,6 +43,8 @@ pub struct Outcome {
     pub watch_gaps: usize,
     /// Terms the election contenders led.
     pub terms: usize,
+    /// Leases the lease keepers held, and how many of them the cluster ended.
+    pub leases: (usize, usize),
     /// Where the nodes' logs are; kept when the run found anomalies.
     pub dir: Option<PathBuf>,
 }
@@ -52,13 +54,15 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let r = &self.report;
         format!(
-            "ops={} keys={} revisions={} watch_events={} watch_too_late={} election_terms={} faults={} anomalies={}",
+            "ops={} keys={} revisions={} watch_events={} watch_too_late={} election_terms={} leases={} leases_ended={} faults={} anomalies={}",
             r.ops,
             r.keys,
             self.revisions,
             self.watch_events,
             self.watch_gaps,
             self.terms,
+            self.leases.0,
+            self.leases.1,
             self.faults.len(),
             r.anomalies.len()
         )
@@ -167,6 +171,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     let watch_events = watches.iter().map(|w| w.events.len()).sum();
     let watch_gaps = watches.iter().map(|w| w.gaps.len()).sum();
     let records = std::mem::take(&mut *records.lock());
+    let lease_counts = (leases.len(), leases.iter().filter(|l| l.ended.is_some()).count());
     let history = History {
         records,
         log: log.into_iter().take_while(|c| c.rev <= final_rev).collect(),
@@ -177,7 +182,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     };
     let report = check(&history);
     let dir = keep_on_error.finish(!report.ok());
-    Ok(Outcome { report, faults, revisions: final_rev, watch_events, watch_gaps, terms, dir })
+    Ok(Outcome { report, faults, revisions: final_rev, watch_events, watch_gaps, terms, leases: lease_counts, dir })
 }
 
 /// Keeps the run's directory if the run ends early with an error.
