@@ -124,7 +124,7 @@ pub enum Committed {
     /// `StateMachine::apply_proposal`). Its writers are told nothing was done.
     NotMember,
     /// Not applied: a leader's decision made in another term than the entry
-    /// that carried it (see [`super::types::Proposal`]).
+    /// that carried it (see `types::Proposal`).
     OutOfTerm,
 }
 
