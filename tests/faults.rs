@@ -44,6 +44,7 @@ async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &
     println!("  {}", outcome.summary());
     assert!(r.ops > 1000, "the workload ran ({} ops)", r.ops);
     assert!(outcome.terms > 0, "the election contenders never led");
+    assert!(outcome.leases.0 > 0, "the lease keepers never held a lease: the early-expiry check saw nothing");
     assert!(
         r.ok(),
         "scenario {name} (seed {}) found anomalies (node logs in {:?}):\n{}",

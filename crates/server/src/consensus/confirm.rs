@@ -61,20 +61,42 @@ impl Confirmations {
         F: Fn() -> Fut,
         Fut: Future<Output = bool>,
     {
+        // Should this task be cancelled or a round panic, the next question
+        // starts a driver again, and those waiting are told no.
+        let reset = Reset(self);
         loop {
             let batch = {
                 let mut inner = self.inner.lock();
                 if inner.waiting.is_empty() {
                     inner.running = false;
-                    return;
+                    None
+                } else {
+                    Some(std::mem::take(&mut inner.waiting))
                 }
-                std::mem::take(&mut inner.waiting)
+            };
+            let Some(batch) = batch else {
+                // Ended as it should: a question asked since may already
+                // have started the next driver, which the reset would undo.
+                std::mem::forget(reset);
+                return;
             };
             let confirmed = round().await;
             for tx in batch {
                 let _ = tx.send(confirmed);
             }
         }
+    }
+}
+
+/// Ends a driver that did not finish (cancelled, or a round panicked): no
+/// round runs, and those waiting are told no.
+struct Reset<'a>(&'a Confirmations);
+
+impl Drop for Reset<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.0.inner.lock();
+        inner.running = false;
+        inner.waiting.clear();
     }
 }
 
@@ -167,6 +189,18 @@ mod tests {
         assert!(!second.is_finished());
         finish.add_permits(1);
         assert!(second.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_dies_leaves_no_question_waiting_for_good() {
+        let c = Arc::new(Confirmations::default());
+        let asked = tokio::spawn({
+            let c = c.clone();
+            async move { c.confirm(|| async { panic!("a round that panics") }).await }
+        });
+        assert!(!asked.await.unwrap(), "told no when its round died");
+        let next = tokio::time::timeout(Duration::from_secs(10), c.confirm(|| async { true })).await;
+        assert_eq!(next.ok(), Some(true), "a later question gets a round");
     }
 
     #[tokio::test]

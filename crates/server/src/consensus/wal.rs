@@ -87,6 +87,9 @@ pub struct Wal {
     file: File,
     number: u64,
     len: u64,
+    /// An append failed part way: what follows would sit after a partial
+    /// frame and read back as damage, so nothing more is written.
+    failed: bool,
 }
 
 impl Wal {
@@ -122,6 +125,9 @@ impl Wal {
     /// Appends `records` as one frame and syncs it: when this returns, they
     /// survive a crash. Begins a new segment once this one is full.
     pub fn append(&mut self, records: &[&[u8]]) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write to the log failed; restart the node"));
+        }
         let payload_len: usize = records.iter().map(|r| 4 + r.len()).sum();
         if payload_len > MAX_FRAME {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a frame larger than the log allows"));
@@ -136,8 +142,10 @@ impl Wal {
         }
         let sum = crc(&frame[FRAME_HEAD..]);
         frame[8..12].copy_from_slice(&sum.to_le_bytes());
-        self.file.write_all(&frame)?;
-        self.file.sync_data()?;
+        if let Err(e) = self.file.write_all(&frame).and_then(|_| self.file.sync_data()) {
+            self.failed = true;
+            return Err(e);
+        }
         self.len += frame.len() as u64;
         if self.len >= SEGMENT_BYTES {
             *self = Wal::create(&self.dir, self.number + 1).map_err(into_io)?;
@@ -172,7 +180,7 @@ impl Wal {
         file.write_all(&head).map_err(io)?;
         file.sync_all().map_err(io)?;
         sync_dir(dir).map_err(|e| WalError::Io(dir.into(), e))?;
-        Ok(Wal { dir: dir.into(), file, number, len: HEADER })
+        Ok(Wal { dir: dir.into(), file, number, len: HEADER, failed: false })
     }
 
     fn reopen(dir: &Path, number: u64, len: u64) -> Result<Wal, WalError> {
@@ -187,7 +195,7 @@ impl Wal {
         file.set_len(len).map_err(io)?;
         file.sync_all().map_err(io)?;
         file.seek(SeekFrom::Start(len)).map_err(io)?;
-        Ok(Wal { dir: dir.into(), file, number, len })
+        Ok(Wal { dir: dir.into(), file, number, len, failed: false })
     }
 }
 
