@@ -62,6 +62,8 @@ pub const COMMANDS: &[Command] = &[
         "Prints a completion script for <shell>: bash, zsh, fish, elvish or powershell.\n\n  doozer completion bash > /etc/bash_completion.d/doozer\n", crate::docs::completion),
     cmd!("del", ["<path>", "<rev>"], "delete a file",
         "Deletes the file at <path>.\n\nIf <rev> is not greater than or equal to the revision of the file,\nno change will be made.\n", del),
+    cmd!("force-new-cluster", ["yes"], true, "disaster recovery: make this node a new one-voter cluster",
+        "When a majority of the cluster's voters is lost for good, makes the node in\nthe URI the only voter of a new cluster that keeps its files and revisions;\nthe lost members are forgotten, and each joins again with an empty data dir\nand -a. Without \"yes\", prints what it would do. Refused while a majority of\nthe voters still answers. A stopped durable node: doozerd --data-dir DIR\n--force-new-cluster.\n", force_new_cluster),
     cmd!("find", ["<path>"], "list files",
         "Prints the tree rooted at <path>\n\nPrints the path for each file or directory, one per line.\n", find),
     cmd!("get", ["<path>"], "read a file", "Prints the body of the file at <path>.\n", get),
@@ -287,6 +289,23 @@ async fn help(_flags: Flags, args: Vec<String>) -> Result<(), Failure> {
             crate::usage();
             Err(Failure::Exit(127))
         }
+    }
+}
+
+async fn force_new_cluster(flags: Flags, args: Vec<String>) -> Result<(), Failure> {
+    let c = dial(&flags).await?;
+    match args.first().map(String::as_str) {
+        None => {
+            let plan = c.force_new_cluster(false).await?;
+            println!("would force a new cluster: {plan}");
+            println!("to do it: doozer force-new-cluster yes");
+            Ok(())
+        }
+        Some("yes") => {
+            println!("forced a new cluster: {}", c.force_new_cluster(true).await?);
+            Ok(())
+        }
+        Some(other) => Err(Failure::Message(format!("force-new-cluster takes \"yes\" or nothing, not {other:?}"))),
     }
 }
 

@@ -421,6 +421,14 @@ impl Client {
         Ok(self.call(Self::req(Verb::SelfId)).await?.value.unwrap_or_default())
     }
 
+    /// FORCE_NEW_CLUSTER (an extension, docs/protocol.md): what making this
+    /// node a new one-voter cluster would do, or (`carry_out`) doing it.
+    pub async fn force_new_cluster(&self, carry_out: bool) -> Result<String> {
+        let req = Request { rev: Some(i64::from(carry_out)), ..Self::req(Verb::ForceNewCluster) };
+        let value = self.call(req).await?.value.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&value).into_owned())
+    }
+
     /// ACCESS: presents a secret.
     pub async fn access(&self, secret: &[u8]) -> Result<()> {
         let req = Request { value: Some(Bytes::copy_from_slice(secret)), ..Self::req(Verb::Access) };

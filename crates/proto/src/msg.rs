@@ -134,6 +134,10 @@ pub enum Verb {
     SetLeased = 35,
     /// The `offset`-th granted lease (`lease`, `granted`, `len`); RANGE past the last.
     Leases = 36,
+    /// Extension for disaster recovery (docs/protocol.md): with `rev` 0,
+    /// what forcing a new cluster on this node would do (`value`); with
+    /// `rev` 1, do it. Refused (OTHER) while a majority of voters answers.
+    ForceNewCluster = 37,
     Access = 99,
 }
 
@@ -158,6 +162,7 @@ impl Verb {
             34 => Verb::Ttl,
             35 => Verb::SetLeased,
             36 => Verb::Leases,
+            37 => Verb::ForceNewCluster,
             99 => Verb::Access,
             _ => return None,
         })
@@ -183,6 +188,7 @@ impl Verb {
             Verb::Ttl => "TTL",
             Verb::SetLeased => "SETL",
             Verb::Leases => "LEASES",
+            Verb::ForceNewCluster => "FORCE_NEW_CLUSTER",
             Verb::Access => "ACCESS",
         }
     }
@@ -333,6 +339,7 @@ mod tests {
             (Verb::Ttl, 34),
             (Verb::SetLeased, 35),
             (Verb::Leases, 36),
+            (Verb::ForceNewCluster, 37),
             (Verb::Access, 99),
         ] {
             assert_eq!(v as i32, n);

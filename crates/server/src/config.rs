@@ -33,6 +33,17 @@ pub struct Config {
     #[arg(short = 'c', long = "cluster")]
     pub cluster: Option<String>,
 
+    /// Keep this node's Raft log, vote and snapshots here, so it survives a
+    /// restart (default: memory only, as the original Doozer).
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<String>,
+
+    /// Disaster recovery, when a majority of the voters is lost for good: this
+    /// node (with --data-dir) becomes the only voter of a new cluster, keeping
+    /// its state; refused while a majority answers.
+    #[arg(long = "force-new-cluster")]
+    pub force_new_cluster: bool,
+
     /// Start a new cluster from this backup (`doozer backup`): same files, same revisions.
     #[arg(long = "restore")]
     pub restore: Option<String>,

@@ -58,6 +58,8 @@ pub struct Settings {
     pub web: Option<String>,
     /// Most client connections at once (`--max-conns`).
     pub max_clients: usize,
+    /// Where Raft's state is kept (`--data-dir`); `None`: in memory only.
+    pub data_dir: Option<Arc<consensus::DataDir>>,
 }
 
 impl Settings {
@@ -81,6 +83,7 @@ impl Settings {
             restore: None,
             web: None,
             max_clients: listen::DEFAULT_MAX_CLIENTS,
+            data_dir: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Settings {
             restore: None,
             web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
             max_clients: cfg.max_conns,
+            data_dir: None,
         }
     }
 }
@@ -149,9 +153,25 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         return Err(format!("listening on {addr} (all interfaces): give --advertise HOST:PORT, the address other nodes and clients should use"));
     }
     let advertised = settings.advertise.clone().unwrap_or_else(|| addr.clone());
-    let id = ctl::new_id();
+    let saved = match &settings.data_dir {
+        Some(dir) => Some(consensus::Saved::load(dir.clone(), &settings.cluster.cluster)?),
+        None => None,
+    };
+    let resumed = saved.as_ref().and_then(|s| s.node()).map(|(id, at)| (id.to_string(), at.to_string()));
+    if let Some((_, at)) = resumed.as_ref().filter(|(_, at)| *at != advertised) {
+        return Err(format!(
+            "this node's data dir says it is at {at}, not {advertised}: start it with -l {at} (or --advertise {at}), \
+             or empty the directory and it joins as a new member"
+        ));
+    }
+    if resumed.is_some() && settings.restore.is_some() {
+        return Err(
+            "--restore starts a new cluster, but --data-dir holds a member of one: give an empty directory".into()
+        );
+    }
+    let id = resumed.as_ref().map_or_else(ctl::new_id, |(id, _)| id.clone());
     let node = Node::new(id.clone(), settings.limits.clone());
-    let cluster = Consensus::start(node.clone(), advertised.clone(), bind_ip, settings.cluster.clone()).await?;
+    let cluster = Consensus::start(node.clone(), advertised.clone(), bind_ip, settings.cluster.clone(), saved).await?;
     let stop = CancellationToken::new();
     let secrets = Arc::new(settings.secrets.clone());
     let accept = listen::accept_loop(
@@ -163,7 +183,10 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         stop.clone(),
     );
     tokio::spawn(accept);
-    let joined = seed_or_join(&cluster, &settings, &id, &advertised).await;
+    let joined = match resumed {
+        Some(_) => cluster.resume().await,
+        None => seed_or_join(&cluster, &settings, &id, &advertised).await,
+    };
     if let Err(e) = joined {
         stop.cancel();
         cluster.shutdown().await;
@@ -305,10 +328,33 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
         rw: std::env::var("DOOZER_RWSECRET").unwrap_or_default(),
         ro: std::env::var("DOOZER_ROSECRET").unwrap_or_default(),
     };
+    let data_dir = match &cfg.data_dir {
+        Some(path) => match consensus::DataDir::open(std::path::Path::new(path)) {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    if cfg.force_new_cluster && data_dir.is_none() {
+        return fail(
+            "--force-new-cluster needs --data-dir: a running memory-only node is recovered with `doozer force-new-cluster`",
+        );
+    }
+    // A forced new cluster that a crash interrupted is begun again: whatever
+    // the seeding had written goes, and the image is seeded anew.
+    let recovered = data_dir.as_ref().and_then(|d| d.recovered().map(|image| (d, image)));
+    if let Some((dir, _)) = &recovered {
+        warn!("finishing a forced new cluster that was interrupted");
+        if let Err(e) = dir.wipe() {
+            return fail(format!("cannot empty {}: {e}", dir.path().display()));
+        }
+    }
+    let restored = restored.map(|(_, image)| image).or(recovered.map(|(_, image)| image));
     let settings = Settings {
         tls,
-        restore: restored.map(|(_, image)| image),
+        restore: restored,
         max_clients: client_cap(cfg.max_conns, open_files),
+        data_dir,
         ..Settings::from_config(&cfg, &cluster_name, secrets)
     };
     let running = tokio::select! {
@@ -319,6 +365,18 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    if let Some(dir) = settings.data_dir.as_ref().filter(|_| settings.restore.is_some()) {
+        dir.forget_recovered();
+    }
+    if cfg.force_new_cluster {
+        match running.cluster.force_new_cluster().await {
+            Ok(plan) => warn!("--force-new-cluster: {plan}"),
+            Err(e) => {
+                running.stop().await;
+                return fail(format!("--force-new-cluster refused: {e}"));
+            }
+        }
+    }
     let addr = running.addr.clone();
     if let Some(path) = &cfg.addr_file {
         // The client address on the first line; the web address, if any, on the second.
@@ -356,34 +414,69 @@ pub async fn serve(
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let removed = tokio::select! {
-            _ = &mut shutdown => false,
-            _ = running.node().wait_removed() => true,
+        let event = tokio::select! {
+            _ = &mut shutdown => Event::Shutdown,
+            _ = running.node().wait_removed() => Event::Removed,
+            image = running.cluster.wait_recovery() => Event::Recover(image),
         };
-        if !removed {
+        let old = running.node().id().to_string();
+        let mut attach = running.cluster.peer_addrs();
+        attach.extend(settings.attach.iter().filter(|a| !attach.contains(a)).cloned().collect::<Vec<_>>());
+        if matches!(event, Event::Shutdown) {
             info!("shutting down");
             running.stop().await;
             return;
         }
-        let old = running.node().id().to_string();
-        let mut attach = running.cluster.peer_addrs();
-        attach.extend(settings.attach.iter().filter(|a| !attach.contains(a)).cloned().collect::<Vec<_>>());
         running.stop().await;
+        let restore = match event {
+            Event::Recover(image) => Some(image),
+            _ => None,
+        };
+        // Its old self's state on disk goes with its old id; a forced new
+        // cluster's image is kept until the new cluster holds it.
+        if let Some(dir) = &settings.data_dir {
+            let wiped = match &restore {
+                Some(image) => dir.keep_recovered(image).and_then(|_| dir.wipe()),
+                None => dir.wipe(),
+            };
+            if let Err(e) = wiped {
+                warn!(error = %e, dir = %dir.path().display(), "cannot empty the data dir");
+            }
+        }
+        let recovering = restore.is_some();
         settings = Settings {
             listen: running.addr.clone(),
             web: running.web.clone().or(settings.web),
-            attach,
-            restore: None,
+            attach: if recovering { Vec::new() } else { attach },
+            boot: if recovering { None } else { settings.boot },
+            restore,
             ..settings
         };
-        warn!(old_id = %old, "this node was removed from the cluster; rejoining under a new id");
+        if recovering {
+            warn!(old_id = %old, "forcing a new cluster: this node is its only voter, with the state it had");
+        } else {
+            warn!(old_id = %old, "this node was removed from the cluster; rejoining under a new id");
+        }
         running = tokio::select! {
             r = rejoin(&settings) => r,
             _ = &mut shutdown => return,
         };
+        if let (true, Some(dir)) = (recovering, &settings.data_dir) {
+            dir.forget_recovered();
+        }
+        settings.restore = None;
         info!(id = running.node().id(), old_id = %old, "rejoined the cluster");
         rejoined(&running);
     }
+}
+
+/// What ends a node's life in [`serve`].
+enum Event {
+    Shutdown,
+    /// The cluster removed it: it joins again under a new id.
+    Removed,
+    /// An operator forced a new cluster: it seeds one from this image.
+    Recover(bytes::Bytes),
 }
 
 /// Starts again until it works: the cluster may still be unreachable.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Verbs in the order their counters are kept; the last slot counts unknown verbs.
-const VERBS: [Option<Verb>; 19] = [
+const VERBS: [Option<Verb>; 20] = [
     Some(Verb::Get),
     Some(Verb::Set),
     Some(Verb::Del),
@@ -29,6 +29,7 @@ const VERBS: [Option<Verb>; 19] = [
     Some(Verb::Ttl),
     Some(Verb::SetLeased),
     Some(Verb::Leases),
+    Some(Verb::ForceNewCluster),
     Some(Verb::Access),
     None,
 ];

@@ -218,6 +218,7 @@ impl Session {
             // expiring); TTL and LEASES only read.
             Verb::Grant | Verb::KeepAlive | Verb::Revoke | Verb::SetLeased => self.rights.write,
             Verb::Ttl | Verb::Leases => self.rights.read,
+            Verb::ForceNewCluster => self.rights.write,
         };
         if allowed {
             Ok(())
@@ -256,7 +257,25 @@ impl Session {
                 self.set_leased(tag, path, rev, req.value.unwrap_or_default(), lease)
             }
             Verb::Leases => self.leases(tag, req.lease.unwrap_or(0)),
+            Verb::ForceNewCluster => self.force_new_cluster(tag, req.rev.unwrap_or(0) != 0),
         }
+    }
+
+    /// FORCE_NEW_CLUSTER: the plan, or (`carry_out`) the plan carried out;
+    /// either way refused while a majority of the voters answers.
+    fn force_new_cluster(&self, tag: Option<i32>, carry_out: bool) -> Handled {
+        let cluster = self.cluster.clone();
+        self.spawn_cancellable(async move {
+            let plan = match carry_out {
+                true => cluster.force_new_cluster().await,
+                false => cluster.recovery_plan().await,
+            };
+            match plan {
+                Ok(plan) => Response { tag, value: Some(Bytes::from(plan)), ..Response::default() },
+                Err(why) => Response::error(tag, ErrCode::Other, why),
+            }
+        });
+        Ok(None)
     }
 
     fn access(&mut self, tag: Option<i32>, secret: Bytes) -> Handled {

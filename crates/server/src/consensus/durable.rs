@@ -13,8 +13,7 @@
 //! The log store asks for one after a purge once the disk holds much more
 //! than the log.
 //!
-//! Not yet wired into the node: the snapshot files and the start-up that
-//! resumes from them are issue 15's next steps.
+//! The snapshot and the node's identity sit next to the log (`datadir`).
 
 use super::types::{Entry, LogId, TypeConfig, Vote};
 use super::wal::{Wal, WalError};
@@ -84,6 +83,8 @@ enum Job {
     Write(Vec<u8>, Done),
     /// Begin a fresh segment with this record, then drop the older ones.
     Checkpoint(Vec<u8>, oneshot::Sender<io::Result<()>>),
+    /// Close the files and stop: told once they are closed.
+    Stop(oneshot::Sender<()>),
 }
 
 /// A torn tail cut off on opening: the file, and the byte it was cut at.
@@ -150,7 +151,16 @@ impl Disk {
         rx.await.unwrap_or_else(|_| Err(io::Error::other("the log's writer has stopped")))
     }
 
-    /// Frames synced so far (for the benchmark of group commit to come).
+    /// Closes the files once every earlier record is written; writes after
+    /// this fail. A node that stops closes its log before another may open it.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Frames synced so far: each one fsync, for the writes in its group.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
@@ -179,6 +189,11 @@ fn write_loop(mut wal: Wal, jobs: mpsc::Receiver<Job>, syncs: Arc<AtomicU64>, si
     loop {
         let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { return };
         match job {
+            Job::Stop(tx) => {
+                drop(wal);
+                let _ = tx.send(());
+                return;
+            }
             Job::Checkpoint(bytes, tx) => {
                 let result = wal.rotate().and_then(|_| wal.append(&[&bytes])).and_then(|_| wal.remove_older_segments());
                 since.store(0, Ordering::Relaxed);

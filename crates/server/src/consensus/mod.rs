@@ -19,23 +19,23 @@
 //! and `types` (the peer messages and openraft's types).
 
 mod confirm;
-// Issue 15's next step wires this and `wal` into the log store and start-up.
-#[cfg_attr(not(test), allow(dead_code))]
+mod datadir;
 mod durable;
 mod duties;
 mod leases;
 mod lessor;
 mod network;
 mod peer;
+mod recover;
 mod register;
 mod rules;
 mod storage;
 mod types;
-#[cfg_attr(not(test), allow(dead_code))]
 mod wal;
 mod wire;
 mod write;
 
+pub use datadir::{DataDir, Saved};
 pub use wire::{Committed, LeaseRefusal, LeaseTime, MAGIC as PEER_MAGIC};
 pub use write::{Done, ProposeError};
 
@@ -47,7 +47,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 use types::{Member, NodeId, Raft};
 use wire::{PeerRequest, PeerResponse};
 use write::Pending;
@@ -83,6 +83,8 @@ pub struct Status {
     /// The voters are changing (Raft's joint consensus): until the change
     /// commits, a majority of the old voters and of the new are needed.
     pub changing: bool,
+    /// Group commits (one fsync each) of a durable node's log.
+    pub log_syncs: Option<u64>,
 }
 
 /// A node's consensus handle. Cheap to share (`Arc`).
@@ -108,6 +110,11 @@ pub struct Consensus {
     lessor: parking_lot::Mutex<lessor::Lessor>,
     /// Questions waiting for a majority to confirm this node leads.
     confirmations: Arc<confirm::Confirmations>,
+    /// The latest snapshot (shared with the state machine), for `recover`.
+    snapshots: storage::CurrentSnapshot,
+    /// A forced new cluster's image, once taken (see `recover`).
+    recovered: parking_lot::Mutex<Option<bytes::Bytes>>,
+    recovery: tokio::sync::Notify,
 }
 
 /// Most bytes the Raft log holds before a snapshot is taken and the log
@@ -150,15 +157,33 @@ fn raft_config(opts: &Options) -> Result<Config, String> {
     config.validate().map_err(|e| e.to_string())
 }
 
+/// Where a durable node's proposal ids go on from. Ids only grow for an
+/// origin, and a node that restarts with its data dir is the same origin: a
+/// proposal id used again would be answered with an old proposal's outcome
+/// (or, lower, not applied at all). Past every id its disk knows of, and
+/// past the clock in microseconds, for an id its last life sent the leader
+/// that never reached its own log (a node proposes far fewer than one batch
+/// a microsecond).
+fn first_seq(id: NodeId, saved: &Saved) -> u64 {
+    let on_disk = saved.highest_seq(id).unwrap_or(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+    on_disk.max(clock)
+}
+
 impl Consensus {
     /// Starts this node's Raft; it takes part once seeded or joined. `addr` is
     /// the address members and clients are told; `bind_ip` is where outgoing
     /// peer connections come from.
+    /// With `saved` (`--data-dir`), Raft's state lives on disk as well; a
+    /// directory holding this node (`Saved::node`) is resumed from.
     pub async fn start(
         node: Arc<Node>,
         addr: String,
         bind_ip: Option<std::net::IpAddr>,
         opts: Options,
+        saved: Option<Saved>,
     ) -> Result<Arc<Consensus>, String> {
         let id = raft_id(node.id());
         let me = Member { addr, name: node.id().to_string() };
@@ -167,8 +192,15 @@ impl Consensus {
         let liveness = Liveness::default();
         let network = Network { pool: pool.clone(), liveness: liveness.clone() };
         let config = Arc::new(raft_config(&opts)?);
-        let sm = storage::StateMachine::new(node.clone());
-        let log = storage::LogStore::new(MAX_LOG_BYTES);
+        let (log, sm, seq) = match saved {
+            None => (storage::LogStore::new(MAX_LOG_BYTES), storage::StateMachine::new(node.clone()), 0),
+            Some(saved) => {
+                let seq = first_seq(id, &saved);
+                let (log, sm) = Self::durable_storage(&node, &me, &opts, saved)?;
+                (log, sm, seq)
+            }
+        };
+        let snapshots = sm.snapshots();
         let raft = Raft::new(id, config, network, log.clone(), sm).await.map_err(|e| e.to_string())?;
         let heard = parking_lot::Mutex::new(Instant::now());
         let (batcher, pending) = tokio::sync::mpsc::unbounded_channel();
@@ -185,14 +217,65 @@ impl Consensus {
             batcher,
             stopped,
             log,
-            seq: Default::default(),
+            seq: seq.into(),
             lessor: Default::default(),
             confirmations: Default::default(),
+            snapshots,
+            recovered: Default::default(),
+            recovery: Default::default(),
         });
         tokio::spawn(consensus.clone().batch_loop(pending));
         tokio::spawn(consensus.clone().log_bound_loop());
         duties::spawn(consensus.clone());
         Ok(consensus)
+    }
+
+    /// The log and state machine of a durable node; a new node's directory
+    /// is made its own first.
+    fn durable_storage(
+        node: &Arc<Node>,
+        me: &Member,
+        opts: &Options,
+        saved: Saved,
+    ) -> Result<(storage::LogStore, storage::StateMachine), String> {
+        if saved.meta.is_none() {
+            let meta = datadir::Meta { cluster: opts.cluster.clone(), id: me.name.clone(), addr: me.addr.clone() };
+            saved.dir.write_meta(&meta).map_err(|e| format!("cannot write to {}: {e}", saved.dir.path().display()))?;
+        }
+        let dir = storage::SnapshotDir { life: saved.dir.claim(), dir: saved.dir };
+        let sm = storage::StateMachine::durable(node.clone(), dir, saved.snapshot)?;
+        Ok((saved.log, sm))
+    }
+
+    /// Takes part again as the member a data dir says this node is: its
+    /// state was rebuilt from the snapshot and log on disk. Waits (a little)
+    /// for a leader and for what this node's log held to be applied, then
+    /// makes sure the node's `/ctl` files exist (a crash may have come
+    /// between joining and writing them).
+    pub async fn resume(&self) -> Result<(), String> {
+        let known = self
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
+        let Ok(m) = known else {
+            info!("resumed from the data dir; no leader yet (are a majority of the members up?)");
+            return Ok(());
+        };
+        let logged = m.last_log_index;
+        let _ = self
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.last_applied.map(|l| l.index) >= logged, "caught up with the log on disk")
+            .await;
+        if self
+            .node
+            .snapshot(None)
+            .is_ok_and(|s| matches!(s.get(&crate::ctl::node_file(&self.me.name, "addr")), Ok(None)))
+        {
+            self.register_node().await?;
+        }
+        Ok(())
     }
 
     /// Makes this node a new cluster's first voter and writes its `/ctl` files;
@@ -366,6 +449,7 @@ impl Consensus {
             voters: voters.iter().map(name).collect(),
             learners: membership.learner_ids().map(|id| name(&id)).collect(),
             changing: membership.get_joint_config().len() > 1,
+            log_syncs: self.log.syncs(),
         }
     }
 
@@ -403,6 +487,7 @@ impl Consensus {
     pub async fn shutdown(&self) {
         self.stopped.cancel();
         let _ = self.raft.shutdown().await;
+        self.log.close().await;
     }
 
     /// Completes once this node's consensus has stopped.

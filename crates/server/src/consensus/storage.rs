@@ -4,6 +4,7 @@
 //! ([`LogStore::durable`], issue 15) also writes every change of the log and
 //! vote to disk (`durable`) before it reports it done.
 
+use super::datadir::DataDir;
 use super::durable::{Disk, Done, Record, Replayed};
 use super::types::*;
 use super::wal::WalError;
@@ -158,7 +159,6 @@ impl LogStore {
 
     /// The log kept in `dir` as well, as it was left there; and the torn
     /// tail cut off, if there was one, for the caller to log.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn durable(dir: &std::path::Path, limit: usize) -> Result<(LogStore, Option<String>), WalError> {
         let (disk, state, torn) = Disk::open(dir)?;
         let mut log = Log { vote: state.vote, committed: state.committed, purged: state.purged, ..Log::default() };
@@ -201,6 +201,46 @@ impl LogStore {
         disk.checkpoint(state).await
     }
 
+    /// The highest proposal id of `origin` in the log.
+    pub fn highest_seq(&self, origin: NodeId) -> Option<u64> {
+        let log = self.log.lock();
+        log.entries
+            .values()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Normal(p) => p.id.filter(|id| id.origin == origin).map(|id| id.seq),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// The entries from `index` on.
+    pub fn entries_from(&self, index: u64) -> Vec<Entry> {
+        self.log.lock().entries.range(index..).map(|(_, e)| e.clone()).collect()
+    }
+
+    /// True if the log holds nothing and has never been purged.
+    pub fn is_empty(&self) -> bool {
+        let log = self.log.lock();
+        log.entries.is_empty() && log.purged.is_none()
+    }
+
+    /// The last entry purged, if any.
+    pub fn purged(&self) -> Option<LogId> {
+        self.log.lock().purged
+    }
+
+    /// Group commits (fsyncs) a durable log has made; `None` in memory.
+    pub fn syncs(&self) -> Option<u64> {
+        self.disk.as_ref().map(|d| d.syncs())
+    }
+
+    /// Closes a durable log's files (after Raft has stopped).
+    pub async fn close(&self) {
+        if let Some(disk) = &self.disk {
+            disk.close().await;
+        }
+    }
+
     /// Woken when an append takes the log past its limit.
     pub fn over_limit(&self) -> Arc<tokio::sync::Notify> {
         self.over.clone()
@@ -229,7 +269,7 @@ impl LogStore {
 }
 
 /// The latest snapshot, shared by the state machine and its builders.
-type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, SnapshotData)>>>;
+pub type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta, SnapshotData)>>>;
 
 /// The state machine: applies committed entries to the node's store.
 pub struct StateMachine {
@@ -240,6 +280,27 @@ pub struct StateMachine {
     applied: Applied,
     current: CurrentSnapshot,
     builders: u64,
+    /// A durable node's directory and this life's claim on it: each
+    /// snapshot is written there before openraft learns it is taken.
+    dir: Option<SnapshotDir>,
+}
+
+/// Where a durable node keeps its snapshot, and its claim on the directory.
+#[derive(Clone)]
+pub struct SnapshotDir {
+    pub dir: Arc<DataDir>,
+    pub life: u64,
+}
+
+impl SnapshotDir {
+    /// Writes the snapshot to disk, off the runtime's workers.
+    async fn write(&self, meta: &SnapshotMeta, data: &SnapshotData) -> Result<(), StorageError> {
+        let (this, meta, data) = (self.clone(), meta.clone(), data.clone());
+        crate::rt::blocking(move || this.dir.write_snapshot(this.life, &meta, &data))
+            .await
+            .and_then(|r| r)
+            .map_err(|e| openraft::StorageIOError::write_snapshot(None, &e).into())
+    }
 }
 
 impl StateMachine {
@@ -251,7 +312,41 @@ impl StateMachine {
             applied: Applied::new(),
             current: Arc::default(),
             builders: 0,
+            dir: None,
         }
+    }
+
+    /// A durable node's state machine, starting from the snapshot it had
+    /// written (if any); the log after it is applied by openraft.
+    pub fn durable(
+        node: Arc<Node>,
+        dir: SnapshotDir,
+        snapshot: Option<(SnapshotMeta, SnapshotData)>,
+    ) -> Result<StateMachine, String> {
+        let sm = match &snapshot {
+            Some((meta, data)) => StateMachine::from_snapshot(node, meta, data)?,
+            None => StateMachine::new(node),
+        };
+        Ok(StateMachine { dir: Some(dir), ..sm })
+    }
+
+    /// A state machine whose node holds `data`, as of `meta`.
+    pub fn from_snapshot(node: Arc<Node>, meta: &SnapshotMeta, data: &SnapshotData) -> Result<StateMachine, String> {
+        let store = node.prepare(&data.image).map_err(|e| format!("the snapshot's image: {e}"))?;
+        node.install(store);
+        let sm = StateMachine {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            applied: data.applied.clone(),
+            ..StateMachine::new(node)
+        };
+        *sm.current.lock() = Some((meta.clone(), data.clone()));
+        Ok(sm)
+    }
+
+    /// The latest snapshot, as this state machine and its builders share it.
+    pub fn snapshots(&self) -> CurrentSnapshot {
+        self.current.clone()
     }
 
     /// Applies a proposal once: a resent one (same id) is answered with the
@@ -359,7 +454,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id: id };
         let data = SnapshotData { image: self.node.image(), applied: self.applied.clone() };
-        SnapshotBuilder { meta, data, current: self.current.clone() }
+        SnapshotBuilder { meta, data, current: self.current.clone(), dir: self.dir.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
@@ -373,6 +468,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image = data.image.clone();
         let store =
             crate::rt::blocking(move || node.prepare(&image)).await.map_err(storage_error)?.map_err(storage_error)?;
+        if let Some(dir) = &self.dir {
+            dir.write(meta, &data).await?;
+        }
         self.node.install(store);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -387,15 +485,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+/// Applies `entries` in order, as openraft would have once they committed.
+pub async fn apply_all(sm: &mut StateMachine, entries: Vec<Entry>) -> Result<(), StorageError> {
+    sm.apply(entries).await.map(|_| ())
+}
+
 /// Hands over the image taken by `get_snapshot_builder`.
 pub struct SnapshotBuilder {
     meta: SnapshotMeta,
     data: SnapshotData,
     current: CurrentSnapshot,
+    dir: Option<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// A durable node's snapshot is on disk before openraft hears of it, so
+    /// the log is never purged past what a durable snapshot holds.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        if let Some(dir) = &self.dir {
+            dir.write(&self.meta, &self.data).await?;
+        }
         *self.current.lock() = Some((self.meta.clone(), self.data.clone()));
         Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(self.data.clone()) })
     }

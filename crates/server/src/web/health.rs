@@ -50,6 +50,11 @@ pub async fn metrics(State(web): State<Web>) -> Response {
     );
     gauge(&mut out, "doozer_raft_voters", "Voters in the membership this node knows.", s.voters.len());
     gauge(&mut out, "doozer_raft_learners", "Non-voting members in the membership this node knows.", s.learners.len());
+    if let Some(syncs) = s.log_syncs {
+        out.push_str("# HELP doozer_log_fsyncs_total Group commits of the durable Raft log, one fsync each.\n");
+        out.push_str("# TYPE doozer_log_fsyncs_total counter\n");
+        out.push_str(&format!("doozer_log_fsyncs_total {syncs}\n"));
+    }
     let (leases, leased) = node.lease_counts();
     gauge(&mut out, "doozer_leases", "Leases granted.", leases);
     gauge(&mut out, "doozer_leased_files", "Files attached to a lease.", leased);
