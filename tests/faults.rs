@@ -17,6 +17,10 @@ fn seed(fixed: u64) -> u64 {
 }
 
 async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &[Kind]) {
+    scenario_in(name, fixed_seed, nodes, secs, kinds, false).await
+}
+
+async fn scenario_in(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &[Kind], durable: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let s = Scenario {
         name: name.into(),
@@ -32,6 +36,7 @@ async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &
         member_timeout: 3.0,
         big_values: true,
         contenders: 2,
+        durable,
     };
     println!("scenario {name}: seed={} nodes={nodes} duration={secs}s", s.seed);
     let outcome = run(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), &s)
@@ -76,4 +81,12 @@ async fn every_fault_on_five_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_and_joining_under_load_on_three_nodes() {
     scenario("lag-and-join", 20261204, 3, 20, &[Kind::Lag, Kind::Join]).await;
+}
+
+/// Durable nodes (`--data-dir`): every node killed at once and restarted,
+/// a node restarted with its newest log segment cut short, single kills
+/// (restarted as the same member). Nothing acknowledged may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_nodes_killed_all_at_once_and_torn_on_three_nodes() {
+    scenario_in("durable", 20261205, 3, 20, &[Kind::KillAll, Kind::Torn, Kind::Kill], true).await;
 }

@@ -29,7 +29,7 @@ async fn a_deposed_leader_removes_nobody_from_the_majority() {
     let args: Vec<String> =
         ["-timeout", "2", "--write-timeout", "2", "-c", "p"].iter().map(|s| s.to_string()).collect();
     let cluster =
-        Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path()).await.unwrap();
+        Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path(), false).await.unwrap();
     let seed = cluster.slots[0].addr.clone();
     common::eventually("3 voters", || async {
         let mut voters = 0;
@@ -93,7 +93,7 @@ async fn a_partitioned_node_comes_back_as_a_new_member_when_the_partition_heals(
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<String> = ["-timeout", "5", "-c", "p"].iter().map(|s| s.to_string()).collect();
     let mut cluster =
-        Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path()).await.unwrap();
+        Cluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), 3, &args, dir.path(), false).await.unwrap();
     let seed = cluster.slots[0].addr.clone();
     let voters = |at: String| async move {
         let mut n = 0;

@@ -184,7 +184,10 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     );
     tokio::spawn(accept);
     let joined = match resumed {
-        Some(_) => cluster.resume().await,
+        Some(_) => {
+            cluster.resume();
+            Ok(())
+        }
         None => seed_or_join(&cluster, &settings, &id, &advertised).await,
     };
     if let Err(e) = joined {

@@ -2,7 +2,9 @@
 //!
 //! Slot `i` runs on 127.0.0.(10+i). A node restarted in a slot is a new
 //! process with a new id, a new port and a new proxy, attached through a live
-//! member, exactly as an operator would restart one.
+//! member, exactly as an operator would restart one. In a durable cluster
+//! (`--data-dir` on every node) a restarted node is the same member: same
+//! data dir, same port, same proxy.
 
 use crate::proxy::Proxy;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +17,7 @@ pub struct Slot {
     pub proxy: Proxy,
     /// The node's own address, where clients connect.
     pub addr: String,
+    listen: std::net::SocketAddr,
     child: Child,
     pub incarnation: usize,
     paused: bool,
@@ -25,6 +28,8 @@ pub struct Cluster {
     doozerd: PathBuf,
     args: Vec<String>,
     pub dir: PathBuf,
+    /// Every node keeps its state in `dir/data-<slot>`.
+    pub durable: bool,
 }
 
 fn slot_ip(i: usize) -> IpAddr {
@@ -33,27 +38,63 @@ fn slot_ip(i: usize) -> IpAddr {
 
 impl Cluster {
     /// Starts `n` nodes: a seed with `n` slots, then `n - 1` attached to it.
-    pub async fn start(doozerd: &Path, n: usize, args: &[String], dir: &Path) -> Result<Cluster, String> {
-        let mut c =
-            Cluster { slots: Vec::new(), doozerd: doozerd.to_path_buf(), args: args.to_vec(), dir: dir.to_path_buf() };
-        let seed = c.spawn(0, 0, &["--cal-slots".to_string(), n.to_string()]).await?;
+    pub async fn start(
+        doozerd: &Path,
+        n: usize,
+        args: &[String],
+        dir: &Path,
+        durable: bool,
+    ) -> Result<Cluster, String> {
+        let mut c = Cluster {
+            slots: Vec::new(),
+            doozerd: doozerd.to_path_buf(),
+            args: args.to_vec(),
+            dir: dir.to_path_buf(),
+            durable,
+        };
+        let seed = c.spawn(0, 0, &["--cal-slots".to_string(), n.to_string()], None).await?;
         c.slots.push(seed);
         let attach = c.slots[0].proxy.addr.to_string();
         for i in 1..n {
-            let s = c.spawn(i, 0, &["-a".to_string(), attach.clone()]).await?;
+            let s = c.spawn(i, 0, &["-a".to_string(), attach.clone()], None).await?;
             c.slots.push(s);
         }
         Ok(c)
     }
 
-    async fn spawn(&self, i: usize, incarnation: usize, extra: &[String]) -> Result<Slot, String> {
+    /// Where slot `i` keeps its state in a durable cluster.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("data-{i}"))
+    }
+
+    /// Starts a node in slot `i`; with `same`, on that proxy and address.
+    async fn spawn(
+        &self,
+        i: usize,
+        incarnation: usize,
+        extra: &[String],
+        same: Option<(Proxy, std::net::SocketAddr)>,
+    ) -> Result<Slot, String> {
         let ip = slot_ip(i);
-        let proxy = Proxy::start(ip).await.map_err(|e| format!("proxy on {ip}: {e}"))?;
-        // The proxy must forward before the node is ready (peers replicate to a
-        // joining node through it), so the node's port is chosen here.
-        let port = std::net::TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let listen = std::net::SocketAddr::new(ip, port);
-        proxy.forward_to(listen);
+        let (proxy, listen) = match same {
+            Some(same) => same,
+            None => {
+                let proxy = Proxy::start(ip).await.map_err(|e| format!("proxy on {ip}: {e}"))?;
+                // The proxy must forward before the node is ready (peers replicate to a
+                // joining node through it), so the node's port is chosen here.
+                let port = std::net::TcpListener::bind((ip, 0))
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| e.to_string())?
+                    .port();
+                let listen = std::net::SocketAddr::new(ip, port);
+                proxy.forward_to(listen);
+                (proxy, listen)
+            }
+        };
+        let data: Vec<String> = match self.durable {
+            true => vec!["--data-dir".into(), self.data_dir(i).display().to_string()],
+            false => Vec::new(),
+        };
         let addr_file = self.dir.join(format!("addr-{i}-{incarnation}"));
         let log =
             std::fs::File::create(self.dir.join(format!("node-{i}-{incarnation}.log"))).map_err(|e| e.to_string())?;
@@ -61,6 +102,7 @@ impl Cluster {
             .args(["-l", &listen.to_string(), "--advertise", &proxy.addr.to_string(), "-w", "false", "--addr-file"])
             .arg(&addr_file)
             .args(&self.args)
+            .args(&data)
             .args(extra)
             .env("RUST_LOG", "warn,doozer_server=info")
             .env_remove("DOOZER_RWSECRET")
@@ -70,7 +112,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.doozerd.display()))?;
-        let mut slot = Slot { ip, proxy, addr: String::new(), child, incarnation, paused: false };
+        let mut slot = Slot { ip, proxy, addr: String::new(), listen, child, incarnation, paused: false };
         let start = Instant::now();
         loop {
             if let Ok(s) = std::fs::read_to_string(&addr_file) {
@@ -115,9 +157,28 @@ impl Cluster {
         matches!(self.slots[i].child.try_wait(), Ok(None))
     }
 
-    /// Starts a new node in slot `i` (the old process must be gone), attached
-    /// through any running member.
+    /// Starts slot `i` again (the old process must be gone): in a durable
+    /// cluster the same member from its data dir, else a new node.
     pub async fn restart(&mut self, i: usize) -> Result<(), String> {
+        if !self.durable {
+            return self.replace(i).await;
+        }
+        let old = self.slots.remove(i);
+        let incarnation = old.incarnation + 1;
+        let listen = old.listen;
+        let spawned = self.spawn(i, incarnation, &[], Some((old.proxy, listen))).await;
+        let slot = spawned?;
+        self.slots.insert(i, slot);
+        Ok(())
+    }
+
+    /// Starts a new node in slot `i` (the old process must be gone; in a
+    /// durable cluster its data dir is emptied), attached through any
+    /// running member.
+    pub async fn replace(&mut self, i: usize) -> Result<(), String> {
+        if self.durable {
+            let _ = std::fs::remove_dir_all(self.data_dir(i));
+        }
         let running: Vec<usize> = (0..self.slots.len()).filter(|&j| j != i && self.is_running(j)).collect();
         let attach: Vec<String> =
             running.iter().filter(|&&j| !self.slots[j].paused).map(|&j| self.slots[j].proxy.addr.to_string()).collect();
@@ -127,9 +188,30 @@ impl Cluster {
             extra.push(a);
         }
         let incarnation = self.slots[i].incarnation + 1;
-        let slot = self.spawn(i, incarnation, &extra).await?;
+        let slot = self.spawn(i, incarnation, &extra, None).await?;
         self.slots[i] = slot;
         Ok(())
+    }
+
+    /// Cuts the newest log segment of slot `i`'s data dir inside its last
+    /// frame, `cut` bytes short (at least one, at most the whole frame), as a
+    /// crash in the middle of writing it would leave it. Returns the bytes
+    /// cut, 0 if the segment holds no frame.
+    pub fn tear_tail(&self, i: usize, cut: u64) -> Result<u64, String> {
+        let wal = self.data_dir(i).join("wal");
+        let mut segs: Vec<PathBuf> = std::fs::read_dir(&wal)
+            .map_err(|e| format!("{}: {e}", wal.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        segs.sort();
+        let Some(seg) = segs.pop() else { return Ok(0) };
+        let bytes = std::fs::read(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
+        let Some(last) = last_frame(&bytes) else { return Ok(0) };
+        let frame = bytes.len() as u64 - last;
+        let cut = 1 + cut % frame;
+        let file = std::fs::OpenOptions::new().write(true).open(&seg).map_err(|e| e.to_string())?;
+        file.set_len(bytes.len() as u64 - cut).map_err(|e| e.to_string())?;
+        Ok(cut)
     }
 
     /// Cuts the links between these pairs of slots, both ways.
@@ -156,6 +238,23 @@ impl Cluster {
     pub fn slot_of(&self, advertised: &str) -> Option<usize> {
         self.slots.iter().position(|s| s.proxy.addr.to_string() == advertised)
     }
+}
+
+/// Where the last frame of a log segment begins (its format is in the
+/// server's `consensus/wal.rs`: a 16-byte header, then frames of a 12-byte
+/// head whose first word is the payload's length).
+fn last_frame(seg: &[u8]) -> Option<u64> {
+    let mut at = 16usize;
+    let mut last = None;
+    while let Some(head) = seg.get(at..at + 12) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if at + 12 + len > seg.len() {
+            break;
+        }
+        last = Some(at as u64);
+        at += 12 + len;
+    }
+    last
 }
 
 impl Drop for Cluster {

@@ -9,8 +9,14 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// SIGKILL a node (the leader included), then restart it under a new id with -a.
+    /// SIGKILL a node (the leader included), then restart it: under a new id
+    /// with -a, or in a durable cluster as the same member from its data dir.
     Kill,
+    /// Durable clusters: SIGKILL every node at once, then restart them all.
+    KillAll,
+    /// Durable clusters: SIGKILL a node, cut its newest log segment short
+    /// inside its last frame, and restart it.
+    Torn,
     /// SIGSTOP a node for 1-5 s (past the election timeout, sometimes past -timeout), then SIGCONT.
     Pause,
     /// Cut the network: majority/minority, an isolated leader, or a bridge.
@@ -29,6 +35,8 @@ impl Kind {
     pub fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "kill" => Kind::Kill,
+            "killall" => Kind::KillAll,
+            "torn" => Kind::Torn,
             "pause" => Kind::Pause,
             "partition" => Kind::Partition,
             "membership" => Kind::Membership,
@@ -51,6 +59,14 @@ pub enum Fault {
     Kill {
         slot: usize,
         down: Duration,
+    },
+    KillAll {
+        down: Duration,
+    },
+    /// `cut` picks how many bytes of the last frame go.
+    Torn {
+        slot: usize,
+        cut: u64,
     },
     Pause {
         slot: usize,
@@ -96,6 +112,8 @@ impl Schedule {
         let rng = &mut self.rng;
         match kind {
             Kind::Kill => Fault::Kill { slot: rng.random_range(0..n), down: millis(rng, 200, 2000) },
+            Kind::KillAll => Fault::KillAll { down: millis(rng, 200, 2000) },
+            Kind::Torn => Fault::Torn { slot: rng.random_range(0..n), cut: rng.random() },
             Kind::Pause => Fault::Pause { slot: rng.random_range(0..n), hold: millis(rng, 1000, 5000) },
             Kind::Membership => Fault::Membership { pick: rng.random_range(0..n), hold: millis(rng, 1000, 4000) },
             Kind::Lag => Fault::Lag { pick: rng.random_range(0..n), hold: millis(rng, 3000, 6000) },

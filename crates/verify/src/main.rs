@@ -32,7 +32,9 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     keys: usize,
     /// Faults to inject: any of kill, pause, partition, membership, lag (a follower paused under a
-    /// write flood, catching up by snapshot), join (a node joining under a write flood); "none" for none.
+    /// write flood, catching up by snapshot), join (a node joining under a write flood); with
+    /// --durable also killall (every node killed and restarted) and torn (a node killed, its
+    /// newest log segment cut short, restarted); "none" for none.
     #[arg(long, default_value = "kill,pause,partition,membership,lag,join")]
     faults: String,
     /// The nodes' -timeout in seconds (not the default 60, so that pauses and
@@ -45,6 +47,9 @@ struct Args {
     /// Election contenders making fenced writes (mutual exclusion is checked), and as many lease keepers (no lease may end early).
     #[arg(long, default_value_t = 2)]
     contenders: usize,
+    /// Every node keeps its state in a data dir (--data-dir): a killed node restarts as the same member.
+    #[arg(long)]
+    durable: bool,
 }
 
 fn main() -> ExitCode {
@@ -55,8 +60,13 @@ fn main() -> ExitCode {
     });
     let kinds: Vec<Kind> =
         args.faults.split(',').filter(|f| *f != "none" && !f.is_empty()).filter_map(Kind::parse).collect();
+    if !args.durable && kinds.iter().any(|k| matches!(k, Kind::KillAll | Kind::Torn)) {
+        eprintln!("doozer-torture: the killall and torn faults need --durable (memory-only nodes lose everything)");
+        return ExitCode::from(2);
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
-    println!("seed={seed} nodes={} duration={}s faults={}", args.nodes, args.duration, args.faults);
+    let mode = if args.durable { " durable" } else { "" };
+    println!("seed={seed} nodes={} duration={}s faults={}{mode}", args.nodes, args.duration, args.faults);
     let scenario = Scenario {
         name: "cli".into(),
         nodes: args.nodes,
@@ -69,6 +79,7 @@ fn main() -> ExitCode {
         member_timeout: args.timeout,
         big_values: !args.no_big_values,
         contenders: args.contenders,
+        durable: args.durable,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -31,6 +31,8 @@ pub struct Scenario {
     pub big_values: bool,
     /// Election contenders making fenced writes (`election`), and as many lease keepers (`lease`).
     pub contenders: usize,
+    /// Every node keeps its state on disk (`--data-dir`).
+    pub durable: bool,
 }
 
 /// What a run did and what the checkers found.
@@ -90,7 +92,7 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     let timeout = s.member_timeout.to_string();
     let args: Vec<String> =
         ["-timeout", &timeout, "-c", "torture", "--write-timeout", "3"].iter().map(|a| a.to_string()).collect();
-    let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir).await?;
+    let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir, s.durable).await?;
     let nodes = Nodes::new(cluster.live());
     let clock = Clock::new();
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
@@ -269,6 +271,25 @@ async fn inject(
                 tokio::time::sleep(down).await;
                 cluster.restart(slot).await?;
             }
+            Fault::KillAll { down } => {
+                for i in 0..s.nodes {
+                    cluster.kill(i);
+                }
+                *nodes.lock() = cluster.live();
+                tokio::time::sleep(down).await;
+                for i in 0..s.nodes {
+                    cluster.restart(i).await?;
+                }
+            }
+            Fault::Torn { slot, cut } => {
+                cluster.kill(slot);
+                *nodes.lock() = cluster.live();
+                let cut = cluster.tear_tail(slot, cut)?;
+                cluster.restart(slot).await?;
+                if let Some(last) = done.last_mut() {
+                    last.push_str(&format!(": {cut} bytes cut"));
+                }
+            }
             Fault::Pause { slot, hold } => {
                 cluster.pause(slot);
                 *nodes.lock() = cluster.live();
@@ -307,7 +328,7 @@ async fn inject(
                 cluster.kill(slot);
                 *nodes.lock() = cluster.live();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                cluster.restart(slot).await?;
+                cluster.replace(slot).await?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let writes = Load::stop(load).await;
                 if let Some(last) = done.last_mut() {

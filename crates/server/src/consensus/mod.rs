@@ -248,34 +248,38 @@ impl Consensus {
     }
 
     /// Takes part again as the member a data dir says this node is: its
-    /// state was rebuilt from the snapshot and log on disk. Waits (a little)
-    /// for a leader and for what this node's log held to be applied, then
-    /// makes sure the node's `/ctl` files exist (a crash may have come
-    /// between joining and writing them).
-    pub async fn resume(&self) -> Result<(), String> {
-        let known = self
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await;
-        let Ok(m) = known else {
-            info!("resumed from the data dir; no leader yet (are a majority of the members up?)");
-            return Ok(());
+    /// state was rebuilt from the snapshot and log on disk. It serves at
+    /// once, as a follower a little behind would (its readiness says so
+    /// until a leader is heard from): after a whole cluster's restart no
+    /// leader is elected until a majority is up, and nodes started one after
+    /// another must not wait for each other. Once a leader is known and what
+    /// this node's log held is applied, it makes sure the node's `/ctl`
+    /// files exist (a crash may have come between joining and writing them).
+    pub fn resume(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = me.stopped.cancelled() => {}
+                _ = me.register_when_caught_up() => {}
+            }
+        });
+    }
+
+    async fn register_when_caught_up(&self) {
+        let Ok(m) = self.raft.wait(None).metrics(|m| m.current_leader.is_some(), "a leader is known").await else {
+            return;
         };
         let logged = m.last_log_index;
-        let _ = self
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.last_applied.map(|l| l.index) >= logged, "caught up with the log on disk")
-            .await;
-        if self
-            .node
-            .snapshot(None)
-            .is_ok_and(|s| matches!(s.get(&crate::ctl::node_file(&self.me.name, "addr")), Ok(None)))
-        {
-            self.register_node().await?;
+        let caught_up = |m: &types::Metrics| m.last_applied.map(|l| l.index) >= logged;
+        if self.raft.wait(None).metrics(caught_up, "caught up with the log on disk").await.is_err() {
+            return;
         }
-        Ok(())
+        let addr_file = crate::ctl::node_file(&self.me.name, "addr");
+        if self.node.snapshot(None).is_ok_and(|s| matches!(s.get(&addr_file), Ok(None))) {
+            if let Err(e) = self.register_node().await {
+                info!(error = %e, "cannot write this node's /ctl files yet");
+            }
+        }
     }
 
     /// Makes this node a new cluster's first voter and writes its `/ctl` files;

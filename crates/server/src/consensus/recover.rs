@@ -29,6 +29,9 @@ const PROBE: Duration = Duration::from_secs(2);
 impl Consensus {
     /// What forcing a new cluster would do here, or why it must not.
     pub async fn recovery_plan(&self) -> Result<String, String> {
+        // Just started from a data dir, Raft may still be loading it.
+        let member = |m: &super::types::Metrics| m.membership_config.membership().get_node(&self.id).is_some();
+        let _ = self.raft.wait(Some(Duration::from_secs(5))).metrics(member, "the membership loaded").await;
         let m = self.metrics();
         let membership = m.membership_config.membership();
         let voters: Vec<(NodeId, Member)> =
