@@ -161,27 +161,60 @@ fn newest_segment(dir: &Path) -> PathBuf {
     segs.pop().expect("a segment")
 }
 
+/// Where the last frame of a segment begins (format: `consensus/wal.rs`).
+fn last_frame(seg: &[u8]) -> usize {
+    let (mut at, mut last) = (16, 16);
+    while let Some(head) = seg.get(at..at + 12) {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if at + 12 + len > seg.len() {
+            break;
+        }
+        (last, at) = (at, at + 12 + len);
+    }
+    last
+}
+
 #[tokio::test]
 async fn a_torn_log_tail_is_cut_off_and_damage_before_it_stops_the_node() {
     let (mut nodes, dirs) = durable_cluster(&[]).await;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let logs = tempfile::tempdir().unwrap();
     let c = client(&addrs[0]).await;
     for i in 0..200 {
         c.set(&format!("/t/{i}"), 0, "v").await.unwrap();
     }
-    // A torn tail: the last frame cut short, as a crash mid-write leaves it.
+    let restart = |i: usize, log: &str| {
+        let args = ["-l", &addrs[i], "--data-dir", dirs[i].path().to_str().unwrap()];
+        Doozerd::start_logged(&args, &logs.path().join(log))
+    };
+    // A torn tail, as a crash in the middle of a write leaves it: part of a
+    // frame after the last whole one.
+    nodes[2].kill();
+    let seg = newest_segment(dirs[2].path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let frame = bytes[last_frame(&bytes)..].to_vec();
+    bytes.extend_from_slice(&frame[..frame.len() - 5]);
+    std::fs::write(&seg, &bytes).unwrap();
+    nodes[2] = restart(2, "torn.log");
+    let rev = write_until_ok(&addrs[0], "/t/after").await;
+    all_reach(&addrs, rev).await;
+    assert_eq!(dump(&addrs[2], rev).await, dump(&addrs[0], rev).await);
+    let said = std::fs::read_to_string(logs.path().join("torn.log")).unwrap();
+    assert!(said.contains("cut at byte"), "the cut is logged: {said}");
+    voters_are(&addrs[0], 3).await;
+
+    // A disk that lost the last write it had synced: the node's log goes
+    // back, it had acknowledged what it lost, and the leader must catch it
+    // up again rather than stop (openraft's loosen-follower-log-revert).
     nodes[2].kill();
     let seg = newest_segment(dirs[2].path());
     let len = std::fs::metadata(&seg).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
-    let log = dirs[2].path().join("../torn.log");
-    nodes[2] = Doozerd::start_logged(&["-l", &addrs[2], "--data-dir", dirs[2].path().to_str().unwrap()], &log);
-    let rev = write_until_ok(&addrs[0], "/t/after").await;
+    nodes[2] = restart(2, "reverted.log");
+    let rev = write_until_ok(&addrs[0], "/t/reverted").await;
     all_reach(&addrs, rev).await;
     assert_eq!(dump(&addrs[2], rev).await, dump(&addrs[0], rev).await);
-    let said = std::fs::read_to_string(&log).unwrap();
-    assert!(said.contains("cut at byte"), "the cut is logged: {said}");
-    voters_are(&addrs[0], 3).await;
+    assert!(nodes.iter_mut().all(|n| n.is_running()), "every node is still up");
 
     // Damage: a byte flipped early in the newest segment, a good frame after it.
     nodes[2].kill();

@@ -16,6 +16,10 @@
 //!
 //! It writes into the cluster it is pointed at, only under `/bench/<pid>`,
 //! and deletes that subtree when it is done (also after a failed workload).
+//! With `--etcd`, `put-seq` and `put-conc` run against etcd v3 instead
+//! (`etcd`), for comparisons; nothing is deleted there.
+
+mod etcd;
 
 use bytes::Bytes;
 use clap::Parser;
@@ -71,6 +75,10 @@ pub struct Args {
     /// TLS: the client certificate's key (PEM).
     #[arg(long)]
     pub key: Option<String>,
+    /// Run put-seq and put-conc against etcd v3 at these gRPC endpoints
+    /// (HOST:PORT,HOST:PORT; plain TCP) instead of doozerd.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd: Vec<String>,
 }
 
 /// Where a run writes: `/bench/<pid>`, deleted at the end.
@@ -527,6 +535,9 @@ async fn mem(args: &Args, uri: &Target) -> Result<Report, String> {
 
 /// Runs the chosen workloads and prints their reports.
 pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
+    if !args.etcd.is_empty() {
+        return etcd_workloads(args).await;
+    }
     let uri_text = args
         .uri
         .clone()
@@ -595,6 +606,25 @@ async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
                     "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, keep-alive, election-failover or all"
                 ))
             }
+        };
+        println!("{}", r.table_line());
+        println!("{}", r.json_line());
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+async fn etcd_workloads(args: &Args) -> Result<Vec<Report>, String> {
+    let chosen: Vec<&str> = match args.workload.as_str() {
+        "all" => vec!["put-seq", "put-conc"],
+        some => some.split(',').collect(),
+    };
+    let mut reports = Vec::new();
+    for w in chosen {
+        let r = match w {
+            "put-seq" => etcd::put("put-seq", args, &args.etcd, 1).await?,
+            "put-conc" => etcd::put("put-conc", args, &args.etcd, args.clients).await?,
+            other => return Err(format!("against etcd only put-seq and put-conc run, not {other:?}")),
         };
         println!("{}", r.table_line());
         println!("{}", r.json_line());

@@ -193,10 +193,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Cuts the newest log segment of slot `i`'s data dir inside its last
-    /// frame, `cut` bytes short (at least one, at most the whole frame), as a
-    /// crash in the middle of writing it would leave it. Returns the bytes
-    /// cut, 0 if the segment holds no frame.
+    /// Leaves slot `i`'s newest log segment as a crash in the middle of a
+    /// write leaves it: a copy of its last frame appended, as if the next
+    /// group commit were being written, then the segment truncated by `cut`
+    /// bytes (at least one, at most that whole frame) into it. Cutting into
+    /// frames already synced instead would take back writes the node had
+    /// acknowledged, which a crash cannot do and Raft does not survive on a
+    /// majority. Returns the bytes of the torn frame left, 0 if the segment
+    /// holds no frame.
     pub fn tear_tail(&self, i: usize, cut: u64) -> Result<u64, String> {
         let wal = self.data_dir(i).join("wal");
         let mut segs: Vec<PathBuf> = std::fs::read_dir(&wal)
@@ -205,13 +209,13 @@ impl Cluster {
             .collect();
         segs.sort();
         let Some(seg) = segs.pop() else { return Ok(0) };
-        let bytes = std::fs::read(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
+        let mut bytes = std::fs::read(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
         let Some(last) = last_frame(&bytes) else { return Ok(0) };
-        let frame = bytes.len() as u64 - last;
-        let cut = 1 + cut % frame;
-        let file = std::fs::OpenOptions::new().write(true).open(&seg).map_err(|e| e.to_string())?;
-        file.set_len(bytes.len() as u64 - cut).map_err(|e| e.to_string())?;
-        Ok(cut)
+        let frame = bytes[last as usize..].to_vec();
+        let left = frame.len() as u64 - (1 + cut % frame.len() as u64);
+        bytes.extend_from_slice(&frame[..left as usize]);
+        std::fs::write(&seg, &bytes).map_err(|e| format!("{}: {e}", seg.display()))?;
+        Ok(left)
     }
 
     /// Cuts the links between these pairs of slots, both ways.

@@ -14,8 +14,8 @@ pub enum Kind {
     Kill,
     /// Durable clusters: SIGKILL every node at once, then restart them all.
     KillAll,
-    /// Durable clusters: SIGKILL a node, cut its newest log segment short
-    /// inside its last frame, and restart it.
+    /// Durable clusters: SIGKILL a node, leave a torn frame at the end of
+    /// its newest log segment (a write cut short by the crash), restart it.
     Torn,
     /// SIGSTOP a node for 1-5 s (past the election timeout, sometimes past -timeout), then SIGCONT.
     Pause,
@@ -63,7 +63,7 @@ pub enum Fault {
     KillAll {
         down: Duration,
     },
-    /// `cut` picks how many bytes of the last frame go.
+    /// `cut` picks how many bytes of the torn frame are missing.
     Torn {
         slot: usize,
         cut: u64,

@@ -33,8 +33,8 @@ struct Args {
     keys: usize,
     /// Faults to inject: any of kill, pause, partition, membership, lag (a follower paused under a
     /// write flood, catching up by snapshot), join (a node joining under a write flood); with
-    /// --durable also killall (every node killed and restarted) and torn (a node killed, its
-    /// newest log segment cut short, restarted); "none" for none.
+    /// --durable also killall (every node killed and restarted) and torn (a node killed, a torn
+    /// write left at the end of its newest log segment, restarted); "none" for none.
     #[arg(long, default_value = "kill,pause,partition,membership,lag,join")]
     faults: String,
     /// The nodes' -timeout in seconds (not the default 60, so that pauses and

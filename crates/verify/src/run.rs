@@ -284,10 +284,10 @@ async fn inject(
             Fault::Torn { slot, cut } => {
                 cluster.kill(slot);
                 *nodes.lock() = cluster.live();
-                let cut = cluster.tear_tail(slot, cut)?;
+                let left = cluster.tear_tail(slot, cut)?;
                 cluster.restart(slot).await?;
                 if let Some(last) = done.last_mut() {
-                    last.push_str(&format!(": {cut} bytes cut"));
+                    last.push_str(&format!(": a torn frame of {left} bytes"));
                 }
             }
             Fault::Pause { slot, hold } => {

@@ -245,6 +245,13 @@ impl Saved {
                 dir.path.display()
             ));
         }
+        let voters = log
+            .voters()
+            .or_else(|| snapshot.as_ref().map(|(m, _)| m.last_membership.membership().voter_ids().collect()));
+        let me = meta.as_ref().map(|m| super::raft_id(&m.id));
+        if voters.is_none_or(|v| me.is_none_or(|me| v != [me])) {
+            log.forget_leadership();
+        }
         Ok(Saved { dir, meta, log, snapshot })
     }
 

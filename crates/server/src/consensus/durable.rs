@@ -93,6 +93,9 @@ pub type Torn = Option<(PathBuf, u64)>;
 /// The log's files, written by a thread of their own.
 pub struct Disk {
     jobs: mpsc::Sender<Job>,
+    /// A record that needs no sync of its own (the commit index): it goes
+    /// into the next frame written, the latest one only.
+    lazy: Arc<parking_lot::Mutex<Option<Vec<u8>>>>,
     /// Frames synced so far (each a group of records).
     syncs: Arc<AtomicU64>,
     /// Bytes of records written since the last checkpoint.
@@ -116,12 +119,13 @@ impl Disk {
         let (jobs, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let since_checkpoint = Arc::new(AtomicU64::new(0));
-        let (s, c) = (syncs.clone(), since_checkpoint.clone());
+        let lazy: Arc<parking_lot::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (s, c, l) = (syncs.clone(), since_checkpoint.clone(), lazy.clone());
         std::thread::Builder::new()
             .name("doozer-wal".into())
-            .spawn(move || write_loop(wal, rx, s, c))
+            .spawn(move || write_loop(wal, rx, s, c, l))
             .map_err(|e| WalError::Io(dir.into(), e))?;
-        Ok((Disk { jobs, syncs, since_checkpoint }, state, found.torn))
+        Ok((Disk { jobs, lazy, syncs, since_checkpoint }, state, found.torn))
     }
 
     /// Writes `r` after every record written before it; `done` once synced.
@@ -132,6 +136,17 @@ impl Disk {
         };
         if let Err(mpsc::SendError(Job::Write(_, done))) = self.jobs.send(job) {
             finish(done, Err(io::Error::other("the log's writer has stopped")));
+        }
+    }
+
+    /// Writes `r` with the next frame, whenever that is, unless a later lazy
+    /// record replaces it first: for what may lag on disk (the commit index:
+    /// a restarted node that finds it behind learns it from the leader), so
+    /// that it costs no fsync of its own. Each commit a fsync of its own
+    /// doubled the syncs of one writer, every write waiting behind one.
+    pub fn write_lazily(&self, r: &Record) {
+        if let Ok(bytes) = postcard::to_allocvec(r) {
+            *self.lazy.lock() = Some(bytes);
         }
     }
 
@@ -184,7 +199,9 @@ fn finish(done: Done, result: io::Result<()>) {
 /// Most record bytes gathered into one frame.
 const GROUP_BYTES: usize = 16 << 20;
 
-fn write_loop(mut wal: Wal, jobs: mpsc::Receiver<Job>, syncs: Arc<AtomicU64>, since: Arc<AtomicU64>) {
+type Lazy = Arc<parking_lot::Mutex<Option<Vec<u8>>>>;
+
+fn write_loop(mut wal: Wal, jobs: mpsc::Receiver<Job>, syncs: Arc<AtomicU64>, since: Arc<AtomicU64>, lazy: Lazy) {
     let mut next = None;
     loop {
         let Some(job) = next.take().or_else(|| jobs.recv().ok()) else { return };
@@ -216,7 +233,9 @@ fn write_loop(mut wal: Wal, jobs: mpsc::Receiver<Job>, syncs: Arc<AtomicU64>, si
                         Err(_) => break,
                     }
                 }
-                let records: Vec<&[u8]> = group.iter().map(|(b, _)| b.as_slice()).collect();
+                let late = lazy.lock().take();
+                let records: Vec<&[u8]> =
+                    late.iter().map(Vec::as_slice).chain(group.iter().map(|(b, _)| b.as_slice())).collect();
                 let result = wal.append(&records);
                 since.fetch_add(size as u64, Ordering::Relaxed);
                 syncs.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +324,7 @@ mod tests {
         let (syncs, since) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let writer = {
             let syncs = syncs.clone();
-            std::thread::spawn(move || write_loop(wal, rx, syncs, since))
+            std::thread::spawn(move || write_loop(wal, rx, syncs, since, Lazy::default()))
         };
         for w in waits {
             w.await.unwrap().unwrap();

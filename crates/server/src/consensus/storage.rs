@@ -102,7 +102,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.log.lock().committed = committed;
-        self.record(Record::Committed(committed));
+        if let Some(disk) = &self.disk {
+            disk.write_lazily(&Record::Committed(committed));
+        }
         Ok(())
     }
 
@@ -199,6 +201,29 @@ impl LogStore {
             Replayed { entries: log.entries.clone(), vote: log.vote, committed: log.committed, purged: log.purged }
         };
         disk.checkpoint(state).await
+    }
+
+    /// openraft restarts a node whose vote says it leads as that term's
+    /// leader at once. A leader's entries go to followers before its own
+    /// fsync completes, so a leader that crashed may have lost entries its
+    /// followers hold; leading the same term again it would write other
+    /// entries at their indexes, and logs with the same entry id would
+    /// differ. With its vote read back as not yet granted, it starts as a
+    /// follower, and any leadership comes from a new election. (A lone
+    /// voter has no followers to differ from, and keeps its term.)
+    pub fn forget_leadership(&self) {
+        if let Some(v) = self.log.lock().vote.as_mut() {
+            v.committed = false;
+        }
+    }
+
+    /// The voters of the last membership in the log, if it holds one.
+    pub fn voters(&self) -> Option<Vec<NodeId>> {
+        let log = self.log.lock();
+        log.entries.values().rev().find_map(|e| match &e.payload {
+            EntryPayload::Membership(m) => Some(m.voter_ids().collect()),
+            _ => None,
+        })
     }
 
     /// The highest proposal id of `origin` in the log.
@@ -567,9 +592,13 @@ mod tests {
             log.save_committed(Some(id(3, 2))).await.unwrap();
             log.purge(id(1, 1)).await.unwrap();
             // The next synced write (a vote) follows every record before it.
-            log.save_vote(&Vote::new(4, 7)).await.unwrap();
+            log.save_vote(&Vote::new_committed(4, 7)).await.unwrap();
         }
         let (mut log, _) = LogStore::durable(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(4, 7)));
+        // Unless it was the lone voter, a restarted leader is elected again
+        // rather than resuming its term.
+        log.forget_leadership();
         assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 7)));
         assert_eq!(log.read_committed().await.unwrap(), Some(id(3, 2)));
         let state = log.get_log_state().await.unwrap();
