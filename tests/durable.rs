@@ -161,17 +161,18 @@ fn newest_segment(dir: &Path) -> PathBuf {
     segs.pop().expect("a segment")
 }
 
-/// Where the last frame of a segment begins (format: `consensus/wal.rs`).
-fn last_frame(seg: &[u8]) -> usize {
+/// Where the last frame of a segment begins and where it ends (format:
+/// `consensus/wal.rs`; zeros after the frames are preallocated room).
+fn last_frame(seg: &[u8]) -> (usize, usize) {
     let (mut at, mut last) = (16, 16);
     while let Some(head) = seg.get(at..at + 12) {
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if at + 12 + len > seg.len() {
+        if len == 0 || at + 12 + len > seg.len() {
             break;
         }
         (last, at) = (at, at + 12 + len);
     }
-    last
+    (last, at)
 }
 
 #[tokio::test]
@@ -192,8 +193,9 @@ async fn a_torn_log_tail_is_cut_off_and_damage_before_it_stops_the_node() {
     nodes[2].kill();
     let seg = newest_segment(dirs[2].path());
     let mut bytes = std::fs::read(&seg).unwrap();
-    let frame = bytes[last_frame(&bytes)..].to_vec();
-    bytes.extend_from_slice(&frame[..frame.len() - 5]);
+    let (last, end) = last_frame(&bytes);
+    let frame = bytes[last..end].to_vec();
+    bytes[end..end + frame.len() - 5].copy_from_slice(&frame[..frame.len() - 5]);
     std::fs::write(&seg, &bytes).unwrap();
     nodes[2] = restart(2, "torn.log");
     let rev = write_until_ok(&addrs[0], "/t/after").await;
@@ -208,8 +210,8 @@ async fn a_torn_log_tail_is_cut_off_and_damage_before_it_stops_the_node() {
     // up again rather than stop (openraft's loosen-follower-log-revert).
     nodes[2].kill();
     let seg = newest_segment(dirs[2].path());
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 7).unwrap();
+    let (_, end) = last_frame(&std::fs::read(&seg).unwrap());
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(end as u64 - 7).unwrap();
     nodes[2] = restart(2, "reverted.log");
     let rev = write_until_ok(&addrs[0], "/t/reverted").await;
     all_reach(&addrs, rev).await;

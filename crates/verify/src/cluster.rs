@@ -210,11 +210,14 @@ impl Cluster {
         segs.sort();
         let Some(seg) = segs.pop() else { return Ok(0) };
         let mut bytes = std::fs::read(&seg).map_err(|e| format!("{}: {e}", seg.display()))?;
-        let Some(last) = last_frame(&bytes) else { return Ok(0) };
-        let frame = bytes[last as usize..].to_vec();
+        let Some((last, end)) = last_frame(&bytes) else { return Ok(0) };
+        let frame = bytes[last as usize..end as usize].to_vec();
         let left = frame.len() as u64 - (1 + cut % frame.len() as u64);
+        // Into the preallocated room after the frames, if there is room.
+        bytes.truncate(end as usize);
         bytes.extend_from_slice(&frame[..left as usize]);
-        std::fs::write(&seg, &bytes).map_err(|e| format!("{}: {e}", seg.display()))?;
+        let file = std::fs::OpenOptions::new().write(true).open(&seg).map_err(|e| e.to_string())?;
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes[end as usize..], end).map_err(|e| e.to_string())?;
         Ok(left)
     }
 
@@ -244,18 +247,19 @@ impl Cluster {
     }
 }
 
-/// Where the last frame of a log segment begins (its format is in the
-/// server's `consensus/wal.rs`: a 16-byte header, then frames of a 12-byte
-/// head whose first word is the payload's length).
-fn last_frame(seg: &[u8]) -> Option<u64> {
+/// Where the last frame of a log segment begins and ends (its format is in
+/// the server's `consensus/wal.rs`: a 16-byte header, then frames of a
+/// 12-byte head whose first word is the payload's length, none empty; zeros
+/// after them are preallocated room).
+fn last_frame(seg: &[u8]) -> Option<(u64, u64)> {
     let mut at = 16usize;
     let mut last = None;
     while let Some(head) = seg.get(at..at + 12) {
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if at + 12 + len > seg.len() {
+        if len == 0 || at + 12 + len > seg.len() {
             break;
         }
-        last = Some(at as u64);
+        last = Some((at as u64, (at + 12 + len) as u64));
         at += 12 + len;
     }
     last

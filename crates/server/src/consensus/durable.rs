@@ -106,7 +106,7 @@ impl Disk {
     /// Opens (or creates) the log in `dir` and replays it; the torn tail cut
     /// off, if any, is returned for the caller to log.
     pub fn open(dir: &Path) -> Result<(Disk, Replayed, Torn), WalError> {
-        let (wal, found) = Wal::open(dir)?;
+        let (wal, found) = Wal::open_preallocated(dir, super::wal::SEGMENT_BYTES)?;
         let mut state = Replayed::default();
         for (i, bytes) in found.records.iter().enumerate() {
             let record: Record = postcard::from_bytes(bytes).map_err(|_| WalError::Damaged {

