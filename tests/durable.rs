@@ -432,3 +432,32 @@ async fn a_durable_node_removed_while_paused_starts_over_and_its_new_self_is_kep
     assert_eq!(id_at(&addrs[0], &addrs[2]).await, Some(new));
     voters_are(&addrs[0], 3).await;
 }
+
+#[tokio::test]
+async fn durable_and_memory_only_members_mix() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes = vec![durable("127.0.0.1:0", dirs[0].path(), &[])];
+    let seed = nodes[0].addr.clone();
+    nodes.push(durable("127.0.0.1:0", dirs[1].path(), &["-a", &seed]));
+    nodes.push(Doozerd::start(&["-a", &seed]));
+    voters_are(&seed, 3).await;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let written = write_some(&seed, "/mix", 20).await;
+    let (durable_id, memory_id) = (id_at(&seed, &addrs[1]).await.unwrap(), id_at(&seed, &addrs[2]).await.unwrap());
+    // The durable member comes back as itself; the memory-only one, killed
+    // and started again, joins as a new member with fresh state.
+    nodes[1].kill();
+    nodes[1] = durable(&addrs[1], dirs[1].path(), &[]);
+    nodes[2].kill();
+    nodes[2] = Doozerd::start(&["-l", &addrs[2], "-a", &seed]);
+    let rev = write_until_ok(&seed, "/mix/after").await;
+    all_reach(&addrs, rev).await;
+    assert_eq!(id_at(&seed, &addrs[1]).await, Some(durable_id));
+    common::eventually("the memory-only node back under a new id", || async {
+        id_at(&seed, &addrs[2]).await.is_some_and(|id| id != memory_id)
+    })
+    .await;
+    for a in &addrs {
+        holds(a, &written).await;
+    }
+}
