@@ -10,9 +10,8 @@
 //! the bench needs no generated code; an answer counts once its gRPC status
 //! is 0. Not here: reads, watches, leases (etcd has its own `benchmark`).
 
-use super::{histogram, percentiles, progress, root, Args, Clock, Report};
+use super::{collect, histogram, progress, root, Args, Clock, Report};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::net::TcpStream;
 
@@ -104,31 +103,14 @@ pub async fn put(name: &str, args: &Args, endpoints: &[String], clients: usize) 
                 let t = Instant::now();
                 conn.put(key.as_bytes(), &value).await?;
                 n += 1;
-                if clock.measuring() && clock.running() {
-                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                    clock.ops.fetch_add(1, Ordering::Relaxed);
-                }
+                clock.record(&mut h, t);
             }
             Ok::<_, String>(h)
         }));
     }
-    let mut all = histogram();
-    for t in tasks {
-        let h = t.await.map_err(|e| e.to_string())??;
-        let _ = all.add(&h);
-    }
-    shown.abort();
-    Ok(Report {
-        workload: name.into(),
-        ops: clock.ops.load(Ordering::Relaxed),
-        seconds: clock.seconds(),
-        latencies: vec![percentiles("latency", &all)],
-        extra: vec![
-            ("clients".into(), clients.to_string()),
-            ("latency_max_us".into(), all.max().to_string()),
-            ("target".into(), "etcd".into()),
-        ],
-    })
+    let mut report = collect(name, &clock, shown, tasks, clients).await?;
+    report.extra.push(("target".into(), "etcd".into()));
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -188,6 +188,14 @@ impl Clock {
     fn seconds(&self) -> f64 {
         (self.end - self.warmup).as_secs_f64()
     }
+
+    /// Counts an operation begun at `t`, if it ended while measuring.
+    fn record(&self, h: &mut Histogram<u64>, t: Instant) {
+        if self.measuring() && self.running() {
+            let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+            self.ops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Prints a progress line once a second while a workload runs (on a terminal).
@@ -238,14 +246,22 @@ where
                 let t = Instant::now();
                 op(c.clone(), w, n).await?;
                 n += 1;
-                if clock.measuring() && clock.running() {
-                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                    clock.ops.fetch_add(1, Ordering::Relaxed);
-                }
+                clock.record(&mut h, t);
             }
             Ok::<_, String>(h)
         }));
     }
+    collect(name, &clock, shown, tasks, clients).await
+}
+
+/// The report of a timed run once its workers are done.
+async fn collect(
+    name: &str,
+    clock: &Clock,
+    shown: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<Result<Histogram<u64>, String>>>,
+    clients: usize,
+) -> Result<Report, String> {
     let mut all = histogram();
     for t in tasks {
         let h = t.await.map_err(|e| e.to_string())??;

@@ -7,7 +7,8 @@
 //! here. Membership follows the `/ctl/cal/*` slots (see `duties`).
 //!
 //! What the rest of the server sees: [`Consensus::propose`], [`Consensus::serve_peer`],
-//! [`Consensus::status`] and the seed/join start-up calls; no openraft type leaks out.
+//! [`Consensus::status`], the seed/join/resume start-up calls, and an opaque
+//! [`DataDir`]; no openraft type or file format leaks out.
 //!
 //! Files, by job: this one (starting, seeding, joining, the node's view of
 //! the cluster); `write` (batching, proposing, forwarding, what a failed
@@ -16,7 +17,10 @@
 //! `duties` (what a member does every tick) with `rules` (the membership
 //! decisions, pure); `leases` with `lessor` (deadlines) and `confirm`
 //! (batched confirmation that this node still leads); `register` (writing this node's `/ctl` files); `wire`
-//! and `types` (the peer messages and openraft's types).
+//! and `types` (the peer messages and openraft's types); for `--data-dir`,
+//! `datadir` (the directory: lock, meta, snapshot file), `durable` (the log's
+//! records and their writer thread) and `wal` (segments and frames);
+//! `recover` (forcing a new cluster when a majority is lost).
 
 mod confirm;
 mod datadir;

@@ -1,8 +1,10 @@
-//! Raft's storage, all in memory as Doozer always was: the log, the vote, and
-//! the state machine, which is the node's store. A process that restarts has
-//! lost all of it and rejoins under a new id. A durable log store
-//! ([`LogStore::durable`], issue 15) also writes every change of the log and
-//! vote to disk (`durable`) before it reports it done.
+//! Raft's storage: the log, the vote, and the state machine, which is the
+//! node's store. By default all in memory, as Doozer always was: a process
+//! that restarts has lost all of it and rejoins under a new id. A durable
+//! log store ([`LogStore::durable`], `--data-dir`) also writes every change
+//! of the log and vote to disk (`durable`) before it reports it done, and a
+//! durable state machine writes each snapshot (`datadir`) before openraft
+//! learns of it.
 
 use super::datadir::DataDir;
 use super::durable::{Disk, Done, Record, Replayed};

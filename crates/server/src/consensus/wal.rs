@@ -3,8 +3,7 @@
 //! checked, so a crash mid-write is told apart from damage.
 //!
 //! This file knows bytes and files only; what a record means (a Raft entry,
-//! a vote, a purge) is the caller's. Not yet wired into the node: the Raft
-//! log store that replays it is the next step of issue 15.
+//! a vote, a purge) is the caller's (`durable`).
 //!
 //! Format, version 1 (integers little-endian):
 //! ```text
@@ -15,12 +14,17 @@
 //!   length u32, crc32(length bytes) u32, crc32(payload) u32, payload
 //! payload: record*;  record: length u32, bytes
 //! ```
+//! A new segment is preallocated (zeros, `posix_fallocate`) so that an
+//! fdatasync need not also record the file growing; zeros where a frame
+//! head would be, and to the end of the file, are room, not a torn tail
+//! (no frame is empty, so a zero length is never a frame's).
+//!
 //! One frame is one group commit: [`Wal::append`] writes every record
 //! handed to it as one frame, then fsyncs once. A frame is written only after
 //! the one before it was synced, so of all frames only the last can be torn
 //! by a crash.
 //!
-//! Reading back ([`Wal::open`]): segment numbers run without gaps; every
+//! Reading back ([`Wal::open_preallocated`]): segment numbers run without gaps; every
 //! frame is checked. A frame that fails (short, bad length check, bad
 //! payload check) is a *torn tail* if it is in the newest segment and no
 //! valid frame follows it: it is cut off and reported, nothing synced was
