@@ -32,9 +32,12 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_file() { for _ in $(seq 300); do [ -s "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; exit 1; }
 
-# A doozerd cluster of NODES; $2 is extra flags per node (with %i for the node number).
+# A doozerd cluster of NODES; $2 is extra flags per node (with %i for the
+# node number). Sets $uri. Not called in $(...): the nodes must be this
+# shell's jobs, for the clean-up to stop them.
 doozer_cluster() {
-    local name=$1 flags=$2 uri=""
+    local name=$1 flags=$2
+    uri=""
     for i in $(seq "$NODES"); do
         local attach=() extra=${flags//%i/$i}
         [ "$i" -gt 1 ] && attach=(-a "$(cat "$tmp/$name-1")")
@@ -49,11 +52,13 @@ doozer_cluster() {
         [ "$voters" -ge "$NODES" ] && break
         sleep 0.1
     done
-    echo "doozer:?$uri"
+    uri="doozer:?$uri"
 }
 
-durable=$(doozer_cluster durable "--data-dir $data/doozer-%i")
-memory=$(doozer_cluster memory "")
+doozer_cluster durable "--data-dir $data/doozer-%i"
+durable=$uri
+doozer_cluster memory ""
+memory=$uri
 
 cluster="" endpoints=""
 for i in $(seq "$NODES"); do

@@ -114,6 +114,12 @@ async fn killing_every_node_during_writes_loses_no_acknowledged_write() {
         }));
     }
     common::eventually("half the writes acknowledged", || async { acked.lock().unwrap().len() >= 5000 }).await;
+    // What each node has applied, at the latest: it must not answer from
+    // less after the restart.
+    let mut served = Vec::new();
+    for a in &addrs {
+        served.push(client(a).await.rev().await.unwrap());
+    }
     for n in nodes.iter_mut() {
         n.kill();
     }
@@ -125,6 +131,10 @@ async fn killing_every_node_during_writes_loses_no_acknowledged_write() {
     println!("{} writes acknowledged before the kill, the last at rev {last_acked}", acked.len());
 
     let mut nodes: Vec<Doozerd> = addrs.iter().zip(&dirs).map(|(a, d)| durable(a, d.path(), &[])).collect();
+    for (a, before) in addrs.iter().zip(&served) {
+        let now = client(a).await.rev().await.unwrap();
+        assert!(now >= *before, "{a} answered at rev {now} after the restart, {before} before it");
+    }
     voters_are(&addrs[0], 3).await;
     // The same three members, under their old ids: nobody joined anew.
     let after = write_until_ok(&addrs[1], "/after/restart").await;

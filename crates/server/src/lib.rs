@@ -184,18 +184,18 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
     );
     tokio::spawn(accept);
     let joined = match resumed {
+        // Ready (serving clients) once caught up; see `Consensus::resume`.
         Some(_) => {
             cluster.resume();
             Ok(())
         }
-        None => seed_or_join(&cluster, &settings, &id, &advertised).await,
+        None => seed_or_join(&cluster, &settings, &id, &advertised).await.map(|_| node.set_ready()),
     };
     if let Err(e) = joined {
         stop.cancel();
         cluster.shutdown().await;
         return Err(e);
     }
-    node.set_ready();
     if let Some(boot) = &settings.boot {
         dzns::keep_registered(boot.clone(), settings.cluster.secret.clone(), cluster.clone());
     }

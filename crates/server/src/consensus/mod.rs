@@ -252,32 +252,38 @@ impl Consensus {
     }
 
     /// Takes part again as the member a data dir says this node is: its
-    /// state was rebuilt from the snapshot and log on disk. It serves at
-    /// once, as a follower a little behind would (its readiness says so
-    /// until a leader is heard from): after a whole cluster's restart no
-    /// leader is elected until a majority is up, and nodes started one after
-    /// another must not wait for each other. Once a leader is known and what
-    /// this node's log held is applied, it makes sure the node's `/ctl`
-    /// files exist (a crash may have come between joining and writing them).
+    /// state was rebuilt from the snapshot and log on disk. Returns at once
+    /// (peers must reach it: after a whole cluster's restart no leader is
+    /// elected until a majority is up, and nodes started one after another
+    /// must not wait for each other), but clients are served only once it is
+    /// caught up ([`Node::set_ready`]): once a leader is known and it has
+    /// applied everything its log held at start (or, if a new leader cut
+    /// that log's uncommitted tail, everything up to the cut). What it had
+    /// applied before the crash is in that log, so a restarted node never
+    /// answers from a state older than one it answered from before (the
+    /// torture run's stale-read check found it doing so when it served at
+    /// once). Then it makes sure its `/ctl` files exist (a crash may have
+    /// come between joining and writing them).
     pub fn resume(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = me.stopped.cancelled() => {}
-                _ = me.register_when_caught_up() => {}
+                _ = me.ready_when_caught_up() => {}
             }
         });
     }
 
-    async fn register_when_caught_up(&self) {
-        let Ok(m) = self.raft.wait(None).metrics(|m| m.current_leader.is_some(), "a leader is known").await else {
-            return;
+    async fn ready_when_caught_up(&self) {
+        let logged = self.metrics().last_log_index;
+        let caught_up = |m: &types::Metrics| {
+            let target = logged.min(m.last_log_index);
+            m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= target
         };
-        let logged = m.last_log_index;
-        let caught_up = |m: &types::Metrics| m.last_applied.map(|l| l.index) >= logged;
         if self.raft.wait(None).metrics(caught_up, "caught up with the log on disk").await.is_err() {
             return;
         }
+        self.node.set_ready();
         let addr_file = crate::ctl::node_file(&self.me.name, "addr");
         if self.node.snapshot(None).is_ok_and(|s| matches!(s.get(&addr_file), Ok(None))) {
             if let Err(e) = self.register_node().await {
