@@ -559,3 +559,31 @@ async fn a_cluster_handle_moves_past_dead_and_hung_nodes() {
     assert_eq!(c.client().await.unwrap().addr(), nodes[2].addr);
     nodes[1].signal("CONT");
 }
+
+#[tokio::test]
+async fn attach_with_another_secret_is_refused_without_sending_it() {
+    let seed = Doozerd::start_env(&[], &[("DOOZER_RWSECRET", "right")]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
+        .args(["-l", "127.0.0.1:0", "-w", "false", "-a", &seed.addr])
+        .env("DOOZER_RWSECRET", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not know this cluster's secret"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_peer_of_protocol_0_is_told_to_upgrade_and_the_node_goes_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let seed = Doozerd::start(&[]);
+    let mut s = tokio::net::TcpStream::connect(&seed.addr).await.unwrap();
+    // Protocol 0's magic, then its hello: postcard of ("", "", None).
+    s.write_all(&[0xFF, b'D', b'Z', b'P', 0, 0, 0, 3, 0, 0, 0]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains("refuse protocol 0") && text.contains("upgrade this node"), "{text}");
+    // The refusal costs the node nothing.
+    client(&seed.addr).await.set("/still", 0, "here").await.unwrap();
+}

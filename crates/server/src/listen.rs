@@ -21,7 +21,7 @@
 
 use crate::access::Secrets;
 use crate::conn;
-use crate::consensus::{Consensus, PEER_MAGIC};
+use crate::consensus::{Consensus, PEER_MAGIC, PEER_MAGIC_V0};
 use crate::rt::{Io, Listener, Stream as Conn};
 use doozer_proto::{encode_frame, read_body, read_prefix, ErrCode, Request, Response, MAX_FRAME};
 use parking_lot::Mutex;
@@ -232,6 +232,10 @@ impl Stream for tokio_rustls::server::TlsStream<Conn> {
 }
 
 async fn dispatch<S: Stream>(mut stream: S, first: [u8; 4], client_slot: Option<Slot>, shared: &Shared) {
+    if first == PEER_MAGIC_V0 {
+        drop(client_slot);
+        return shared.cluster.refuse_old_peer(stream).await;
+    }
     if first == PEER_MAGIC {
         drop(client_slot);
         let Some(_slot) = shared.peers.take() else {

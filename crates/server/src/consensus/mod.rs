@@ -40,7 +40,7 @@ mod wire;
 mod write;
 
 pub use datadir::{DataDir, Saved};
-pub use wire::{Committed, LeaseRefusal, LeaseTime, MAGIC as PEER_MAGIC};
+pub use wire::{Committed, LeaseRefusal, LeaseTime, MAGIC as PEER_MAGIC, MAGIC_V0 as PEER_MAGIC_V0};
 pub use write::{Done, ProposeError};
 
 use crate::node::Node;
@@ -119,6 +119,8 @@ pub struct Consensus {
     /// A forced new cluster's image, once taken (see `recover`).
     recovered: parking_lot::Mutex<Option<bytes::Bytes>>,
     recovery: tokio::sync::Notify,
+    /// A peer of protocol 0 has been refused and logged (once, for quiet logs).
+    old_peer_warned: std::sync::atomic::AtomicBool,
 }
 
 /// Most bytes the Raft log holds before a snapshot is taken and the log
@@ -233,6 +235,7 @@ impl Consensus {
             snapshots,
             recovered: Default::default(),
             recovery: Default::default(),
+            old_peer_warned: Default::default(),
         });
         tokio::spawn(consensus.clone().batch_loop(pending));
         tokio::spawn(consensus.clone().log_bound_loop());

@@ -7,7 +7,8 @@
 
 use super::types::*;
 use super::wire::{
-    self, read_msg, write_msg, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE, REPLACED,
+    self, read_msg, write_msg, Answer, Challenge, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE,
+    OLDEST_PROTOCOL, PROTOCOL, REPLACED,
 };
 use crate::rt::Stream;
 use openraft::error::{NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
@@ -20,7 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -170,10 +171,7 @@ impl PeerConn {
         let tcp = Stream::connect(target.addr, creds.bind_ip).await?;
         let mut stream = BufStream::new(tcp);
         stream.write_all(&MAGIC).await?;
-        let hello = Hello { cluster: creds.cluster.clone(), secret: creds.secret.clone(), to: target.id };
-        write_msg(&mut stream, &hello).await?;
-        let welcome: Result<(), String> = read_msg(&mut stream, MAX_HELLO).await?;
-        welcome.map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+        greet(&mut stream, target, creds).await?;
         Ok(PeerConn { stream })
     }
 
@@ -183,6 +181,41 @@ impl PeerConn {
     fn is_stale(&mut self) -> bool {
         self.stream.get_mut().is_stale()
     }
+}
+
+/// The dialer's half of the hello (see `wire`): proves it knows the secret
+/// and checks that the server does.
+pub(crate) async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: Target<'_>,
+    creds: &Credentials,
+) -> io::Result<()> {
+    let refused = |e: String| io::Error::new(io::ErrorKind::PermissionDenied, e);
+    let mut nonce = [0u8; 32];
+    crate::rt::fill_random(&mut nonce);
+    let cluster = &creds.cluster;
+    let hello = Hello { version: PROTOCOL, oldest: OLDEST_PROTOCOL, cluster: cluster.clone(), to: target.id, nonce };
+    write_msg(stream, &hello).await?;
+    // Not a refusal: a node that closes here may be restarting (or be an
+    // older doozerd, protocol 0, which closes on this hello).
+    let challenge: Challenge = read_msg(stream, MAX_HELLO).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("no hello back from {} ({e}; an older doozerd?)", target.addr))
+    })?;
+    if let Some(why) = wire::incompatible(challenge.version, challenge.oldest) {
+        return Err(refused(why));
+    }
+    let (theirs, their_proof) = challenge.go.map_err(refused)?;
+    let expected = wire::proof(&creds.secret, "doozer peer server", cluster, &nonce, &theirs);
+    if !wire::proof_ok(&their_proof, &expected) {
+        return Err(refused(format!(
+            "the node at {} does not know this cluster's secret (DOOZER_RWSECRET differs)",
+            target.addr
+        )));
+    }
+    let proof = wire::proof(&creds.secret, "doozer peer dialer", cluster, &theirs, &nonce);
+    write_msg(stream, &Answer { proof }).await?;
+    let welcome: Result<(), String> = read_msg(stream, MAX_HELLO).await?;
+    welcome.map_err(refused)
 }
 
 /// Open connections to peers by address and node, reused across calls.
@@ -594,7 +627,12 @@ mod tests {
                     let mut s = BufStream::new(tcp);
                     let mut magic = [0u8; 4];
                     tokio::io::AsyncReadExt::read_exact(&mut s, &mut magic).await.ok()?;
-                    let _: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
+                    let hello: Hello = read_msg(&mut s, MAX_HELLO).await.ok()?;
+                    let ours = [7u8; 32];
+                    let proof = wire::proof("", "doozer peer server", "c", &hello.nonce, &ours);
+                    let go = Ok((ours, proof));
+                    write_msg(&mut s, &Challenge { version: PROTOCOL, oldest: OLDEST_PROTOCOL, go }).await.ok()?;
+                    let _: Answer = read_msg(&mut s, MAX_HELLO).await.ok()?;
                     write_msg(&mut s, &Ok::<(), String>(())).await.ok()?;
                     let Some(delay) = answer else { return std::future::pending::<Option<()>>().await };
                     loop {

@@ -1,12 +1,12 @@
-//! The server side of peer traffic: a peer connection's hello (cluster name,
-//! secret, the node it is for), then Raft's RPCs, forwarded writes, joins and
+//! The server side of peer traffic: a peer connection's hello (protocol
+//! version, cluster name, proof of the secret, the node it is for), then Raft's RPCs, forwarded writes, joins and
 //! membership checks, each answered in turn.
 //!
 //! Not here: the client side (`network`), the wire format (`wire`).
 
 use super::network::Target;
 use super::types::{self, Member, NodeId};
-use super::wire::{self, read_msg, write_msg, ForwardError, Hello, PeerRequest, PeerResponse};
+use super::wire::{self, read_msg, write_msg, Answer, Challenge, ForwardError, Hello, PeerRequest, PeerResponse};
 use super::Consensus;
 use doozer_store::Image;
 use openraft::error::{ClientWriteError, RaftError};
@@ -20,23 +20,8 @@ impl Consensus {
     /// Serves a peer connection whose magic bytes have been read.
     pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
         let mut stream = BufStream::new(stream);
-        let hello =
-            tokio::time::timeout(crate::listen::FIRST_BYTES, read_msg::<_, Hello>(&mut stream, wire::MAX_HELLO));
-        let Ok(Ok(hello)) = hello.await else { return };
-        let verdict = if hello.cluster != self.opts.cluster {
-            Err(format!(
-                "cluster name mismatch: this cluster is {:?}, the peer is in {:?}",
-                self.opts.cluster, hello.cluster
-            ))
-        } else if !crate::access::same_secret(hello.secret.as_bytes(), &self.opts.secret) {
-            Err("wrong cluster secret (DOOZER_RWSECRET)".to_string())
-        } else if hello.to.is_some_and(|to| to != self.id) {
-            Err(format!("{} {}, not the node asked for", wire::REPLACED, self.me.name))
-        } else {
-            Ok(())
-        };
-        let refused = verdict.is_err();
-        if write_msg(&mut stream, &verdict).await.is_err() || refused {
+        let welcomed = tokio::time::timeout(crate::listen::FIRST_BYTES, self.welcome(&mut stream));
+        if !matches!(welcomed.await, Ok(Ok(true))) {
             return;
         }
         loop {
@@ -51,6 +36,62 @@ impl Consensus {
             if write_msg(&mut stream, &resp).await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// The server's half of the hello (see `wire`): true if the dialer is
+    /// welcome.
+    async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) -> std::io::Result<bool> {
+        let hello: Hello = read_msg(stream, wire::MAX_HELLO).await?;
+        let cluster = &self.opts.cluster;
+        let refusal = if let Some(why) = wire::incompatible(hello.version, hello.oldest) {
+            Some(why)
+        } else if &hello.cluster != cluster {
+            Some(format!("cluster name mismatch: this cluster is {cluster:?}, the peer is in {:?}", hello.cluster))
+        } else if hello.to.is_some_and(|to| to != self.id) {
+            Some(format!("{} {}, not the node asked for", wire::REPLACED, self.me.name))
+        } else {
+            None
+        };
+        let mut nonce = [0u8; 32];
+        crate::rt::fill_random(&mut nonce);
+        let go = match refusal {
+            Some(why) => Err(why),
+            None => Ok((nonce, wire::proof(&self.opts.secret, "doozer peer server", cluster, &hello.nonce, &nonce))),
+        };
+        let refused = go.is_err();
+        let challenge = Challenge { version: wire::PROTOCOL, oldest: wire::OLDEST_PROTOCOL, go };
+        write_msg(stream, &challenge).await?;
+        if refused {
+            return Ok(false);
+        }
+        let answer: Answer = read_msg(stream, wire::MAX_HELLO).await?;
+        let expected = wire::proof(&self.opts.secret, "doozer peer dialer", cluster, &nonce, &hello.nonce);
+        let verdict = if wire::proof_ok(&answer.proof, &expected) {
+            Ok(())
+        } else {
+            Err("wrong cluster secret (DOOZER_RWSECRET)".to_string())
+        };
+        let ok = verdict.is_ok();
+        write_msg(stream, &verdict).await?;
+        Ok(ok)
+    }
+
+    /// A node of peer protocol 0 (its magic read): told why it is refused,
+    /// in the words it understands.
+    pub async fn refuse_old_peer<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) {
+        let mut stream = BufStream::new(stream);
+        let refuse = async {
+            wire::read_frame(&mut stream, wire::MAX_HELLO).await?;
+            write_msg(&mut stream, &Err::<(), _>(wire::TOO_OLD.to_string())).await
+        };
+        let _ = tokio::time::timeout(crate::listen::FIRST_BYTES, refuse).await;
+        if self.old_peer_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            debug!("refused a peer of protocol 0");
+        } else {
+            warn!(
+                "refused a peer of peer protocol 0 (an older doozerd, which sends the secret in the clear); upgrade it"
+            );
         }
     }
 

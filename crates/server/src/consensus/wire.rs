@@ -1,9 +1,24 @@
 //! Peer traffic between members, on the same `-l` address as clients.
 //!
 //! A peer connection opens with [`MAGIC`], four bytes that read as a negative
-//! length, which no client frame can have; then a [`Hello`] naming the cluster
-//! and carrying the read-write secret; then request/response pairs, each a
-//! 4-byte big-endian length and a postcard-encoded message.
+//! length, which no client frame can have; then the hello, in which each side
+//! proves it knows the cluster's read-write secret without sending it:
+//!
+//! ```text
+//! dialer -> [`Hello`]      version, oldest version it speaks, cluster, node asked for, nonce A (32 random bytes)
+//! server -> [`Challenge`]  version, oldest, and nonce B with HMAC-SHA256(secret, "doozer peer server" cluster A B), or why not
+//! dialer -> [`Answer`]     HMAC-SHA256(secret, "doozer peer dialer" cluster B A)
+//! server -> welcome        Result<(), String>
+//! ```
+//! A recorded answer is worthless on another connection (B is new each
+//! time). `Hello` and `Challenge` keep this layout in every version, so two
+//! builds can always tell whether they speak a common one. Then
+//! request/response pairs, each a 4-byte big-endian length and a
+//! postcard-encoded message.
+//!
+//! Builds before the versioned hello (peer protocol 0) opened with
+//! [`MAGIC_V0`] and sent the secret itself; they are refused with a message
+//! they log.
 
 use super::types::*;
 use doozer_store::{Outcome, Rev, StoreError};
@@ -15,7 +30,12 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The first four bytes of a peer connection.
-pub const MAGIC: [u8; 4] = [0xFF, b'D', b'Z', b'P'];
+pub const MAGIC: [u8; 4] = [0xFF, b'D', b'Z', b'V'];
+/// What peer protocol 0 opened with.
+pub const MAGIC_V0: [u8; 4] = [0xFF, b'D', b'Z', b'P'];
+/// The peer protocol this build speaks, and the oldest it can work with.
+pub const PROTOCOL: u16 = 1;
+pub const OLDEST_PROTOCOL: u16 = 1;
 
 /// Largest peer message: a snapshot holds the whole tree.
 pub const MAX_MESSAGE: usize = 1 << 30;
@@ -27,14 +47,63 @@ pub const MAX_HELLO: usize = 64 * 1024;
 pub const REPLACED: &str = "this address now serves node";
 
 /// The first message on a peer connection.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Hello {
+    pub version: u16,
+    pub oldest: u16,
     pub cluster: String,
-    pub secret: String,
     /// The node this connection is for, if a particular one: a restarted node
     /// may now listen at a dead member's address, and must not take its traffic.
     pub to: Option<NodeId>,
+    pub nonce: [u8; 32],
 }
+
+/// The server's answer to a hello: its nonce and its proof, or a refusal.
+#[derive(Serialize, Deserialize)]
+pub struct Challenge {
+    pub version: u16,
+    pub oldest: u16,
+    pub go: Result<([u8; 32], [u8; 32]), String>,
+}
+
+/// The dialer's proof.
+#[derive(Serialize, Deserialize)]
+pub struct Answer {
+    pub proof: [u8; 32],
+}
+
+/// HMAC-SHA256 of the cluster's name and two nonces, keyed by the secret.
+pub fn proof(secret: &str, role: &str, cluster: &str, first: &[u8; 32], second: &[u8; 32]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    for part in [role.as_bytes(), &(cluster.len() as u64).to_be_bytes(), cluster.as_bytes(), first, second] {
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+/// True if `got` is the proof expected (compared in constant time).
+pub fn proof_ok(got: &[u8; 32], expected: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    got.ct_eq(expected).into()
+}
+
+/// Why two protocol ranges have nothing in common, if they do not.
+pub fn incompatible(peer_version: u16, peer_oldest: u16) -> Option<String> {
+    (peer_version < OLDEST_PROTOCOL || peer_oldest > PROTOCOL).then(|| {
+        format!(
+            "peer protocol mismatch: this node speaks {OLDEST_PROTOCOL} to {PROTOCOL}, the peer {peer_oldest} to \
+             {peer_version}; run builds that share a version (see the README's upgrade notes)"
+        )
+    })
+}
+
+/// What a node of protocol 0 is told (it logs the refusal).
+pub const TOO_OLD: &str =
+    "this cluster's nodes speak peer protocol 1 and refuse protocol 0 (doozerd builds that send the \
+                           secret in the clear): upgrade this node";
 
 #[derive(Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -175,6 +244,12 @@ pub fn frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
 /// Reads one message of at most `max` bytes. The buffer grows as bytes
 /// arrive, so a length prefix alone reserves no memory.
 pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max: usize) -> io::Result<T> {
+    let body = read_frame(r, max).await?;
+    postcard::from_bytes(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one message's bytes, at most `max`.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -186,5 +261,35 @@ pub async fn read_msg<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max:
     if got < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer message cut short"));
     }
-    postcard::from_bytes(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_binds_the_secret_the_role_the_cluster_and_both_nonces() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let p = proof("s", "doozer peer dialer", "c", &a, &b);
+        assert!(proof_ok(&p, &proof("s", "doozer peer dialer", "c", &a, &b)));
+        for other in [
+            proof("t", "doozer peer dialer", "c", &a, &b),
+            proof("s", "doozer peer server", "c", &a, &b),
+            proof("s", "doozer peer dialer", "d", &a, &b),
+            proof("s", "doozer peer dialer", "c", &b, &a),
+            // A replayed answer meets a new server nonce.
+            proof("s", "doozer peer dialer", "c", &[3u8; 32], &b),
+        ] {
+            assert!(!proof_ok(&p, &other));
+        }
+    }
+
+    #[test]
+    fn versions_without_one_in_common_are_refused() {
+        assert!(incompatible(PROTOCOL, OLDEST_PROTOCOL).is_none());
+        assert!(incompatible(OLDEST_PROTOCOL - 1, 0).is_some());
+        let why = incompatible(PROTOCOL + 5, PROTOCOL + 1).unwrap();
+        assert!(why.contains("peer protocol mismatch"), "{why}");
+    }
 }
