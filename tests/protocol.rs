@@ -358,11 +358,11 @@ async fn bad_frames_close_only_their_connection() {
     }
     // The peer magic with a hello claiming 1 GiB: refused at once, no memory reserved.
     let mut c = Raw::connect(&d.addr).await;
-    c.send_bytes(&[0xFF, b'D', b'Z', b'P', 0x3F, 0xFF, 0xFF, 0xFF]).await;
+    c.send_bytes(&[0xFF, b'D', b'Z', b'V', 0x3F, 0xFF, 0xFF, 0xFF]).await;
     assert!(c.closed_by_server().await, "an oversized hello closes the connection");
     // The peer magic with garbage for a hello.
     let mut c = Raw::connect(&d.addr).await;
-    c.send_bytes(&[0xFF, b'D', b'Z', b'P', 0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+    c.send_bytes(&[0xFF, b'D', b'Z', b'V', 0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
     assert!(c.closed_by_server().await, "a garbage hello closes the connection");
     assert_eq!(healthy.call(req(Verb::Rev, 3)).await.tag, Some(3));
     // A frame cut short by the client's close.
