@@ -206,15 +206,22 @@ async fn no_quorum_writes_fail_with_a_reason_and_reads_go_on() {
     assert_eq!(c.get("/k", None).await.unwrap(), ("v".into(), rev));
 }
 
-#[tokio::test]
-async fn attach_checks_the_cluster_name() {
-    let seed = Doozerd::start(&["-c", "blue"]);
+/// Starts a node attaching to `seed` that must fail; its stderr.
+fn attach_fails(seed: &Doozerd, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
-        .args(["-l", "127.0.0.1:0", "-w", "false", "-c", "green", "-a", &seed.addr])
+        .args(["-l", "127.0.0.1:0", "-w", "false", "-a", &seed.addr])
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn attach_checks_the_cluster_name() {
+    let seed = Doozerd::start(&["-c", "blue"]);
+    let stderr = attach_fails(&seed, &["-c", "green"], &[]);
     assert!(stderr.contains("cluster name mismatch"), "{stderr}");
 }
 
@@ -563,13 +570,7 @@ async fn a_cluster_handle_moves_past_dead_and_hung_nodes() {
 #[tokio::test]
 async fn attach_with_another_secret_is_refused_without_sending_it() {
     let seed = Doozerd::start_env(&[], &[("DOOZER_RWSECRET", "right")]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
-        .args(["-l", "127.0.0.1:0", "-w", "false", "-a", &seed.addr])
-        .env("DOOZER_RWSECRET", "wrong")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = attach_fails(&seed, &[], &[("DOOZER_RWSECRET", "wrong")]);
     assert!(stderr.contains("does not know this cluster's secret"), "{stderr}");
 }
 

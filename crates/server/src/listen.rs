@@ -232,16 +232,16 @@ impl Stream for tokio_rustls::server::TlsStream<Conn> {
 }
 
 async fn dispatch<S: Stream>(mut stream: S, first: [u8; 4], client_slot: Option<Slot>, shared: &Shared) {
-    if first == PEER_MAGIC_V0 {
+    if first == PEER_MAGIC || first == PEER_MAGIC_V0 {
         drop(client_slot);
-        return shared.cluster.refuse_old_peer(stream).await;
-    }
-    if first == PEER_MAGIC {
-        drop(client_slot);
+        // A peer of either protocol holds a peer slot while it is served.
         let Some(_slot) = shared.peers.take() else {
             debug!("closing a peer connection: too many open");
             return;
         };
+        if first == PEER_MAGIC_V0 {
+            return shared.cluster.refuse_old_peer(stream).await;
+        }
         return shared.cluster.clone().serve_peer(stream).await;
     }
     match client_slot {

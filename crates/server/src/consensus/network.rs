@@ -185,7 +185,7 @@ impl PeerConn {
 
 /// The dialer's half of the hello (see `wire`): proves it knows the secret
 /// and checks that the server does.
-pub(crate) async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     target: Target<'_>,
     creds: &Credentials,

@@ -1,6 +1,7 @@
 //! The server side of peer traffic: a peer connection's hello (protocol
-//! version, cluster name, proof of the secret, the node it is for), then Raft's RPCs, forwarded writes, joins and
-//! membership checks, each answered in turn.
+//! version, cluster name, proof of the secret, the node it is for), then
+//! Raft's RPCs, forwarded writes, joins and membership checks, each answered
+//! in turn.
 //!
 //! Not here: the client side (`network`), the wire format (`wire`).
 

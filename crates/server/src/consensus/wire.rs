@@ -47,7 +47,7 @@ pub const MAX_HELLO: usize = 64 * 1024;
 pub const REPLACED: &str = "this address now serves node";
 
 /// The first message on a peer connection.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Hello {
     pub version: u16,
     pub oldest: u16,
@@ -101,9 +101,8 @@ pub fn incompatible(peer_version: u16, peer_oldest: u16) -> Option<String> {
 }
 
 /// What a node of protocol 0 is told (it logs the refusal).
-pub const TOO_OLD: &str =
-    "this cluster's nodes speak peer protocol 1 and refuse protocol 0 (doozerd builds that send the \
-                           secret in the clear): upgrade this node";
+pub const TOO_OLD: &str = "this cluster's nodes speak peer protocol 1 and refuse protocol 0 (doozerd builds that \
+                           send the secret in the clear): upgrade this node";
 
 #[derive(Serialize, Deserialize)]
 pub enum PeerRequest {
