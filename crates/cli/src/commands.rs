@@ -58,6 +58,15 @@ pub const COMMANDS: &[Command] = &[
         "Sets the body of the file at <path> only if it does not exist yet.\n\nEquivalent to\n\n  set <path> 0\n\nThe body is read from stdin.\n\nPrints the new revision on stdout, or an error message on stderr.\n", add),
     cmd!("backup", ["<file>"], "save a consistent snapshot",
         "Writes every file, with its revision, as of the current revision (or -r)\nto <file> (\"-\" for stdout), in a checksummed format. Prints the revision.\nRestore with: doozerd --restore <file>\n", backup),
+    Command {
+        name: "cert",
+        args: &["<op>", "<dir>", "<arg>..."],
+        optional_last: true,
+        variadic: true,
+        short: "write TLS certificates: a CA, a node's, a client's",
+        help: crate::cert::HELP,
+        run: |f, a| Box::pin(crate::cert::cert(f, a)),
+    },
     cmd!("completion", ["<shell>"], false, "print a shell completion script",
         "Prints a completion script for <shell>: bash, zsh, fish, elvish or powershell.\n\n  doozer completion bash > /etc/bash_completion.d/doozer\n", crate::docs::completion),
     cmd!("del", ["<path>", "<rev>"], "delete a file",
@@ -163,13 +172,20 @@ pub(crate) fn options(flags: &Flags) -> Result<Options, Failure> {
             ))
         }
     };
-    let several = doozer_client::parse_uri(&flags.uri).is_ok_and(|u| u.addrs.len() != 1);
-    Ok(Options {
+    let uri = doozer_client::parse_uri(&flags.uri);
+    let several = uri.as_ref().is_ok_and(|u| u.addrs.len() != 1);
+    let opts = Options {
         tls,
         boot: Some(flags.boot.clone()).filter(|b| !b.is_empty()),
         retry_for: if several { Duration::from_secs(5) } else { Duration::ZERO },
         ..Options::default()
-    })
+    };
+    // The URI's cacert=, cert=, key= count for every connection, as the flags
+    // do (`members` and `status` dial each member).
+    match uri {
+        Ok(uri) => Ok(uri.options(&opts)?),
+        Err(_) => Ok(opts),
+    }
 }
 
 /// One connection, to the first node of the URI that answers.

@@ -7,6 +7,7 @@
 //! honour `-r`.
 
 mod backup;
+mod cert;
 mod commands;
 mod docs;
 mod flags;
@@ -183,6 +184,13 @@ fn hint(e: &doozer_client::Error) -> &'static str {
     match e {
         doozer_client::Error::Server { code: ErrCode::Other, detail, .. } if detail.contains("permission denied") => {
             " (this cluster needs its secret: add &sk=SECRET to the uri in -a or DOOZER_URI)"
+        }
+        // TLS 1.3 refuses a client certificate after the handshake, on the first request.
+        doozer_client::Error::Disconnected(m) if m.contains("CertificateRequired") => {
+            " (this node takes only clients with a certificate from its --client-ca: give --cert and --key)"
+        }
+        doozer_client::Error::Disconnected(m) if m.contains("alert") && m.contains("Certificate") => {
+            " (this node does not accept the client certificate: is it from the CA in its --client-ca?)"
         }
         doozer_client::Error::Server { code: ErrCode::UnknownVerb, .. } => {
             " (the server does not know this request: `log` needs a doozerd that has the LOG extension)"

@@ -64,6 +64,7 @@ impl Cluster {
     /// The cluster at `uri`; connects to the first address that answers.
     pub async fn connect_with(uri: &str, opts: Options) -> Result<Cluster> {
         let resolved = resolve(uri, &opts).await?;
+        let opts = resolved.options(&opts)?;
         let inner = Inner { uri: resolved, text: uri.to_string(), opts, state: Default::default() };
         let cluster = Cluster { inner: Arc::new(inner) };
         cluster.client().await?;

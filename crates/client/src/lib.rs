@@ -248,6 +248,7 @@ impl Client {
     }
 
     async fn dial_parsed(uri: &Uri, opts: &Options) -> Result<Client> {
+        let opts = &uri.options(opts)?;
         let probe = uri.addrs.len() > 1;
         let mut last = Error::InvalidUri;
         for addr in &uri.addrs {

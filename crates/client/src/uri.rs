@@ -1,5 +1,6 @@
 //! `doozer:?ca=HOST:PORT&ca=...&sk=SECRET` URIs (docs/protocol.md); a bare
-//! `HOST:PORT` is accepted too.
+//! `HOST:PORT` is accepted too. `cacert=FILE` (with `cert=FILE&key=FILE` for
+//! a client certificate) makes the connection TLS, as the CLI's flags do.
 
 use crate::Error;
 
@@ -12,6 +13,31 @@ pub struct Uri {
     pub secret: Option<String>,
     /// Cluster name (`cn`), for DzNS lookups.
     pub name: Option<String>,
+    /// TLS: the CA that signed the servers' certificates (`cacert`, a PEM file).
+    pub cacert: Option<String>,
+    /// TLS: a client certificate (`cert`, a PEM file), with `key`.
+    pub cert: Option<String>,
+    /// TLS: the client certificate's private key (`key`, a PEM file).
+    pub key: Option<String>,
+}
+
+impl Uri {
+    /// `opts` with the URI's TLS files, unless `opts` has TLS already.
+    pub fn options(&self, opts: &crate::Options) -> Result<crate::Options, Error> {
+        let mut opts = opts.clone();
+        match (&self.cacert, &opts.tls) {
+            (Some(ca), None) => {
+                opts.tls = Some(crate::Tls::from_files(ca, self.cert.as_deref(), self.key.as_deref())?);
+            }
+            (None, None) if self.cert.is_some() || self.key.is_some() => {
+                return Err(Error::Tls(
+                    "cert= and key= in the uri need cacert=, the CA that signed the server's certificate".into(),
+                ));
+            }
+            _ => {}
+        }
+        Ok(opts)
+    }
 }
 
 fn unescape(s: &str) -> Result<String, Error> {
@@ -47,7 +73,7 @@ fn looks_like_host_port(s: &str) -> bool {
 
 /// Parses a `doozer:?…` URI or a bare `HOST:PORT`.
 pub fn parse_uri(s: &str) -> Result<Uri, Error> {
-    let mut uri = Uri { addrs: Vec::new(), secret: None, name: None };
+    let mut uri = Uri { addrs: Vec::new(), secret: None, name: None, cacert: None, cert: None, key: None };
     let Some(query) = s.strip_prefix("doozer:?") else {
         if looks_like_host_port(s) {
             uri.addrs.push(s.to_string());
@@ -62,6 +88,9 @@ pub fn parse_uri(s: &str) -> Result<Uri, Error> {
             "ca" => uri.addrs.push(v),
             "sk" => uri.secret = Some(v),
             "cn" => uri.name = Some(v),
+            "cacert" => uri.cacert = Some(v),
+            "cert" => uri.cert = Some(v),
+            "key" => uri.key = Some(v),
             _ => {}
         }
     }
@@ -85,6 +114,14 @@ mod tests {
         assert_eq!(parse_uri("[::1]:8046").unwrap().addrs, ["[::1]:8046"]);
         let named = parse_uri("doozer:?cn=prod").unwrap();
         assert_eq!((named.addrs.len(), named.name.as_deref()), (0, Some("prod")));
+        let tls = parse_uri("doozer:?ca=h:1&cacert=%2Fetc%2Fca.pem&cert=c.pem&key=k.pem").unwrap();
+        assert_eq!(
+            (tls.cacert.as_deref(), tls.cert.as_deref(), tls.key.as_deref()),
+            (Some("/etc/ca.pem"), Some("c.pem"), Some("k.pem"))
+        );
+        let half = parse_uri("doozer:?ca=h:1&cert=c.pem&key=k.pem").unwrap();
+        assert!(matches!(half.options(&crate::Options::default()), Err(Error::Tls(_))));
+        assert!(parse_uri("h:1").unwrap().options(&crate::Options::default()).unwrap().tls.is_none());
         for bad in ["", "doozer:", "doozer:?sk=x", "http://x", "host", "doozer?:ca=h:1", "doozer:?ca=%zz"] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }

@@ -37,7 +37,9 @@ impl Watch {
 
     /// As [`Watch::new`], connecting with `opts` (TLS, timeouts, a DzNS for `cn=`).
     pub fn with_options(uri: &str, opts: Options, glob: &str, from: Rev) -> Result<Watch> {
-        Ok(Watch::resolved(parse_uri(uri)?, opts, glob, from))
+        let uri = parse_uri(uri)?;
+        let opts = uri.options(&opts)?;
+        Ok(Watch::resolved(uri, opts, glob, from))
     }
 
     pub(crate) fn resolved(uri: Uri, opts: Options, glob: &str, from: Rev) -> Watch {

@@ -96,6 +96,28 @@ pub struct Config {
     #[arg(long = "tlskey")]
     pub tlskey: Option<String>,
 
+    /// PEM CA certificate: only clients with a certificate it signed may connect (needs -tlscert).
+    #[arg(long = "client-ca", value_name = "FILE")]
+    pub client_ca: Option<String>,
+
+    /// PEM certificate this node shows its peers; with --peer-key and
+    /// --peer-ca, every peer connection is mutual TLS. It must name the
+    /// node's address (as -l or --advertise gives it).
+    #[arg(long = "peer-cert", value_name = "FILE")]
+    pub peer_cert: Option<String>,
+
+    /// PEM private key for --peer-cert.
+    #[arg(long = "peer-key", value_name = "FILE")]
+    pub peer_key: Option<String>,
+
+    /// PEM CA certificate that signed every member's --peer-cert.
+    #[arg(long = "peer-ca", value_name = "FILE")]
+    pub peer_ca: Option<String>,
+
+    /// Warn this many days before a certificate expires (SIGHUP reloads the files).
+    #[arg(long = "cert-warn-days", default_value_t = 7.0, value_name = "DAYS")]
+    pub cert_warn_days: f64,
+
     /// Log filter, e.g. "debug" or "doozer_server=trace" (default: info; RUST_LOG also works).
     #[arg(long = "log-level")]
     pub log_level: Option<String>,

@@ -32,7 +32,6 @@ use node::{Limits, Node};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -50,7 +49,6 @@ pub struct Settings {
     pub boot: Option<String>,
     pub limits: Limits,
     pub secrets: Secrets,
-    pub tls: Option<TlsAcceptor>,
     pub cluster: consensus::Options,
     /// A new cluster starts from this store image (`--restore`).
     pub restore: Option<bytes::Bytes>,
@@ -72,13 +70,13 @@ impl Settings {
             boot: None,
             limits: Limits::default(),
             secrets: Secrets::default(),
-            tls: None,
             cluster: consensus::Options {
                 cluster: "local".into(),
                 secret: String::new(),
                 write_timeout: Duration::from_secs(10),
                 member_timeout: Duration::from_secs(60),
                 cal_slots: 3,
+                tls: None,
             },
             restore: None,
             web: None,
@@ -108,9 +106,9 @@ impl Settings {
                 write_timeout: Duration::from_secs_f64(cfg.write_timeout.max(0.1)),
                 member_timeout: Duration::from_secs_f64(cfg.timeout.max(0.1)),
                 cal_slots: cfg.cal_slots.max(1),
+                tls: None,
             },
             secrets,
-            tls: None,
             restore: None,
             web: config::web_addr(cfg.web.as_deref(), &cfg.listen),
             max_clients: cfg.max_conns,
@@ -178,7 +176,7 @@ pub async fn start(settings: Settings) -> Result<Running, String> {
         listener,
         cluster.clone(),
         secrets.clone(),
-        settings.tls.clone(),
+        settings.cluster.tls.clone(),
         settings.max_clients,
         stop.clone(),
     );
@@ -307,17 +305,10 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
     if cfg.listen.is_empty() {
         return fail("require a listen address (-l HOST:PORT)");
     }
-    let tls = match (&cfg.tlscert, &cfg.tlskey) {
-        (None, None) => None,
-        (Some(c), Some(k)) => match tls::acceptor(c, k) {
-            Ok(t) => Some(t),
-            Err(e) => return fail(e),
-        },
-        _ => return fail("-tlscert and -tlskey go together: give both or neither"),
+    let tls = match tls_files(&cfg).and_then(tls::Tls::load) {
+        Ok(t) => t,
+        Err(e) => return fail(e),
     };
-    if tls.is_some() && !cfg.attach.is_empty() {
-        return fail("a TLS listener cannot be part of a multi-node cluster yet: peers speak plain TCP");
-    }
     let restored = match load_restore(&cfg) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -353,13 +344,18 @@ async fn run(cfg: Config, open_files: Option<u64>) -> ExitCode {
         }
     }
     let restored = restored.map(|(_, image)| image).or(recovered.map(|(_, image)| image));
-    let settings = Settings {
-        tls,
+    let mut settings = Settings {
         restore: restored,
         max_clients: client_cap(cfg.max_conns, open_files),
         data_dir,
         ..Settings::from_config(&cfg, &cluster_name, secrets)
     };
+    settings.cluster.tls = tls.clone();
+    if let Some(tls) = tls {
+        let warn_before = Duration::from_secs_f64(cfg.cert_warn_days.max(0.0) * 86_400.0);
+        tokio::spawn(tls::warn_of_expiry(tls.clone(), warn_before));
+        tokio::spawn(reload_on_sighup(tls));
+    }
     let running = tokio::select! {
         r = start(settings.clone()) => r,
         _ = shutdown_signal() => return ExitCode::SUCCESS,
@@ -495,6 +491,38 @@ async fn rejoin(settings: &Settings) -> Running {
             }
         }
     }
+}
+
+/// The TLS files the flags name; each set goes together.
+fn tls_files(cfg: &Config) -> Result<tls::Files, String> {
+    let client = match (&cfg.tlscert, &cfg.tlskey) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => return Err("-tlscert and -tlskey go together: give both or neither".into()),
+    };
+    let peer = match (&cfg.peer_cert, &cfg.peer_key, &cfg.peer_ca) {
+        (None, None, None) => None,
+        (Some(c), Some(k), Some(ca)) => Some((c.clone(), k.clone(), ca.clone())),
+        _ => return Err("--peer-cert, --peer-key and --peer-ca go together: give all three or none".into()),
+    };
+    Ok(tls::Files { client, client_ca: cfg.client_ca.clone(), peer })
+}
+
+/// Reads the certificates again on each SIGHUP: new connections take them.
+async fn reload_on_sighup(tls: Arc<tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!("SIGHUP: certificates reloaded; new connections use them"),
+                Err(e) => warn!("SIGHUP: cannot reload the certificates ({e}); keeping the ones in use"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Reads and checks --restore and --journal completely before anything

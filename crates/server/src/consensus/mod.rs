@@ -69,6 +69,8 @@ pub struct Options {
     pub member_timeout: Duration,
     /// Slots the seed creates in `/ctl/cal` (`--cal-slots`).
     pub cal_slots: usize,
+    /// TLS, if configured: peer connections use it when `--peer-cert` is set.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// This node's view of the cluster, for operators.
@@ -199,7 +201,12 @@ impl Consensus {
     ) -> Result<Arc<Consensus>, String> {
         let id = raft_id(node.id());
         let me = Member { addr, name: node.id().to_string() };
-        let creds = Credentials { cluster: opts.cluster.clone(), secret: opts.secret.clone(), bind_ip };
+        let creds = Credentials {
+            cluster: opts.cluster.clone(),
+            secret: opts.secret.clone(),
+            bind_ip,
+            tls: opts.tls.clone().filter(|t| t.peers_need_tls()),
+        };
         let pool = Pool::new(creds);
         let liveness = Liveness::default();
         let network = Network { pool: pool.clone(), liveness: liveness.clone() };
@@ -516,6 +523,14 @@ impl Consensus {
     /// Completes once this node's consensus has stopped.
     pub async fn stopped(&self) {
         self.stopped.cancelled().await
+    }
+
+    /// The store revision the node at `addr` has applied, if it answers within `ttl`.
+    pub async fn applied_rev_at(&self, addr: &str, ttl: Duration) -> Option<doozer_store::Rev> {
+        match self.pool.call(Target { addr, id: None }, &PeerRequest::Rev, ttl).await {
+            Ok(PeerResponse::Rev(rev)) => Some(rev),
+            _ => None,
+        }
     }
 
     /// The addresses of the other members, as this node last knew them.

@@ -126,6 +126,8 @@ pub struct Credentials {
     /// The local address outgoing peer connections come from (the listen IP),
     /// so that a member is recognisable by its source address.
     pub bind_ip: Option<std::net::IpAddr>,
+    /// Peer TLS (`--peer-cert`): every connection is mutual TLS.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Where a peer request goes: an address and, if known, the node expected there.
@@ -169,6 +171,10 @@ impl PeerConn {
 
     async fn handshake(target: Target<'_>, creds: &Credentials) -> io::Result<PeerConn> {
         let tcp = Stream::connect(target.addr, creds.bind_ip).await?;
+        let tcp = match creds.tls.as_ref().and_then(|t| t.peer_connector()) {
+            None => tcp,
+            Some(config) => Stream::Other(Box::new(tls_connect(tcp, config, target.addr).await?)),
+        };
         let mut stream = BufStream::new(tcp);
         stream.write_all(&MAGIC).await?;
         greet(&mut stream, target, creds).await?;
@@ -180,6 +186,55 @@ impl PeerConn {
     /// never arrived.
     fn is_stale(&mut self) -> bool {
         self.stream.get_mut().is_stale()
+    }
+}
+
+/// Peer TLS: the peer's certificate must come from `--peer-ca` and name the
+/// host dialled. A certificate refused by either side is a refusal
+/// (`PermissionDenied`: a joining node stops and says why); anything else a
+/// failure to connect, tried again as usual.
+async fn tls_connect(
+    tcp: Stream,
+    config: Arc<tokio_rustls::rustls::ClientConfig>,
+    addr: &str,
+) -> io::Result<tokio_rustls::client::TlsStream<Stream>> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?} is not a name a certificate can carry"))
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    connector.connect(name, tcp).await.map_err(|e| {
+        tls_refusal(addr, &e).unwrap_or_else(|| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "TLS with the node at {addr} failed ({e}): does it run with --peer-cert, --peer-key and --peer-ca?"
+                ),
+            )
+        })
+    })
+}
+
+/// A TLS error that means a certificate was refused, by either side, in
+/// words: TLS 1.3 tells a dialer that the server refused its certificate
+/// only on the first read after the handshake.
+fn tls_refusal(addr: &str, e: &io::Error) -> Option<io::Error> {
+    use tokio_rustls::rustls::Error as Tls;
+    let refused = |what: String| Some(io::Error::new(io::ErrorKind::PermissionDenied, what));
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<Tls>())? {
+        Tls::InvalidCertificate(why) => refused(format!(
+            "the node at {addr} shows a certificate this node does not trust ({why:?}): it must come from this \
+             node's --peer-ca and name the host dialled"
+        )),
+        Tls::AlertReceived(tokio_rustls::rustls::AlertDescription::NoApplicationProtocol) => refused(format!(
+            "the node at {addr} does not take peer TLS: every member needs --peer-cert, --peer-key and --peer-ca"
+        )),
+        Tls::AlertReceived(alert) => refused(format!(
+            "the node at {addr} refused this node's certificate ({alert:?}): is this node's --peer-cert from its \
+             --peer-ca?"
+        )),
+        _ => None,
     }
 }
 
@@ -199,7 +254,9 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     // Not a refusal: a node that closes here may be restarting (or be an
     // older doozerd, protocol 0, which closes on this hello).
     let challenge: Challenge = read_msg(stream, MAX_HELLO).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("no hello back from {} ({e}; an older doozerd?)", target.addr))
+        tls_refusal(target.addr, &e).unwrap_or_else(|| {
+            io::Error::new(e.kind(), format!("no hello back from {} ({e}; an older doozerd?)", target.addr))
+        })
     })?;
     if let Some(why) = wire::incompatible(challenge.version, challenge.oldest) {
         return Err(refused(why));
@@ -652,7 +709,7 @@ mod tests {
     }
 
     fn pool() -> Pool {
-        Pool::new(Credentials { cluster: "c".into(), secret: String::new(), bind_ip: None })
+        Pool::new(Credentials { cluster: "c".into(), secret: String::new(), bind_ip: None, tls: None })
     }
 
     /// A [`Late`] that raises a flag.

@@ -21,7 +21,7 @@ impl Consensus {
     /// Serves a peer connection whose magic bytes have been read.
     pub async fn serve_peer<S: AsyncRead + AsyncWrite + Unpin>(self: Arc<Self>, stream: S) {
         let mut stream = BufStream::new(stream);
-        let welcomed = tokio::time::timeout(crate::listen::FIRST_BYTES, self.welcome(&mut stream));
+        let welcomed = tokio::time::timeout(crate::listen::FIRST_BYTES, self.welcome(&mut stream, None));
         if !matches!(welcomed.await, Ok(Ok(true))) {
             return;
         }
@@ -40,12 +40,24 @@ impl Consensus {
         }
     }
 
+    /// A peer connection refused for `why` whatever its hello says, told so
+    /// in the hello's answer (the dialer logs it, and a joining node stops).
+    pub async fn refuse_peer<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, why: String) {
+        let mut stream = BufStream::new(stream);
+        let _ = tokio::time::timeout(crate::listen::FIRST_BYTES, self.welcome(&mut stream, Some(why))).await;
+    }
+
     /// The server's half of the hello (see `wire`): true if the dialer is
-    /// welcome.
-    async fn welcome<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S) -> std::io::Result<bool> {
+    /// welcome. `refuse` refuses it in any case.
+    async fn welcome<S>(&self, stream: &mut S, refuse: Option<String>) -> std::io::Result<bool>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let hello: Hello = read_msg(stream, wire::MAX_HELLO).await?;
         let cluster = &self.opts.cluster;
-        let refusal = if let Some(why) = wire::incompatible(hello.version, hello.oldest) {
+        let refusal = if let Some(why) = refuse {
+            Some(why)
+        } else if let Some(why) = wire::incompatible(hello.version, hello.oldest) {
             Some(why)
         } else if &hello.cluster != cluster {
             Some(format!("cluster name mismatch: this cluster is {cluster:?}, the peer is in {:?}", hello.cluster))
@@ -143,6 +155,7 @@ impl Consensus {
                 PeerResponse::Leader(leader)
             }
             PeerRequest::Lease(ask) => PeerResponse::Lease(self.answer_lessor(ask).await),
+            PeerRequest::Rev => PeerResponse::Rev(self.node().rev()),
         }
     }
 
@@ -182,5 +195,70 @@ impl Consensus {
             Ok(_) => Err("unexpected answer from the leader".into()),
             Err(e) => Err(format!("cannot reach the leader at {addr}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The server's half of the hello against a dialer written by hand: a
+    //! real node on a loopback port, spoken to byte by byte.
+    use super::wire::{self, Answer, Challenge, Hello};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    const SECRET: &str = "s3cret";
+
+    async fn node() -> crate::Running {
+        let mut settings = crate::Settings::local();
+        settings.cluster.secret = SECRET.into();
+        crate::start(settings).await.unwrap()
+    }
+
+    /// Opens a peer connection and sends a hello with `nonce`; returns the challenge.
+    async fn hello(addr: &str, version: u16, oldest: u16, nonce: [u8; 32]) -> (TcpStream, Challenge) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&wire::MAGIC).await.unwrap();
+        let hello = Hello { version, oldest, cluster: "local".into(), to: None, nonce };
+        wire::write_msg(&mut s, &hello).await.unwrap();
+        let challenge: Challenge = wire::read_msg(&mut s, wire::MAX_HELLO).await.unwrap();
+        (s, challenge)
+    }
+
+    async fn answer(s: &mut TcpStream, proof: [u8; 32]) -> Result<(), String> {
+        wire::write_msg(s, &Answer { proof }).await.unwrap();
+        wire::read_msg(s, wire::MAX_HELLO).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_replayed_answer_and_a_wrong_secret_are_refused() {
+        let running = node().await;
+        let ours = [7u8; 32];
+        let (mut s, challenge) = hello(&running.addr, wire::PROTOCOL, wire::OLDEST_PROTOCOL, ours).await;
+        let (theirs, their_proof) = challenge.go.unwrap();
+        assert_eq!(their_proof, wire::proof(SECRET, "doozer peer server", "local", &ours, &theirs));
+        let recorded = wire::proof(SECRET, "doozer peer dialer", "local", &theirs, &ours);
+        assert_eq!(answer(&mut s, recorded).await, Ok(()), "the right answer is welcome");
+
+        // The same hello again: the server's nonce is new, so the answer recorded is worthless.
+        let (mut s, challenge) = hello(&running.addr, wire::PROTOCOL, wire::OLDEST_PROTOCOL, ours).await;
+        assert_ne!(challenge.go.unwrap().0, theirs);
+        assert!(answer(&mut s, recorded).await.unwrap_err().contains("wrong cluster secret"));
+
+        let (mut s, challenge) = hello(&running.addr, wire::PROTOCOL, wire::OLDEST_PROTOCOL, ours).await;
+        let (theirs, _) = challenge.go.unwrap();
+        let wrong = wire::proof("guess", "doozer peer dialer", "local", &theirs, &ours);
+        assert!(answer(&mut s, wrong).await.unwrap_err().contains("wrong cluster secret"));
+        running.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_protocol_version_is_told_both_ranges() {
+        let running = node().await;
+        let newer = wire::PROTOCOL + 1;
+        let (_s, challenge) = hello(&running.addr, newer + 1, newer, [1u8; 32]).await;
+        assert_eq!((challenge.version, challenge.oldest), (wire::PROTOCOL, wire::OLDEST_PROTOCOL));
+        let why = challenge.go.unwrap_err();
+        assert!(why.contains("peer protocol mismatch") && why.contains(&format!("{}", newer + 1)), "{why}");
+        running.stop().await;
     }
 }

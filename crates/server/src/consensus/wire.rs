@@ -130,6 +130,9 @@ pub enum PeerRequest {
     Leader,
     /// A question for the leader's lessor, from a node that does not lead.
     Lease(LeaseAsk),
+    /// The store revision the answering node has applied (the web view's
+    /// cluster page; a peer request so that it works under TLS too).
+    Rev,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,6 +152,8 @@ pub enum PeerResponse {
     Leader(Option<(NodeId, String)>),
     /// The lessor's answer.
     Lease(Result<LeaseTime, LeaseRefusal>),
+    /// The store revision applied.
+    Rev(Rev),
 }
 
 /// What a node asks the leader's lessor: deadlines live only there, and a

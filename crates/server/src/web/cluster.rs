@@ -98,7 +98,7 @@ async fn ask(web: &Web) -> Value {
             if me {
                 Some(node.rev())
             } else {
-                applied_rev(&addr).await
+                web.cluster.applied_rev_at(&addr, ASK_TIMEOUT).await
             }
         }
     });
@@ -131,11 +131,4 @@ async fn ask(web: &Web) -> Value {
         "vacant": slots.iter().filter(|(_, holder)| holder.is_empty()).count(),
         "members": members,
     })
-}
-
-/// A member's applied revision, by the client protocol's REV.
-async fn applied_rev(addr: &str) -> Option<i64> {
-    let ask =
-        async { doozer_client::Client::connect_with(addr, &crate::rt::client_options()).await.ok()?.rev().await.ok() };
-    tokio::time::timeout(ASK_TIMEOUT, ask).await.ok().flatten()
 }
