@@ -292,3 +292,46 @@ fn a_certificate_near_its_end_is_warned_of() {
     let text = std::fs::read_to_string(&quiet).unwrap();
     assert!(!text.contains("expires"), "--cert-warn-days 1: {text}");
 }
+
+/// The README's "A secure 3-node cluster", line for line, on free ports.
+#[test]
+fn the_readme_secure_cluster_works_as_written() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section =
+        readme.split("## A secure 3-node cluster").nth(1).expect("the section").split("\n## ").next().unwrap();
+    let block = section.split("\n\n").find(|p| p.starts_with("    doozer cert ca")).expect("the commands");
+    let mut script: String = block.lines().map(|l| format!("{}\n", l.trim_start())).collect();
+    for old in ["127.0.0.1:8246", "127.0.0.1:8247", "127.0.0.1:8248"] {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        script = script.replace(old, &free);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_doozerd")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut shell = std::process::Command::new("bash");
+    std::os::unix::process::CommandExt::process_group(&mut shell, 0);
+    // Into files: the nodes it leaves running hold them open.
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = shell
+        .args(["-ec", &script])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("DOOZER_URI")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    // The nodes run on in the script's process group: stopped however the test ends.
+    struct Group(u32);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["--", &format!("-{}", self.0)]).status();
+        }
+    }
+    let _group = Group(child.id());
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    assert!(status.success(), "{stdout}{}", std::fs::read_to_string(&err_path).unwrap());
+    assert!(stdout.contains("hello, securely"), "{stdout}");
+    assert!(stdout.contains("ID ") && stdout.contains("leader"), "{stdout}");
+}

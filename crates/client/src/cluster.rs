@@ -61,13 +61,16 @@ impl Cluster {
         Cluster::connect_with(uri, Options::default()).await
     }
 
-    /// The cluster at `uri`; connects to the first address that answers.
+    /// The cluster at `uri`; connects to the first address that answers
+    /// (trying again, by the rules above, for [`Options::retry_for`]).
     pub async fn connect_with(uri: &str, opts: Options) -> Result<Cluster> {
         let resolved = resolve(uri, &opts).await?;
         let opts = resolved.options(&opts)?;
         let inner = Inner { uri: resolved, text: uri.to_string(), opts, state: Default::default() };
         let cluster = Cluster { inner: Arc::new(inner) };
-        cluster.client().await?;
+        // The first connection is retried as calls are: nodes started a
+        // moment ago may not be listening yet.
+        cluster.run_read(|_| async { Ok(()) }).await?;
         Ok(cluster)
     }
 
