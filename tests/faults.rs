@@ -17,10 +17,10 @@ fn seed(fixed: u64) -> u64 {
 }
 
 async fn scenario(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &[Kind]) {
-    scenario_in(name, fixed_seed, nodes, secs, kinds, false).await
+    scenario_in(name, fixed_seed, nodes, secs, kinds, false, false).await
 }
 
-async fn scenario_in(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &[Kind], durable: bool) {
+async fn scenario_in(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds: &[Kind], durable: bool, tls: bool) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let s = Scenario {
         name: name.into(),
@@ -37,6 +37,7 @@ async fn scenario_in(name: &str, fixed_seed: u64, nodes: usize, secs: u64, kinds
         big_values: true,
         contenders: 2,
         durable,
+        tls,
     };
     println!("scenario {name}: seed={} nodes={nodes} duration={secs}s", s.seed);
     let outcome = run(std::path::Path::new(env!("CARGO_BIN_EXE_doozerd")), &s)
@@ -88,5 +89,12 @@ async fn lagging_and_joining_under_load_on_three_nodes() {
 /// (restarted as the same member). Nothing acknowledged may be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_nodes_killed_all_at_once_and_torn_on_three_nodes() {
-    scenario_in("durable", 20261205, 3, 20, &[Kind::KillAll, Kind::Torn, Kind::Kill], true).await;
+    scenario_in("durable", 20261205, 3, 20, &[Kind::KillAll, Kind::Torn, Kind::Kill], true, false).await;
+}
+
+/// Every node with peer mutual TLS, client TLS and --client-ca: kills,
+/// partitions (removals, then rejoins through TLS) and pauses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_nodes_killed_partitioned_and_paused_on_three_nodes() {
+    scenario_in("tls", 20261206, 3, 15, &[Kind::Kill, Kind::Partition, Kind::Pause], false, true).await;
 }

@@ -201,7 +201,7 @@ fn client_certificates_are_required_with_client_ca() {
 
     let out = doozer(&format!("doozer:?ca={}", node.addr), &["get", "/who"], b"");
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("TLS only"), "{}", out.stderr);
+    assert!(out.stderr.contains("speaks TLS"), "{}", out.stderr);
     assert_eq!(ok(&uri, &["get", "/who"], b""), "alice", "the refusals cost the node nothing");
 }
 
@@ -214,7 +214,7 @@ async fn plain_bytes_to_a_tls_port_and_tls_to_a_plain_port_fail_cleanly() {
     assert!(raw.closed_by_server().await);
     let mut raw = Raw::connect(&tls.addr).await;
     let answer = raw.call(req(doozer_proto::Verb::Rev, 7)).await;
-    assert!(answer.err_detail.unwrap_or_default().contains("TLS only"));
+    assert!(answer.err_detail.unwrap_or_default().contains("speaks TLS"));
     let mut raw = Raw::connect(&tls.addr).await;
     raw.send_bytes(&[0x16, 3, 1, 0, 9, 1, 2, 3]).await;
     drop(raw);

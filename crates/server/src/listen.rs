@@ -401,7 +401,7 @@ const NO_PEER_TLS: &str =
 const PLAIN_PEER: &str = "this cluster's peers speak TLS: start this node with --peer-cert, --peer-key and --peer-ca";
 /// What a client without TLS is told by a node started with -tlscert.
 const PLAIN_CLIENT: &str =
-    "this node serves clients over TLS only: connect with TLS (doozer --cacert FILE, or cacert= in the URI)";
+    "this node speaks TLS to clients, and only TLS: connect with TLS (doozer --cacert FILE, or cacert= in the URI)";
 
 /// Answers a client that is not served on its first request, then closes.
 async fn refuse<S: Stream>(stream: &mut S, first: [u8; 4], why: String) {

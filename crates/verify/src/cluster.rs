@@ -30,6 +30,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// Every node keeps its state in `dir/data-<slot>`.
     pub durable: bool,
+    /// How the harness's own clients connect (TLS in a `--tls` run).
+    pub opts: doozer_client::Options,
 }
 
 fn slot_ip(i: usize) -> IpAddr {
@@ -51,6 +53,7 @@ impl Cluster {
             args: args.to_vec(),
             dir: dir.to_path_buf(),
             durable,
+            opts: doozer_client::Options::default(),
         };
         let seed = c.spawn(0, 0, &["--cal-slots".to_string(), n.to_string()], None).await?;
         c.slots.push(seed);

@@ -8,7 +8,8 @@
 //!
 //! The harness that produces histories from real doozerd processes:
 //! [`cluster`] (processes, each behind a [`proxy`]), [`workload`] (clients,
-//! watchers, the recorder), [`faults`] (the seeded schedule) and [`run`].
+//! watchers, the recorder), [`faults`] (the seeded schedule), [`pki`] (certificates
+//! for a TLS run) and [`run`].
 
 pub mod checks;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod faults;
 pub mod fuzz;
 pub mod history;
 pub mod lease;
+pub mod pki;
 pub mod proxy;
 pub mod run;
 pub mod wgl;

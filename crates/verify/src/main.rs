@@ -50,6 +50,9 @@ struct Args {
     /// Every node keeps its state in a data dir (--data-dir): a killed node restarts as the same member.
     #[arg(long)]
     durable: bool,
+    /// Every node serves peers and clients over mutual TLS (-tlscert, --client-ca, --peer-cert...), with certificates made for the run.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,7 +68,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let seed = args.seed.unwrap_or_else(rand::random);
-    let mode = if args.durable { " durable" } else { "" };
+    let mode = format!("{}{}", if args.durable { " durable" } else { "" }, if args.tls { " tls" } else { "" });
     println!("seed={seed} nodes={} duration={}s faults={}{mode}", args.nodes, args.duration, args.faults);
     let scenario = Scenario {
         name: "cli".into(),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         big_values: !args.no_big_values,
         contenders: args.contenders,
         durable: args.durable,
+        tls: args.tls,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

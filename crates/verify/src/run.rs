@@ -33,6 +33,8 @@ pub struct Scenario {
     pub contenders: usize,
     /// Every node keeps its state on disk (`--data-dir`).
     pub durable: bool,
+    /// Peer TLS, client TLS and client certificates on every node (`pki`).
+    pub tls: bool,
 }
 
 /// What a run did and what the checkers found.
@@ -90,10 +92,17 @@ async fn run_in(doozerd: &Path, s: &Scenario, dir: tempfile::TempDir) -> Result<
     // it, so removals and rejoins happen within a run) and --write-timeout 3
     // (below the clients' 5 s, so a stalled write is answered, not abandoned).
     let timeout = s.member_timeout.to_string();
-    let args: Vec<String> =
+    let mut args: Vec<String> =
         ["-timeout", &timeout, "-c", "torture", "--write-timeout", "3"].iter().map(|a| a.to_string()).collect();
+    let mut opts = doozer_client::Options::default();
+    if s.tls {
+        let (flags, tls_opts) = crate::pki::make(&dir)?;
+        args.extend(flags);
+        opts = tls_opts;
+    }
     let mut cluster = Cluster::start(doozerd, s.nodes, &args, &dir, s.durable).await?;
-    let nodes = Nodes::new(cluster.live());
+    cluster.opts = opts.clone();
+    let nodes = Nodes::with_options(cluster.live(), opts);
     let clock = Clock::new();
     let records: Arc<Mutex<Vec<Record>>> = Arc::default();
     let (stop_tx, stop) = watch::channel(false);
@@ -219,7 +228,7 @@ impl Load {
     async fn start(cluster: &mut Cluster) -> Option<Load> {
         let leader = leader_slot(cluster).await?;
         let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(flood(Default::default(), cluster.slots[leader].addr.clone(), 8, rx));
+        let task = tokio::spawn(flood(cluster.opts.clone(), cluster.slots[leader].addr.clone(), 8, rx));
         Some(Load { stop, task })
     }
 
@@ -410,7 +419,8 @@ async fn caught_up(cluster: &mut Cluster) -> bool {
     let Some(c) = any_client(cluster).await else { return false };
     let Ok(Ok(rev)) = tokio::time::timeout(Duration::from_secs(1), c.rev()).await else { return false };
     for (_, addr) in cluster.live() {
-        let read = async { Client::connect(&addr).await.ok()?.get("/ctl/name", Some(rev)).await.ok() };
+        let read =
+            async { Client::connect_with(&addr, &cluster.opts).await.ok()?.get("/ctl/name", Some(rev)).await.ok() };
         if !matches!(tokio::time::timeout(Duration::from_secs(1), read).await, Ok(Some(_))) {
             return false;
         }
@@ -420,7 +430,9 @@ async fn caught_up(cluster: &mut Cluster) -> bool {
 
 async fn any_client(cluster: &mut Cluster) -> Option<Client> {
     for (_, addr) in cluster.live() {
-        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(1), Client::connect(&addr)).await {
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(Duration::from_secs(1), Client::connect_with(&addr, &cluster.opts)).await
+        {
             return Some(c);
         }
     }

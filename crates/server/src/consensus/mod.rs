@@ -32,6 +32,7 @@ mod network;
 mod peer;
 mod recover;
 mod register;
+mod rpc;
 mod rules;
 mod storage;
 mod types;

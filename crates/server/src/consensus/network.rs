@@ -5,6 +5,7 @@
 // The error types are openraft's; their size is not ours to choose.
 #![allow(clippy::result_large_err)]
 
+use super::rpc;
 use super::types::*;
 use super::wire::{
     self, read_msg, write_msg, Answer, Challenge, Hello, PeerRequest, PeerResponse, MAGIC, MAX_HELLO, MAX_MESSAGE,
@@ -601,19 +602,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // for calls openraft makes without its own timeout.
         let ttl = option.hard_ttl().max(MIN_APPEND_TTL);
         let (rpc, cut) = fit_append(rpc);
-        match self.call(PeerRequest::Append(rpc), ttl).await {
-            Ok(PeerResponse::Append(Ok(AppendEntriesResponse::Success))) if cut.is_some() => {
+        match self.call(PeerRequest::Append(rpc.into()), ttl).await {
+            Ok(PeerResponse::Append(Ok(rpc::AppendAnswer::Success))) if cut.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(cut))
             }
-            Ok(PeerResponse::Append(r)) => self.remote(r),
+            Ok(PeerResponse::Append(r)) => self.remote(rpc::append_answer(r)),
             Ok(_) => self.unexpected(),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        match self.call(PeerRequest::Vote(rpc), option.hard_ttl()).await {
-            Ok(PeerResponse::Vote(r)) => self.remote(r),
+        match self.call(PeerRequest::Vote(rpc.into()), option.hard_ttl()).await {
+            Ok(PeerResponse::Vote(r)) => self.remote(rpc::vote_answer(r)),
             Ok(_) => self.unexpected(),
             Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
@@ -637,14 +638,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             Ok(done) => done,
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         };
-        let req = PeerRequest::Snapshot { vote, meta: snapshot.meta, image, applied };
+        let req = PeerRequest::Snapshot { vote: vote.into(), meta: snapshot.meta.into(), image, applied };
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = self.call_large(req) => r,
         };
         match resp {
             Ok(PeerResponse::Snapshot(r)) => {
-                r.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+                rpc::snapshot_answer(r).map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => {
                 let e = io::Error::new(io::ErrorKind::InvalidData, "unexpected answer kind");

@@ -6,6 +6,7 @@
 //! Not here: the client side (`network`), the wire format (`wire`).
 
 use super::network::Target;
+use super::rpc::Refused;
 use super::types::{self, Member, NodeId};
 use super::wire::{self, read_msg, write_msg, Answer, Challenge, ForwardError, Hello, PeerRequest, PeerResponse};
 use super::Consensus;
@@ -112,27 +113,31 @@ impl Consensus {
         match req {
             PeerRequest::Append(rpc) => {
                 *self.heard.lock() = Instant::now();
-                self.heard_from(rpc.vote.leader_id().voted_for());
-                PeerResponse::Append(self.raft.append_entries(rpc).await)
+                self.heard_from(Some(rpc.vote.node));
+                let answer = self.raft.append_entries(rpc.into()).await;
+                PeerResponse::Append(answer.map(Into::into).map_err(Into::into))
             }
             PeerRequest::Vote(rpc) => {
-                self.heard_from(rpc.vote.leader_id().voted_for());
-                PeerResponse::Vote(self.raft.vote(rpc).await)
+                self.heard_from(Some(rpc.vote.node));
+                let answer = self.raft.vote(rpc.into()).await;
+                PeerResponse::Vote(answer.map(Into::into).map_err(Into::into))
             }
             PeerRequest::Snapshot { vote, meta, image, applied } => {
                 // Decoding the whole tree is slow: not on a runtime worker.
                 let decoded = crate::rt::blocking(move || Image::decode(&image)).await;
+                let refused = |why: String| PeerResponse::Snapshot(Err(Refused::Failed(why)));
                 match decoded {
                     Ok(Ok(image)) => {
                         let data = types::SnapshotData { image, applied };
-                        let snapshot = types::Snapshot { meta, snapshot: Box::new(data) };
-                        PeerResponse::Snapshot(self.raft.install_full_snapshot(vote, snapshot).await)
+                        let snapshot = types::Snapshot { meta: meta.into(), snapshot: Box::new(data) };
+                        let answer = self.raft.install_full_snapshot(vote.into(), snapshot).await;
+                        PeerResponse::Snapshot(answer.map(|r| r.vote.into()).map_err(Into::into))
                     }
                     Ok(Err(e)) => {
                         warn!(error = %e, "rejected a snapshot from the leader");
-                        PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked))
+                        refused(format!("a damaged snapshot: {e}"))
                     }
-                    Err(_) => PeerResponse::Snapshot(Err(openraft::error::Fatal::Panicked)),
+                    Err(e) => refused(e.to_string()),
                 }
             }
             PeerRequest::Propose(p) => PeerResponse::Propose(match self.raft.client_write(p).await {

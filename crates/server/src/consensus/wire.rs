@@ -20,10 +20,9 @@
 //! [`MAGIC_V0`] and sent the secret itself; they are refused with a message
 //! they log.
 
+use super::rpc;
 use super::types::*;
 use doozer_store::{Outcome, Rev, StoreError};
-use openraft::error::{Fatal, RaftError};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -34,8 +33,11 @@ pub const MAGIC: [u8; 4] = [0xFF, b'D', b'Z', b'V'];
 /// What peer protocol 0 opened with.
 pub const MAGIC_V0: [u8; 4] = [0xFF, b'D', b'Z', b'P'];
 /// The peer protocol this build speaks, and the oldest it can work with.
-pub const PROTOCOL: u16 = 1;
-pub const OLDEST_PROTOCOL: u16 = 1;
+///
+/// - 1: the versioned hello, with openraft's own types for Raft's messages.
+/// - 2: Raft's messages in our own types (`rpc`); the REV request.
+pub const PROTOCOL: u16 = 2;
+pub const OLDEST_PROTOCOL: u16 = 2;
 
 /// Largest peer message: a snapshot holds the whole tree.
 pub const MAX_MESSAGE: usize = 1 << 30;
@@ -101,17 +103,19 @@ pub fn incompatible(peer_version: u16, peer_oldest: u16) -> Option<String> {
 }
 
 /// What a node of protocol 0 is told (it logs the refusal).
-pub const TOO_OLD: &str = "this cluster's nodes speak peer protocol 1 and refuse protocol 0 (doozerd builds that \
+pub const TOO_OLD: &str = "this cluster's nodes speak peer protocol 2 and refuse protocol 0 (doozerd builds that \
                            send the secret in the clear): upgrade this node";
 
+/// A request on a peer connection. Raft's messages are our own types
+/// (`rpc`), not openraft's, so that the wire is ours to version.
 #[derive(Serialize, Deserialize)]
 pub enum PeerRequest {
-    Append(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
+    Append(rpc::Append),
+    Vote(rpc::VoteAsk),
     /// A whole snapshot; the image in its binary format.
     Snapshot {
-        vote: Vote,
-        meta: SnapshotMeta,
+        vote: rpc::WireVote,
+        meta: rpc::WireSnapshotMeta,
         image: Vec<u8>,
         applied: Applied,
     },
@@ -137,9 +141,10 @@ pub enum PeerRequest {
 
 #[derive(Serialize, Deserialize)]
 pub enum PeerResponse {
-    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
-    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    Snapshot(Result<SnapshotResponse<NodeId>, Fatal<NodeId>>),
+    Append(Result<rpc::AppendAnswer, rpc::Refused>),
+    Vote(Result<rpc::VoteAnswer, rpc::Refused>),
+    /// The receiver's vote.
+    Snapshot(Result<rpc::WireVote, rpc::Refused>),
     Propose(Result<Committed, ForwardError>),
     /// The log index at which the learner was added.
     Join(Result<u64, String>),
