@@ -447,9 +447,11 @@ async fn tls_listener_serves_the_protocol() {
     let rev = client.set("/tls", 0, "secure").await.unwrap();
     assert_eq!(client.get("/tls", None).await.unwrap(), (Bytes::from("secure"), rev));
 
-    // A plain-text client gets no service (the handshake fails), and the server goes on.
+    // A plain-text client gets no service, only an answer saying why, and the server goes on.
     let mut plain = Raw::connect(&d.addr).await;
-    plain.send(&req(Verb::Rev, 1)).await;
+    let answer = plain.call(req(Verb::Rev, 1)).await;
+    assert_eq!(answer.err_code, Some(doozer_proto::ErrCode::Other as i32));
+    assert!(answer.err_detail.unwrap_or_default().contains("speaks TLS"));
     assert!(plain.closed_by_server().await);
     assert_eq!(client.rev().await.unwrap(), rev);
 }

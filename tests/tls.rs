@@ -79,8 +79,9 @@ fn join_refused(seed: &Doozerd, args: &[&str]) -> String {
         .env_remove("DOOZER_RWSECRET")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
 }
 
 fn log_says(log: &Path, what: &[&str]) {
@@ -160,25 +161,13 @@ fn a_node_without_peer_tls_cannot_join_a_cluster_with_it() {
     let stderr = join_refused(&seed, &[]);
     assert!(stderr.contains("peers speak TLS") && stderr.contains("--peer-cert"), "{stderr}");
     log_says(&log, &["refused a peer connection", "does not speak TLS"]);
-    // And the other way round: a peer-TLS node cannot join a plain cluster.
+    // And the other way round: a peer-TLS node cannot join a plain cluster,
+    // nor one serving clients over TLS without peer TLS.
     let plain = Doozerd::start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
-        .args(["-l", "127.0.0.1:0", "-w", "false", "-a", &plain.addr])
-        .args(pki.peer_only("n2"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = join_refused(&plain, &strs(&pki.peer_only("n2")));
     assert!(stderr.contains("does not take peer TLS"), "{stderr}");
-    // A node serving clients over TLS, without peer TLS, refuses it in the same words.
     let clients_only = Doozerd::start(&strs(&pki.node("n3")[..6]));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozerd"))
-        .args(["-l", "127.0.0.1:0", "-w", "false", "-a", &clients_only.addr])
-        .args(pki.peer_only("n4"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = join_refused(&clients_only, &strs(&pki.peer_only("n4")));
     assert!(stderr.contains("does not take peer TLS"), "{stderr}");
 }
 
