@@ -46,7 +46,7 @@ run() {
     done
     uri="doozer:?${uri#&}"
     [ "$mode" = tls ] && bench_tls=(--cacert "$pki/ca.pem" --cert "$pki/bench.pem" --key "$pki/bench-key.pem")
-    local cli=(env DOOZER_CACERT= DOOZER_CERT= DOOZER_KEY=)
+    local cli=(env -u DOOZER_CACERT -u DOOZER_CERT -u DOOZER_KEY)
     [ "$mode" = tls ] && cli=(env DOOZER_CACERT="$pki/ca.pem" DOOZER_CERT="$pki/bench.pem" DOOZER_KEY="$pki/bench-key.pem")
     for _ in $(seq 300); do
         voters=$("${cli[@]}" "$bin/doozer" -a "$uri" members 2>/dev/null | grep -cE ' (leader|voter) ' || true)

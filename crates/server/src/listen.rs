@@ -30,7 +30,7 @@ use crate::access::Secrets;
 use crate::conn;
 use crate::consensus::{Consensus, PEER_MAGIC, PEER_MAGIC_V0};
 use crate::rt::{Io, Listener, Stream as Conn};
-use crate::tls::{Tls, HANDSHAKE, NO_TLS_HERE, PEER_ALPN};
+use crate::tls::{Tls, HANDSHAKE, NO_TLS_HERE};
 use doozer_proto::{encode_frame, read_body, read_prefix, ErrCode, Request, Response, MAX_FRAME};
 use parking_lot::Mutex;
 use prost::Message;
@@ -255,10 +255,8 @@ async fn accept_tls(stream: Conn, from: SocketAddr, tls: &Tls, shared: &Shared) 
             return None;
         }
     };
-    let hello = start.client_hello();
-    let wants_peer = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == PEER_ALPN));
-    let (peer, config) = tls.accept(&hello);
-    if wants_peer && !peer {
+    let (peer, config) = tls.accept(&start.client_hello());
+    if peer && !tls.peers_need_tls() {
         refused_peer(shared, from, NO_PEER_TLS);
     }
     let Some(config) = config else {
@@ -267,7 +265,7 @@ async fn accept_tls(stream: Conn, from: SocketAddr, tls: &Tls, shared: &Shared) 
     };
     let mut stream = match start.into_stream(config).await {
         Ok(s) => s,
-        Err(e) if peer => {
+        Err(e) if peer && tls.peers_need_tls() => {
             refused_peer(shared, from, &peer_tls_failure(&e));
             return None;
         }

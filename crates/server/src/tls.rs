@@ -113,9 +113,9 @@ impl Tls {
         self.files.peer.is_some()
     }
 
-    /// The configuration for a handshake that opened with `hello`, and
-    /// whether it is a peer's that this node takes; `None` if this node
-    /// takes no such connection.
+    /// Whether the handshake that opened with `hello` is a peer's, and the
+    /// configuration to answer it with (for a peer at a node without peer
+    /// TLS, one that refuses it); `None` if this node takes no such connection.
     pub fn accept(&self, hello: &ClientHello<'_>) -> (bool, Option<Arc<ServerConfig>>) {
         let peer = hello.alpn().is_some_and(|mut protocols| protocols.any(|p| p == PEER_ALPN));
         let loaded = self.now();
@@ -123,7 +123,7 @@ impl Tls {
             true => loaded.peer_server.clone().or_else(|| loaded.no_peers.clone()),
             false => loaded.client.clone(),
         };
-        (peer && loaded.peer_server.is_some(), config)
+        (peer, config)
     }
 
     /// How to dial a peer, if peers speak TLS.
