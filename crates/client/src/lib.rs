@@ -319,7 +319,14 @@ impl Client {
         req.tag = Some(tag);
         let mut frame = BytesMut::new();
         encode_frame(&req, &mut frame);
-        let written = self.writer.lock().await.write_all(&frame).await;
+        let written = {
+            let mut w = self.writer.lock().await;
+            // TLS holds what a full socket did not take until flushed.
+            match w.write_all(&frame).await {
+                Ok(()) => w.flush().await,
+                e => e,
+            }
+        };
         if let Err(e) = written {
             self.shared.waiting.lock().remove(&tag);
             return Err(Error::Disconnected(e.to_string()));

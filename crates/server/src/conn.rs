@@ -6,7 +6,8 @@
 //! WAIT), without waking a task; only when the socket is full does a writer
 //! task take over, batching what queues meanwhile into one write, until it has
 //! caught up. (Answers are matched by tag, so their order does not matter;
-//! only frames must not interleave.) TLS connections always use the writer.
+//! only frames must not interleave.) TLS connections always use the writer,
+//! which flushes whenever it has written all that is queued.
 //!
 //! Every request counts as pending until its answer is written; past the
 //! per-connection limit requests get an OTHER error, and a client that keeps
@@ -288,7 +289,14 @@ async fn write_loop<W: AsyncWrite>(
     tokio::pin!(wr);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(count) = next_batch(&mut rx, &mut buf).await {
-        if let Err(e) = wr.write_all(&buf).await {
+        // A transport that buffers (TLS keeps the records a full socket did not
+        // take) sends them only when written to again or flushed: flush before
+        // waiting for more answers, or the last ones may never leave.
+        let written = match wr.write_all(&buf).await {
+            Ok(()) if rx.is_empty() => wr.flush().await,
+            done => done,
+        };
+        if let Err(e) = written {
             debug!(error = %e, "closing connection: write failed");
             cancel.cancel();
             return;
