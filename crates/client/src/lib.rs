@@ -37,6 +37,7 @@ mod cluster;
 mod lease;
 mod options;
 mod recipes;
+mod stream;
 mod uri;
 mod watch;
 
@@ -46,6 +47,7 @@ pub use doozer_proto::ErrCode;
 pub use lease::{Lease, LeaseId, LeaseInfo};
 pub use options::{Dialer, Dialing, Options, Tls};
 pub use recipes::{Election, Held, Leader, Lock, Observer, Registration};
+pub use stream::{Subscription, STREAM_BUFFER};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 
@@ -103,6 +105,9 @@ pub enum Error {
     Tls(String),
     /// The request is larger than any doozerd takes; it was not sent.
     TooLarge(String),
+    /// A [`Subscription`] was not read fast enough: its buffer filled and
+    /// later events were not kept. Start again from its `next_rev`.
+    Behind(String),
 }
 
 impl Error {
@@ -134,7 +139,7 @@ impl std::fmt::Display for Error {
             Error::Server { code, detail, .. } => write!(f, "{code}: {detail}"),
             Error::Dial(msg) | Error::Disconnected(msg) => f.write_str(msg),
             Error::InvalidUri => f.write_str("invalid uri"),
-            Error::NotFound(msg) | Error::Tls(msg) | Error::TooLarge(msg) => f.write_str(msg),
+            Error::NotFound(msg) | Error::Tls(msg) | Error::TooLarge(msg) | Error::Behind(msg) => f.write_str(msg),
         }
     }
 }
@@ -173,7 +178,13 @@ impl Event {
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-type Waiting = HashMap<i32, oneshot::Sender<Result<Response>>>;
+/// Where an answer goes: a call's one answer, or a stream's many.
+enum Slot {
+    Once(oneshot::Sender<Result<Response>>),
+    Stream(stream::Slot),
+}
+
+type Waiting = HashMap<i32, Slot>;
 
 struct Shared {
     waiting: Mutex<Waiting>,
@@ -317,28 +328,35 @@ impl Client {
         }
         let (tag, rx) = self.register()?;
         req.tag = Some(tag);
-        let mut frame = BytesMut::new();
-        encode_frame(&req, &mut frame);
-        let written = {
-            let mut w = self.writer.lock().await;
-            // TLS holds what a full socket did not take until flushed.
-            match w.write_all(&frame).await {
-                Ok(()) => w.flush().await,
-                e => e,
-            }
-        };
-        if let Err(e) = written {
+        if let Err(e) = self.send(&req).await {
             self.shared.waiting.lock().remove(&tag);
-            return Err(Error::Disconnected(e.to_string()));
+            return Err(e);
         }
         let resp = rx.await.map_err(|_| self.closed_error())??;
         match resp.err() {
-            Some(code) => {
-                let indeterminate = resp.indeterminate();
-                Err(Error::Server { code, detail: resp.err_detail.unwrap_or_default(), indeterminate })
-            }
+            Some(_) => Err(Client::refusal(resp)),
             None => Ok(resp),
         }
+    }
+
+    /// Writes one request.
+    async fn send(&self, req: &Request) -> Result<()> {
+        let mut frame = BytesMut::new();
+        encode_frame(req, &mut frame);
+        let mut w = self.writer.lock().await;
+        // TLS holds what a full socket did not take until flushed.
+        let written = match w.write_all(&frame).await {
+            Ok(()) => w.flush().await,
+            e => e,
+        };
+        written.map_err(|e| Error::Disconnected(e.to_string()))
+    }
+
+    /// A server's error answer as an [`Error`].
+    fn refusal(resp: Response) -> Error {
+        let indeterminate = resp.indeterminate();
+        let code = resp.err().unwrap_or(ErrCode::Other);
+        Error::Server { code, detail: resp.err_detail.unwrap_or_default(), indeterminate }
     }
 
     fn closed_error(&self) -> Error {
@@ -347,10 +365,19 @@ impl Client {
 
     /// Picks an unused tag and files a slot for its answer.
     fn register(&self) -> Result<(i32, oneshot::Receiver<Result<Response>>)> {
+        let (tx, rx) = oneshot::channel();
+        Ok((self.file(Slot::Once(tx))?, rx))
+    }
+
+    /// Picks an unused tag for a stream.
+    fn register_stream(&self, slot: stream::Slot) -> Result<i32> {
+        self.file(Slot::Stream(slot))
+    }
+
+    fn file(&self, slot: Slot) -> Result<i32> {
         if let Some(e) = self.shared.closed.lock().clone() {
             return Err(e);
         }
-        let (tx, rx) = oneshot::channel();
         let mut waiting = self.shared.waiting.lock();
         let mut next = self.shared.next_tag.lock();
         while waiting.contains_key(&*next) {
@@ -358,8 +385,16 @@ impl Client {
         }
         let tag = *next;
         *next = next.checked_add(1).unwrap_or(0);
-        waiting.insert(tag, tx);
-        Ok((tag, rx))
+        waiting.insert(tag, slot);
+        Ok(tag)
+    }
+
+    /// Forgets stream `tag` (stopped, or never sent).
+    fn forget_stream(&self, tag: i32) {
+        let mut waiting = self.shared.waiting.lock();
+        if matches!(waiting.get(&tag), Some(Slot::Stream(_))) {
+            waiting.remove(&tag);
+        }
     }
 
     fn req(verb: Verb) -> Request {
@@ -593,13 +628,31 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>) {
             Err(e) => break format!("undecodable response: {e}"),
         };
         let Some(tag) = resp.tag else { continue };
-        if let Some(tx) = shared.waiting.lock().remove(&tag) {
-            let _ = tx.send(Ok(resp));
+        let mut waiting = shared.waiting.lock();
+        let done = match waiting.get(&tag) {
+            Some(Slot::Stream(s)) => !s.offer(Ok(resp)),
+            Some(Slot::Once(_)) => {
+                if let Some(Slot::Once(tx)) = waiting.remove(&tag) {
+                    let _ = tx.send(Ok(resp));
+                }
+                false
+            }
+            None => false,
+        };
+        if done {
+            waiting.remove(&tag);
         }
     };
     let err = Error::Disconnected(why);
     *shared.closed.lock() = Some(err.clone());
-    for (_, tx) in shared.waiting.lock().drain() {
-        let _ = tx.send(Err(err.clone()));
+    for (_, slot) in shared.waiting.lock().drain() {
+        match slot {
+            Slot::Once(tx) => {
+                let _ = tx.send(Err(err.clone()));
+            }
+            Slot::Stream(s) => {
+                s.offer(Err(err.clone()));
+            }
+        }
     }
 }

@@ -1,12 +1,14 @@
 //! A watch that survives the loss of a node.
 //!
-//! [`Watch`] issues WAIT after WAIT from the revision after the last event.
-//! When the URI names several nodes and the one in use closes the connection
+//! [`Watch`] follows the glob with one STREAM (an extension), or, from a
+//! server that does not know it (`UNKNOWN_VERB`), with WAIT after WAIT from
+//! the revision after the last event. A stream cut off because this side
+//! read too slowly is opened again from the next revision. When the URI names several nodes and the one in use closes the connection
 //! or stops answering (a REV probe times out), it moves to the next node and
 //! waits again from the same revision, so no event is missed and none is
 //! repeated. With a single address it fails as the original client did.
 
-use crate::{parse_uri, resolve, Client, Error, Event, Options, Result, Rev, Uri};
+use crate::{parse_uri, resolve, Client, ErrCode, Error, Event, Options, Result, Rev, Subscription, Uri};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -27,6 +29,10 @@ pub struct Watch {
     client: Option<Client>,
     /// Index in `uri.addrs` of the node in use.
     at: usize,
+    /// The stream open on `client`, if any.
+    stream: Option<Subscription>,
+    /// False once a server answered STREAM with UNKNOWN_VERB: WAIT loops.
+    streaming: bool,
 }
 
 impl Watch {
@@ -43,7 +49,7 @@ impl Watch {
     }
 
     pub(crate) fn resolved(uri: Uri, opts: Options, glob: &str, from: Rev) -> Watch {
-        Watch { uri, opts, glob: glob.to_string(), next: from, client: None, at: 0 }
+        Watch { uri, opts, glob: glob.to_string(), next: from, client: None, at: 0, stream: None, streaming: true }
     }
 
     /// Starts from an open connection to one of the URI's addresses.
@@ -74,14 +80,20 @@ impl Watch {
                 None => self.connect().await?,
             };
             let waited = tokio::select! {
-                r = client.wait(&self.glob, self.next) => r,
+                r = self.step(&client) => r,
                 why = stalled(&client) => Err(Error::Disconnected(why)),
             };
+            if waited.is_err() {
+                // Whatever went wrong, that stream is over.
+                self.stream = None;
+            }
             match waited {
                 Ok(e) => {
                     self.next = e.rev + 1;
                     return Ok(e);
                 }
+                Err(e) if self.streaming && resumable(&e) => {}
+                Err(Error::Server { code: ErrCode::UnknownVerb, .. }) if self.streaming => self.streaming = false,
                 Err(Error::Disconnected(why)) if self.uri.addrs.len() < 2 => return Err(Error::Disconnected(why)),
                 Err(Error::Disconnected(_)) => {
                     self.client = None;
@@ -89,6 +101,20 @@ impl Watch {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// The next event from the stream (opened if need be), or from a WAIT.
+    async fn step(&mut self, client: &Client) -> Result<Event> {
+        if !self.streaming {
+            return client.wait(&self.glob, self.next).await;
+        }
+        if self.stream.is_none() {
+            self.stream = Some(client.stream(&self.glob, self.next).await?);
+        }
+        match self.stream.as_mut() {
+            Some(s) => s.next().await,
+            None => client.wait(&self.glob, self.next).await,
         }
     }
 
@@ -124,6 +150,16 @@ impl Watch {
 
     async fn open(&self, addr: &str) -> Result<Client> {
         Client::open(addr, self.uri.secret.as_deref(), false, &self.opts).await
+    }
+}
+
+/// True for the end of a stream that a new one from the same revision mends:
+/// this side fell behind, or the server cut the stream off for it.
+fn resumable(e: &Error) -> bool {
+    match e {
+        Error::Behind(_) => true,
+        Error::Server { code: ErrCode::Other, detail, .. } => detail.starts_with("stream cut off"),
+        _ => false,
     }
 }
 

@@ -138,6 +138,13 @@ pub enum Verb {
     /// what forcing a new cluster on this node would do (`value`); with
     /// `rev` 1, do it. Refused (OTHER) while a majority of voters answers.
     ForceNewCluster = 37,
+    /// Extension for watching (docs/protocol.md): every change to a file
+    /// matching the glob `path` at or after `rev`, each answered under this
+    /// request's tag, until STOP or an error (TOO_LATE, OTHER), which carries
+    /// `rev`, the first revision not sent.
+    Stream = 38,
+    /// Ends the STREAM whose tag is `other_tag`; no event of it follows this answer.
+    Stop = 39,
     Access = 99,
 }
 
@@ -163,6 +170,8 @@ impl Verb {
             35 => Verb::SetLeased,
             36 => Verb::Leases,
             37 => Verb::ForceNewCluster,
+            38 => Verb::Stream,
+            39 => Verb::Stop,
             99 => Verb::Access,
             _ => return None,
         })
@@ -189,6 +198,8 @@ impl Verb {
             Verb::SetLeased => "SETL",
             Verb::Leases => "LEASES",
             Verb::ForceNewCluster => "FORCE_NEW_CLUSTER",
+            Verb::Stream => "STREAM",
+            Verb::Stop => "STOP",
             Verb::Access => "ACCESS",
         }
     }
@@ -340,6 +351,8 @@ mod tests {
             (Verb::SetLeased, 35),
             (Verb::Leases, 36),
             (Verb::ForceNewCluster, 37),
+            (Verb::Stream, 38),
+            (Verb::Stop, 39),
             (Verb::Access, 99),
         ] {
             assert_eq!(v as i32, n);

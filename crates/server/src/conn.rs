@@ -54,6 +54,9 @@ struct Sink {
     queue: mpsc::UnboundedSender<Queued>,
     /// Answers queued or being written.
     pending: Arc<AtomicUsize>,
+    /// Bytes of answers queued and not yet written (what a client that
+    /// does not read costs this node).
+    unwritten: Arc<AtomicUsize>,
     /// Plain TCP: the socket, written directly while the writer task is idle.
     direct: Option<Direct>,
 }
@@ -78,14 +81,12 @@ impl Outbox {
     pub fn send(&self, r: Response) {
         let sink = &*self.0;
         let Some(d) = &sink.direct else {
-            let _ = sink.queue.send(Queued::Answer(r));
-            return;
+            return sink.queue_answer(r);
         };
         let mut busy = d.busy.lock();
         if *busy {
             // Queued under the lock, so the writer sees it before it goes idle.
-            let _ = sink.queue.send(Queued::Answer(r));
-            return;
+            return sink.queue_answer(r);
         }
         let mut frame = BytesMut::with_capacity(4 + r.encoded_len());
         encode_frame(&r, &mut frame);
@@ -95,17 +96,45 @@ impl Outbox {
             }
             Ok(n) => {
                 *busy = true;
-                let _ = sink.queue.send(Queued::Rest(frame.split_off(n).freeze(), 1));
+                sink.queue_rest(frame.split_off(n).freeze());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 *busy = true;
-                let _ = sink.queue.send(Queued::Rest(frame.freeze(), 1));
+                sink.queue_rest(frame.freeze());
             }
             Err(e) => {
                 debug!(error = %e, "closing connection: write failed");
                 d.cancel.cancel();
             }
         }
+    }
+
+    /// Sends one more answer to a request that has several (a STREAM's events).
+    pub fn send_more(&self, r: Response) {
+        self.0.pending.fetch_add(1, Ordering::SeqCst);
+        self.send(r);
+    }
+
+    /// A request is done without an answer of its own (a STREAM that STOP ended).
+    pub fn settle(&self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Bytes of answers waiting for the client to read them.
+    pub fn unwritten(&self) -> usize {
+        self.0.unwritten.load(Ordering::Relaxed)
+    }
+}
+
+impl Sink {
+    fn queue_answer(&self, r: Response) {
+        self.unwritten.fetch_add(4 + r.encoded_len(), Ordering::Relaxed);
+        let _ = self.queue.send(Queued::Answer(r));
+    }
+
+    fn queue_rest(&self, rest: Bytes) {
+        self.unwritten.fetch_add(rest.len(), Ordering::Relaxed);
+        let _ = self.queue.send(Queued::Rest(rest, 1));
     }
 }
 
@@ -147,16 +176,21 @@ where
     let mut first = Some(first);
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
+    let unwritten = Arc::new(AtomicUsize::new(0));
     let cancel = CancellationToken::new();
     let (mut writer, direct) = match wr {
         Writer::Direct(socket) => {
             let busy = Arc::new(parking_lot::Mutex::new(false));
-            let task = direct_write_loop(socket.clone(), rx, busy.clone(), pending.clone(), cancel.clone());
+            let counts = Counts { pending: pending.clone(), unwritten: unwritten.clone() };
+            let task = direct_write_loop(socket.clone(), rx, busy.clone(), counts, cancel.clone());
             (tokio::spawn(task), Some(Direct { socket, busy, cancel: cancel.clone() }))
         }
-        Writer::Queued(wr) => (tokio::spawn(write_loop(wr, rx, pending.clone(), cancel.clone())), None),
+        Writer::Queued(wr) => {
+            let counts = Counts { pending: pending.clone(), unwritten: unwritten.clone() };
+            (tokio::spawn(write_loop(wr, rx, counts, cancel.clone())), None)
+        }
     };
-    let outbox = Outbox(Arc::new(Sink { queue: tx, pending: pending.clone(), direct }));
+    let outbox = Outbox(Arc::new(Sink { queue: tx, pending: pending.clone(), unwritten, direct }));
     let max_pending = node.limits().max_pending;
     let mut session = Session::new(cluster, secrets, outbox, cancel.clone());
     let mut flooded = false;
@@ -243,13 +277,27 @@ async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Queued>, buf: &mut BytesMut
     Some(count)
 }
 
+/// What a writer tells the connection as it writes.
+struct Counts {
+    pending: Arc<AtomicUsize>,
+    unwritten: Arc<AtomicUsize>,
+}
+
+impl Counts {
+    /// `answers` in `bytes` have been written.
+    fn written(&self, answers: usize, bytes: usize) {
+        self.pending.fetch_sub(answers, Ordering::SeqCst);
+        self.unwritten.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// The writer of a plain TCP connection: it runs only while answers are
 /// queued (the socket was full), then hands writing back to [`Outbox::send`].
 async fn direct_write_loop(
     socket: Arc<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     busy: Arc<parking_lot::Mutex<bool>>,
-    pending: Arc<AtomicUsize>,
+    counts: Counts,
     cancel: CancellationToken,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -259,8 +307,8 @@ async fn direct_write_loop(
             cancel.cancel();
             return;
         }
+        counts.written(count, buf.len());
         buf.clear();
-        pending.fetch_sub(count, Ordering::SeqCst);
         let mut busy = busy.lock();
         if rx.is_empty() {
             *busy = false;
@@ -283,7 +331,7 @@ async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result
 async fn write_loop<W: AsyncWrite>(
     wr: W,
     mut rx: mpsc::UnboundedReceiver<Queued>,
-    pending: Arc<AtomicUsize>,
+    counts: Counts,
     cancel: CancellationToken,
 ) {
     tokio::pin!(wr);
@@ -301,8 +349,8 @@ async fn write_loop<W: AsyncWrite>(
             cancel.cancel();
             return;
         }
+        counts.written(count, buf.len());
         buf.clear();
-        pending.fetch_sub(count, Ordering::SeqCst);
     }
     let _ = wr.shutdown().await;
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Verbs in the order their counters are kept; the last slot counts unknown verbs.
-const VERBS: [Option<Verb>; 20] = [
+const VERBS: [Option<Verb>; 22] = [
     Some(Verb::Get),
     Some(Verb::Set),
     Some(Verb::Del),
@@ -30,6 +30,8 @@ const VERBS: [Option<Verb>; 20] = [
     Some(Verb::SetLeased),
     Some(Verb::Leases),
     Some(Verb::ForceNewCluster),
+    Some(Verb::Stream),
+    Some(Verb::Stop),
     Some(Verb::Access),
     None,
 ];

@@ -51,8 +51,9 @@ pub enum WaitStart {
 pub enum Hold {
     /// The event is already in the history; the callback was not kept.
     Ready(Event),
-    /// Held: the callback runs when the event comes, unless its owner goes first.
-    Held,
+    /// Held: the callback runs when the event comes, unless its owner goes
+    /// first or it is dropped ([`Node::drop_wait`]).
+    Held(WaiterId),
     TooLate,
     /// The node holds as many waiters as it may.
     Full,
@@ -137,6 +138,11 @@ impl Node {
     /// A new owner for held WAITs: one per client connection.
     pub fn new_owner(&self) -> Owner {
         self.owners.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Drops one held WAIT; harmless if it was already answered.
+    pub fn drop_wait(&self, id: &WaiterId) {
+        self.waiters.lock().remove(id);
     }
 
     /// Drops every WAIT `owner` still holds.
@@ -291,7 +297,7 @@ impl Node {
         match self.register(glob, from, owner, notify) {
             Registered::TooLate => Hold::TooLate,
             Registered::Ready(event) => Hold::Ready(event),
-            Registered::Held(_) => Hold::Held,
+            Registered::Held(id) => Hold::Held(id),
             Registered::Full => Hold::Full,
         }
     }

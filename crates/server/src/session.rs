@@ -29,7 +29,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod leases;
+mod stream;
 pub use leases::random_lease_id;
+pub use stream::STREAM_BUFFER;
 
 /// Sends one request's answer and counts it in the node's metrics.
 struct Reply {
@@ -95,6 +97,8 @@ pub struct Session {
     current: (Option<Verb>, Instant),
     /// Owns this connection's held WAITs, which go when it closes.
     owner: Owner,
+    /// Open STREAMs, by tag.
+    streams: stream::Streams,
 }
 
 impl Drop for Session {
@@ -173,6 +177,7 @@ impl Session {
             dirs: ListCache::new(),
             current: (None, Instant::now()),
             owner: node_owner,
+            streams: Default::default(),
         }
     }
 
@@ -214,6 +219,7 @@ impl Session {
             Verb::Rev | Verb::SelfId | Verb::Access => true,
             Verb::Set | Verb::Del | Verb::Nop => self.rights.write,
             Verb::Get | Verb::Wait | Verb::Walk | Verb::Getdir | Verb::Stat | Verb::Log => self.rights.read,
+            Verb::Stream | Verb::Stop => self.rights.read,
             // A keep-alive changes what the cluster will do (a lease not
             // expiring); TTL and LEASES only read.
             Verb::Grant | Verb::KeepAlive | Verb::Revoke | Verb::SetLeased => self.rights.write,
@@ -258,6 +264,11 @@ impl Session {
             }
             Verb::Leases => self.leases(tag, req.lease.unwrap_or(0)),
             Verb::ForceNewCluster => self.force_new_cluster(tag, req.rev.unwrap_or(0) != 0),
+            Verb::Stream => self.stream(need(tag, tag)?, need(req.path, tag)?, need(req.rev, tag)?),
+            Verb::Stop => {
+                stream::stop(&self.streams, need(req.other_tag, tag)?);
+                Ok(Some(Response { tag, ..Response::default() }))
+            }
         }
     }
 
@@ -421,8 +432,14 @@ impl Session {
                 ErrCode::Other,
                 format!("too many held WAITs on this node (limit {})", self.node.limits().max_waiters),
             )),
-            Hold::Held => Ok(None),
+            Hold::Held(_) => Ok(None),
         }
+    }
+
+    fn stream(&self, tag: i32, pattern: String, rev: Rev) -> Handled {
+        let glob = Glob::parse(&pattern).map_err(|e| Response::error(Some(tag), ErrCode::Other, e.to_string()))?;
+        stream::start(&self.node, &self.streams, &self.out, self.owner, tag, glob, rev)?;
+        Ok(None)
     }
 
     fn set(&self, tag: Option<i32>, path: String, rev: Rev, body: Bytes) -> Handled {

@@ -1,0 +1,178 @@
+//! STREAM (verb 38) and STOP (verb 39): a watch that is one request.
+//!
+//! STREAM names a glob and a revision; every change to a matching file from
+//! that revision on is answered under the request's tag, in revision order,
+//! until STOP names the tag (`other_tag`) or the stream ends with an error:
+//! TOO_LATE when the next revision has left the history window, or OTHER
+//! when the connection has more than [`STREAM_BUFFER`] bytes of answers its
+//! client has not read (a slow watcher is told and cut off, never buffered
+//! without bound, and never skips an event silently). Either error carries
+//! `rev`, the first revision not delivered: a client starts again from it.
+//!
+//! A stream costs the node what one WAIT loop costs, without the network
+//! round trip: one held waiter while it is idle; when woken it reads every
+//! matching event since from the history, sends them, and waits again.
+//!
+//! Old clients never send these verbs and see nothing of them.
+
+use super::{error, event_response};
+use crate::conn::Outbox;
+use crate::node::{Hold, Node};
+use crate::waiters::{Owner, WaiterId, Wake};
+use doozer_proto::{ErrCode, Response};
+use doozer_store::{Glob, Rev};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+/// Unwritten answer bytes a connection may hold before its streams are cut off.
+pub const STREAM_BUFFER: usize = 8 << 20;
+
+/// Most events read from the history at a time.
+const BATCH: usize = 256;
+
+/// A connection's open streams, by tag.
+pub(super) type Streams = Arc<Mutex<HashMap<i32, Arc<Follow>>>>;
+
+/// One stream: where it is, and where its events go.
+pub(super) struct Follow {
+    node: Arc<Node>,
+    glob: Arc<Glob>,
+    tag: i32,
+    out: Outbox,
+    owner: Owner,
+    /// To forget this stream when it ends by itself.
+    streams: Weak<Mutex<HashMap<i32, Arc<Follow>>>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Every matching event before this revision has been sent.
+    next: Rev,
+    /// The waiter held while nothing new matches.
+    held: Option<WaiterId>,
+    ended: bool,
+}
+
+/// Starts a stream of `glob` from `from`; its events and its end go to `out`.
+/// `Err`: the tag already names an open stream (TAG_IN_USE).
+pub(super) fn start(
+    node: &Arc<Node>,
+    streams: &Streams,
+    out: &Outbox,
+    owner: Owner,
+    tag: i32,
+    glob: Glob,
+    from: Rev,
+) -> Result<(), Response> {
+    let follow = Arc::new(Follow {
+        node: node.clone(),
+        glob: Arc::new(glob),
+        tag,
+        out: out.clone(),
+        owner,
+        streams: Arc::downgrade(streams),
+        state: Mutex::new(State { next: from.max(1), held: None, ended: false }),
+    });
+    {
+        let mut open = streams.lock();
+        if open.contains_key(&tag) {
+            return Err(error(Some(tag), ErrCode::TagInUse));
+        }
+        open.insert(tag, follow.clone());
+    }
+    follow.pump();
+    Ok(())
+}
+
+/// STOP: ends the stream `other` if it is open; no event of it follows the answer.
+pub(super) fn stop(streams: &Streams, other: i32) {
+    let follow = streams.lock().remove(&other);
+    if let Some(f) = follow {
+        f.stop();
+    }
+}
+
+impl Follow {
+    /// Sends what has happened since `next`, then waits for more.
+    fn pump(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        while !st.ended {
+            let (events, through) = match self.node.events_from(st.next, &self.glob, BATCH) {
+                Ok(found) => found,
+                Err(_) => return self.end(&mut st, ErrCode::TooLate, ""),
+            };
+            let full = events.len() == BATCH;
+            for e in events {
+                if self.out.unwritten() > STREAM_BUFFER {
+                    st.next = e.rev;
+                    let why =
+                        "stream cut off: its connection has more than 8 MiB of answers unread; start again from rev";
+                    return self.end(&mut st, ErrCode::Other, why);
+                }
+                self.out.send_more(event_response(Some(self.tag), e));
+            }
+            st.next = through + 1;
+            if full {
+                continue;
+            }
+            let me = self.clone();
+            let notify = Box::new(move |wake: Wake<'_>| me.woken(matches!(wake, Wake::TooLate)));
+            match self.node.hold_wait(self.glob.clone(), st.next, self.owner, notify) {
+                // It came between the scan and the wait: scan again.
+                Hold::Ready(_) => {}
+                Hold::Held(id) => {
+                    st.held = Some(id);
+                    return;
+                }
+                Hold::TooLate => return self.end(&mut st, ErrCode::TooLate, ""),
+                Hold::Full => return self.end(&mut st, ErrCode::Other, "too many held WAITs on this node"),
+            }
+        }
+    }
+
+    fn woken(self: &Arc<Self>, too_late: bool) {
+        let mut st = self.state.lock();
+        st.held = None;
+        if too_late {
+            return self.end(&mut st, ErrCode::TooLate, "");
+        }
+        drop(st);
+        self.pump();
+    }
+
+    /// The stream's last answer: an error and the first revision not sent.
+    fn end(&self, st: &mut State, code: ErrCode, detail: &str) {
+        if std::mem::replace(&mut st.ended, true) {
+            return;
+        }
+        self.forget(st);
+        let mut r =
+            if detail.is_empty() { error(Some(self.tag), code) } else { Response::error(Some(self.tag), code, detail) };
+        r.rev = Some(st.next);
+        // This answer settles the STREAM request itself.
+        self.out.send(r);
+        if let Some(streams) = self.streams.upgrade() {
+            let mut open = streams.lock();
+            if open.get(&self.tag).is_some_and(|f| std::ptr::eq(&**f, self)) {
+                open.remove(&self.tag);
+            }
+        }
+    }
+
+    /// Ends the stream without an answer of its own (STOP's answer says it).
+    fn stop(&self) {
+        let mut st = self.state.lock();
+        if std::mem::replace(&mut st.ended, true) {
+            return;
+        }
+        self.forget(&mut st);
+        self.out.settle();
+    }
+
+    fn forget(&self, st: &mut State) {
+        if let Some(id) = st.held.take() {
+            self.node.drop_wait(&id);
+        }
+    }
+}
