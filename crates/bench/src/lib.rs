@@ -51,6 +51,10 @@ pub struct Args {
     /// write waits for the last), which measures a saturated cluster's queues.
     #[arg(long, default_value_t = 200.0)]
     pub fanout_rate: f64,
+    /// watch-fanout watchers use one STREAM each (the extension) instead of
+    /// WAIT loops, as new clients do.
+    #[arg(long)]
+    pub stream: bool,
     /// Seconds measured per workload.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -403,13 +407,28 @@ async fn watch_fanout(args: &Args, uri: &Target) -> Result<Report, String> {
     for w in 0..args.watchers {
         let c = connect(uri, w + 1).await?;
         let (stop, start) = (stop.clone(), clock.start);
+        let mut sub = match args.stream {
+            true => Some(c.stream(&format!("{}/fan/**", root()), from).await.map_err(|e| e.to_string())?),
+            false => None,
+        };
         watchers.push(tokio::spawn(async move {
             let mut seen: Vec<(i64, u64, u64)> = Vec::new(); // (rev, sent ns, received ns)
             let mut next = from;
             while !stop.load(Ordering::Relaxed) {
-                let got =
-                    tokio::time::timeout(Duration::from_millis(200), c.wait(&format!("{}/fan/**", root()), next)).await;
-                let Ok(Ok(e)) = got else { continue };
+                let pattern = format!("{}/fan/**", root());
+                let got = match sub.as_mut() {
+                    Some(s) => tokio::time::timeout(Duration::from_millis(200), s.next()).await,
+                    None => tokio::time::timeout(Duration::from_millis(200), c.wait(&pattern, next)).await,
+                };
+                let e = match got {
+                    Ok(Ok(e)) => e,
+                    // A stream that ended (cut off, too late) is opened again from where it was.
+                    Ok(Err(_)) if sub.is_some() => {
+                        sub = c.stream(&pattern, next).await.ok();
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let received = start.elapsed().as_nanos() as u64;
                 let sent = std::str::from_utf8(&e.body).ok().and_then(|s| s.parse().ok()).unwrap_or(received);
                 seen.push((e.rev, sent, received));
@@ -466,6 +485,7 @@ async fn watch_fanout(args: &Args, uri: &Target) -> Result<Report, String> {
         extra: vec![
             ("watchers".into(), args.watchers.to_string()),
             ("rate".into(), if paced { args.fanout_rate.to_string() } else { "max".into() }),
+            ("watch".into(), if args.stream { "stream" } else { "wait" }.into()),
             ("missing_events".into(), missing.to_string()),
         ],
     })
