@@ -120,6 +120,11 @@ impl Outbox {
         self.0.pending.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Answers queued or being written, and requests still to be answered.
+    pub fn pending(&self) -> usize {
+        self.0.pending.load(Ordering::Relaxed)
+    }
+
     /// Bytes of answers waiting for the client to read them.
     pub fn unwritten(&self) -> usize {
         self.0.unwritten.load(Ordering::Relaxed)

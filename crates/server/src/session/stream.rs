@@ -4,9 +4,10 @@
 //! that revision on is answered under the request's tag, in revision order,
 //! until STOP names the tag (`other_tag`) or the stream ends with an error:
 //! TOO_LATE when the next revision has left the history window, or OTHER
-//! when the connection has more than [`STREAM_BUFFER`] bytes of answers its
-//! client has not read (a slow watcher is told and cut off, never buffered
-//! without bound, and never skips an event silently). Either error carries
+//! when the connection has more than [`STREAM_BUFFER`] bytes (or more than
+//! `--max-pending` answers) its client has not read: a slow watcher is
+//! told and cut off, never buffered without bound, and never skips an
+//! event silently. Either error carries
 //! `rev`, the first revision not delivered: a client starts again from it.
 //!
 //! A stream costs the node what one WAIT loop costs, without the network
@@ -104,10 +105,10 @@ impl Follow {
             };
             let full = events.len() == BATCH;
             for e in events {
-                if self.out.unwritten() > STREAM_BUFFER {
+                if self.out.unwritten() > STREAM_BUFFER || self.out.pending() > self.node.limits().max_pending {
                     st.next = e.rev;
-                    let why =
-                        "stream cut off: its connection has more than 8 MiB of answers unread; start again from rev";
+                    let why = "stream cut off: its connection has more answers unread than it may hold \
+                               (8 MiB, or --max-pending); start again from rev";
                     return self.end(&mut st, ErrCode::Other, why);
                 }
                 self.out.send_more(event_response(Some(self.tag), e));
