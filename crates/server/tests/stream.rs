@@ -243,3 +243,42 @@ async fn a_watch_falls_back_to_wait_on_an_old_server() {
         assert_eq!((e.path.as_str(), e.rev), ("/old", rev));
     }
 }
+
+/// Many small events unread: the count of unread answers (`--max-pending`,
+/// 16 here to keep the test small) ends the stream long before 8 MiB do,
+/// so the client's next request is not refused as a flood.
+#[tokio::test]
+async fn many_small_events_unread_cut_a_stream_off_at_the_pending_limit() {
+    let running =
+        doozer_server::start(Settings { limits: Limits { max_pending: 16, ..Limits::default() }, ..Settings::local() })
+            .await
+            .unwrap();
+    let c = Client::connect(&running.addr).await.unwrap();
+    let from = c.rev().await.unwrap() + 1;
+    // A pipe that holds 1 KiB: nearly every answer waits in the node.
+    let (mut client, server) = tokio::io::duplex(1024);
+    let mut req = BytesMut::new();
+    encode_frame(&stream(1, "/small/*", from), &mut req);
+    let first: [u8; 4] = req[..4].try_into().unwrap();
+    client.write_all(&req[4..]).await.unwrap();
+    let cluster = running.cluster.clone();
+    let secrets = Arc::new(doozer_server::access::Secrets::default());
+    tokio::spawn(doozer_server::conn::serve(server, first, cluster, secrets));
+    eventually("the stream held", || running.node().waiters() == 1).await;
+    for i in 0..200 {
+        c.set(&format!("/small/{}", i % 5), -1, "v").await.unwrap();
+    }
+    let mut next = from;
+    let end = loop {
+        let f = tokio::time::timeout(DEADLINE, read_frame(&mut client, MAX_FRAME)).await.unwrap().unwrap().unwrap();
+        let r = Response::decode(f).unwrap();
+        if r.err_code.is_some() {
+            break r;
+        }
+        assert_eq!(r.rev, Some(next), "an event is missing");
+        next += 1;
+    };
+    assert!(end.err_detail.as_deref().unwrap_or("").contains("stream cut off"), "{end:?}");
+    assert_eq!(end.rev, Some(next));
+    assert!(next < from + 200, "the stream was never cut off");
+}
