@@ -414,8 +414,8 @@ async fn watch_fanout(args: &Args, uri: &Target) -> Result<Report, String> {
         watchers.push(tokio::spawn(async move {
             let mut seen: Vec<(i64, u64, u64)> = Vec::new(); // (rev, sent ns, received ns)
             let mut next = from;
+            let pattern = format!("{}/fan/**", root());
             while !stop.load(Ordering::Relaxed) {
-                let pattern = format!("{}/fan/**", root());
                 let got = match sub.as_mut() {
                     Some(s) => tokio::time::timeout(Duration::from_millis(200), s.next()).await,
                     None => tokio::time::timeout(Duration::from_millis(200), c.wait(&pattern, next)).await,

@@ -47,7 +47,7 @@ pub use doozer_proto::ErrCode;
 pub use lease::{Lease, LeaseId, LeaseInfo};
 pub use options::{Dialer, Dialing, Options, Tls};
 pub use recipes::{Election, Held, Leader, Lock, Observer, Registration};
-pub use stream::{Subscription, STREAM_BUFFER};
+pub use stream::{Subscription, STREAM_BUFFER, STREAM_BUFFER_BYTES};
 pub use uri::{parse_uri, Uri};
 pub use watch::Watch;
 

@@ -1,26 +1,37 @@
 //! [`Subscription`]: the STREAM extension (verb 38), every change to the
 //! files matching a glob from a revision on, as one request.
 //!
-//! The events wait in a buffer of [`STREAM_BUFFER`] until [`Subscription::next`]
-//! takes them; a subscriber that falls further behind is told
+//! The events wait in a buffer of [`STREAM_BUFFER`] events and
+//! [`STREAM_BUFFER_BYTES`] bytes until [`Subscription::next`] takes them; a
+//! subscriber that falls further behind is told
 //! ([`Error::Behind`]) and starts again from [`Subscription::next_rev`]: an
 //! event is never dropped silently. A server without STREAM answers
 //! `UNKNOWN_VERB` on the first `next`; [`crate::Watch`] then loops WAITs.
 
 use crate::{event, Client, Error, Event, Result, Rev};
 use doozer_proto::{Request, Response, Verb};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Events a subscription holds that `next` has not yet taken.
 pub const STREAM_BUFFER: usize = 4096;
+/// Bytes of paths and bodies a subscription holds untaken (one event, up
+/// to the 1 MiB value limit, is always kept).
+pub const STREAM_BUFFER_BYTES: usize = 32 << 20;
+
+/// What an answer costs the buffer.
+fn size(r: &Result<Response>) -> usize {
+    r.as_ref().map_or(0, |r| r.value.as_ref().map_or(0, |v| v.len()) + r.path.as_ref().map_or(0, |p| p.len()))
+}
 
 /// Where the read loop puts a stream's answers.
 pub(crate) struct Slot {
     pub(crate) tx: mpsc::Sender<Result<Response>>,
     /// Set when the buffer was full: the stream was dropped here.
     pub(crate) behind: Arc<AtomicBool>,
+    /// Bytes in the buffer ([`size`]).
+    pub(crate) bytes: Arc<AtomicUsize>,
 }
 
 impl Slot {
@@ -29,7 +40,15 @@ impl Slot {
     /// subscriber is told once it has taken those before the gap.
     pub(crate) fn offer(&self, r: Result<Response>) -> bool {
         let last = !matches!(&r, Ok(resp) if resp.err_code.is_none());
-        if !self.behind.load(Ordering::SeqCst) && self.tx.try_send(r).is_err() {
+        if self.behind.load(Ordering::SeqCst) {
+            return !last;
+        }
+        let n = size(&r);
+        // Counted before it is handed over, so that `next` never takes off
+        // what was not yet added.
+        let held = self.bytes.fetch_add(n, Ordering::SeqCst);
+        if held > 0 && held + n > STREAM_BUFFER_BYTES || self.tx.try_send(r).is_err() {
+            self.bytes.fetch_sub(n, Ordering::SeqCst);
             self.behind.store(true, Ordering::SeqCst);
         }
         !last
@@ -42,6 +61,7 @@ pub struct Subscription {
     tag: i32,
     rx: mpsc::Receiver<Result<Response>>,
     behind: Arc<AtomicBool>,
+    bytes: Arc<AtomicUsize>,
     next: Rev,
     ended: bool,
 }
@@ -51,7 +71,8 @@ impl Client {
     pub async fn stream(&self, glob: &str, from: Rev) -> Result<Subscription> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let behind = Arc::new(AtomicBool::new(false));
-        let tag = self.register_stream(Slot { tx, behind: behind.clone() })?;
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let tag = self.register_stream(Slot { tx, behind: behind.clone(), bytes: bytes.clone() })?;
         let req = Request {
             tag: Some(tag),
             verb: Some(Verb::Stream as i32),
@@ -63,7 +84,7 @@ impl Client {
             self.forget_stream(tag);
             return Err(e);
         }
-        Ok(Subscription { client: self.clone(), tag, rx, behind, next: from, ended: false })
+        Ok(Subscription { client: self.clone(), tag, rx, behind, bytes, next: from, ended: false })
     }
 }
 
@@ -90,13 +111,17 @@ impl Subscription {
                     self.stop_on_server();
                     let next = self.next;
                     return Err(Error::Behind(format!(
-                        "fell behind: {STREAM_BUFFER} events unread; start again from rev {next}"
+                        "fell behind: {STREAM_BUFFER} events or {} MiB unread; start again from rev {next}",
+                        STREAM_BUFFER_BYTES >> 20
                     )));
                 }
             }
         } else {
             self.rx.recv().await
         };
+        if let Some(r) = &got {
+            self.bytes.fetch_sub(size(r), Ordering::SeqCst);
+        }
         let resp = match got {
             Some(Ok(resp)) if resp.err_code.is_none() => resp,
             Some(Ok(resp)) => {

@@ -3,9 +3,10 @@
 //! [`Watch`] follows the glob with one STREAM (an extension), or, from a
 //! server that does not know it (`UNKNOWN_VERB`), with WAIT after WAIT from
 //! the revision after the last event. A stream cut off because this side
-//! read too slowly is opened again from the next revision. When the URI names several nodes and the one in use closes the connection
-//! or stops answering (a REV probe times out), it moves to the next node and
-//! waits again from the same revision, so no event is missed and none is
+//! read too slowly is opened again from the next revision. When the URI
+//! names several nodes and the one in use closes the connection or stops
+//! answering (a REV probe times out), it moves to the next node and waits
+//! again from the same revision, so no event is missed and none is
 //! repeated. With a single address it fails as the original client did.
 
 use crate::{parse_uri, resolve, Client, ErrCode, Error, Event, Options, Result, Rev, Subscription, Uri};
@@ -109,13 +110,11 @@ impl Watch {
         if !self.streaming {
             return client.wait(&self.glob, self.next).await;
         }
-        if self.stream.is_none() {
-            self.stream = Some(client.stream(&self.glob, self.next).await?);
-        }
-        match self.stream.as_mut() {
-            Some(s) => s.next().await,
-            None => client.wait(&self.glob, self.next).await,
-        }
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => self.stream.insert(client.stream(&self.glob, self.next).await?),
+        };
+        stream.next().await
     }
 
     /// Connects to the next node that answers, starting at `self.at`.

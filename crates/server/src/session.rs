@@ -439,6 +439,8 @@ impl Session {
     fn stream(&self, tag: i32, pattern: String, rev: Rev) -> Handled {
         let glob = Glob::parse(&pattern).map_err(|e| Response::error(Some(tag), ErrCode::Other, e.to_string()))?;
         stream::start(&self.node, &self.streams, &self.out, self.owner, tag, glob, rev)?;
+        // Counted when it starts: its answers go on for as long as it lasts.
+        self.node.metrics().request(Some(Verb::Stream), None, self.current.1.elapsed());
         Ok(None)
     }
 

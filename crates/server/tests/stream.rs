@@ -282,3 +282,30 @@ async fn many_small_events_unread_cut_a_stream_off_at_the_pending_limit() {
     assert_eq!(end.rev, Some(next));
     assert!(next < from + 200, "the stream was never cut off");
 }
+
+/// A subscription's buffer is bounded by bytes too: large events unread
+/// make it fall behind long before 4,096 of them.
+#[tokio::test]
+async fn a_subscription_buffers_at_most_32_mib() {
+    let (_node, addr) = start(Limits::default()).await;
+    let c = Client::connect(&addr).await.unwrap();
+    let from = c.rev().await.unwrap() + 1;
+    let mut sub = c.stream("/large/*", from).await.unwrap();
+    let body = vec![1u8; 1_000_000];
+    for i in 0..48 {
+        c.set(&format!("/large/{i}"), -1, body.clone()).await.unwrap();
+    }
+    let mut kept = 0;
+    let behind = loop {
+        match tokio::time::timeout(DEADLINE, sub.next()).await.unwrap() {
+            Ok(e) => {
+                assert_eq!((e.rev, e.body.len()), (from + kept, 1_000_000));
+                kept += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(behind, Error::Behind(_)), "{behind}");
+    let most = (doozer_client::STREAM_BUFFER_BYTES / 1_000_000) as i64;
+    assert!(kept <= most + 1, "kept {kept} events of 1 MB, more than 32 MiB");
+}
