@@ -303,7 +303,9 @@ impl Client {
         let (rd, wr) = tokio::io::split(boxed);
         let shared =
             Arc::new(Shared { waiting: Mutex::new(HashMap::new()), closed: Mutex::new(None), next_tag: Mutex::new(0) });
-        tokio::spawn(read_loop(rd, shared.clone()));
+        // Answers arrive many to a segment (a stream's events, pipelined
+        // replies): read them with one call, not two per frame.
+        tokio::spawn(read_loop(tokio::io::BufReader::with_capacity(READ_BUFFER, rd), shared.clone()));
         Client { shared, writer: Arc::new(tokio::sync::Mutex::new(wr)), addr: addr.to_string() }
     }
 
@@ -608,6 +610,9 @@ fn gone(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
 }
+
+/// Bytes read from the server per call.
+const READ_BUFFER: usize = 16 * 1024;
 
 async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, shared: Arc<Shared>) {
     let why = loop {

@@ -21,7 +21,7 @@
 use crate::access::Secrets;
 use crate::consensus::Consensus;
 use crate::session::Session;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use doozer_proto::{encode_frame, read_body, read_frame, ErrCode, Request, Response, MAX_FRAME};
 use prost::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,7 +51,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 pub struct Outbox(Arc<Sink>);
 
 struct Sink {
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: mpsc::UnboundedSender<Bytes>,
     /// Answers queued or being written.
     pending: Arc<AtomicUsize>,
     /// Bytes of answers queued and not yet written (what a client that
@@ -69,38 +69,48 @@ struct Direct {
     cancel: CancellationToken,
 }
 
-/// What the writer task writes: an answer, or the unwritten end of a frame
-/// (and how many answers it completes).
-enum Queued {
-    Answer(Response),
-    Rest(Bytes, usize),
-}
-
 impl Outbox {
     /// Sends an answer; if the connection is gone, nobody wants it.
     pub fn send(&self, r: Response) {
+        let mut frame = BytesMut::with_capacity(4 + r.encoded_len());
+        encode_frame(&r, &mut frame);
+        self.send_frame(frame);
+    }
+
+    /// Sends an answer made of `tag` and `rest`, the rest of its fields
+    /// already encoded: one event told to many waiters is encoded once.
+    pub fn send_tagged(&self, tag: Option<i32>, rest: &[u8]) {
+        let head = Response { tag, ..Response::default() };
+        let len = head.encoded_len() + rest.len();
+        let mut frame = BytesMut::with_capacity(4 + len);
+        frame.put_u32(len as u32);
+        // Cannot fail: the buffer was made for exactly this length.
+        let _ = head.encode(&mut frame);
+        frame.extend_from_slice(rest);
+        self.send_frame(frame);
+    }
+
+    fn send_frame(&self, mut frame: BytesMut) {
         let sink = &*self.0;
         let Some(d) = &sink.direct else {
-            return sink.queue_answer(r);
+            return sink.queue(frame.freeze());
         };
         let mut busy = d.busy.lock();
         if *busy {
             // Queued under the lock, so the writer sees it before it goes idle.
-            return sink.queue_answer(r);
+            return sink.queue(frame.freeze());
         }
-        let mut frame = BytesMut::with_capacity(4 + r.encoded_len());
-        encode_frame(&r, &mut frame);
         match d.socket.try_write(&frame) {
             Ok(n) if n == frame.len() => {
                 sink.pending.fetch_sub(1, Ordering::SeqCst);
             }
             Ok(n) => {
                 *busy = true;
-                sink.queue_rest(frame.split_off(n).freeze());
+                sink.queue(frame.split_off(n).freeze());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 *busy = true;
-                sink.queue_rest(frame.freeze());
+                sink.queue(frame.freeze());
             }
             Err(e) => {
                 debug!(error = %e, "closing connection: write failed");
@@ -113,6 +123,12 @@ impl Outbox {
     pub fn send_more(&self, r: Response) {
         self.0.pending.fetch_add(1, Ordering::SeqCst);
         self.send(r);
+    }
+
+    /// [`Outbox::send_more`] for an answer encoded as [`Outbox::send_tagged`] takes it.
+    pub fn send_more_tagged(&self, tag: Option<i32>, rest: &[u8]) {
+        self.0.pending.fetch_add(1, Ordering::SeqCst);
+        self.send_tagged(tag, rest);
     }
 
     /// A request is done without an answer of its own (a STREAM that STOP ended).
@@ -132,14 +148,10 @@ impl Outbox {
 }
 
 impl Sink {
-    fn queue_answer(&self, r: Response) {
-        self.unwritten.fetch_add(4 + r.encoded_len(), Ordering::Relaxed);
-        let _ = self.queue.send(Queued::Answer(r));
-    }
-
-    fn queue_rest(&self, rest: Bytes) {
-        self.unwritten.fetch_add(rest.len(), Ordering::Relaxed);
-        let _ = self.queue.send(Queued::Rest(rest, 1));
+    /// Queues (the rest of) one answer's frame for the writer task.
+    fn queue(&self, frame: Bytes) {
+        self.unwritten.fetch_add(frame.len(), Ordering::Relaxed);
+        let _ = self.queue.send(frame);
     }
 }
 
@@ -256,28 +268,17 @@ async fn next_frame<R: AsyncRead + Unpin>(
 /// Most bytes the writer gathers into one write.
 const BATCH: usize = 256 * 1024;
 
-/// Adds a queued item to the buffer; returns the answers it completes.
-fn gather(item: Queued, buf: &mut BytesMut) -> usize {
-    match item {
-        Queued::Answer(r) => {
-            encode_frame(&r, buf);
-            1
-        }
-        Queued::Rest(bytes, n) => {
-            buf.extend_from_slice(&bytes);
-            n
-        }
-    }
-}
-
 /// The first queued item and whatever else is ready, up to [`BATCH`] bytes.
-async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Queued>, buf: &mut BytesMut) -> Option<usize> {
-    let mut count = gather(rx.recv().await?, buf);
+/// Each item is one answer's frame (or what a full socket left of it).
+async fn next_batch(rx: &mut mpsc::UnboundedReceiver<Bytes>, buf: &mut BytesMut) -> Option<usize> {
+    buf.extend_from_slice(&rx.recv().await?);
+    let mut count = 1;
     while buf.len() < BATCH {
         match rx.try_recv() {
-            Ok(item) => count += gather(item, buf),
+            Ok(frame) => buf.extend_from_slice(&frame),
             Err(_) => break,
         }
+        count += 1;
     }
     Some(count)
 }
@@ -300,7 +301,7 @@ impl Counts {
 /// queued (the socket was full), then hands writing back to [`Outbox::send`].
 async fn direct_write_loop(
     socket: Arc<OwnedWriteHalf>,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
     busy: Arc<parking_lot::Mutex<bool>>,
     counts: Counts,
     cancel: CancellationToken,
@@ -335,7 +336,7 @@ async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> std::io::Result
 
 async fn write_loop<W: AsyncWrite>(
     wr: W,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
     counts: Counts,
     cancel: CancellationToken,
 ) {

@@ -15,7 +15,7 @@ use crate::conn::Outbox;
 use crate::consensus::{Committed, Consensus, ProposeError};
 use crate::metrics::Metrics;
 use crate::node::{Hold, Node};
-use crate::waiters::{Owner, Wake};
+use crate::waiters::{Notify, Owner, Told, Wake};
 use bytes::Bytes;
 use doozer_proto::{ErrCode, Request, Response, Verb, FLAG_DEL, FLAG_SET};
 use doozer_store::{
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 mod leases;
 mod stream;
 pub use leases::random_lease_id;
+use prost::Message;
 pub use stream::STREAM_BUFFER;
 
 /// Sends one request's answer and counts it in the node's metrics.
@@ -45,6 +46,12 @@ impl Reply {
     fn send(&self, r: Response) {
         self.metrics.request(self.verb, r.err_code, self.received.elapsed());
         self.out.send(r);
+    }
+
+    /// Answers with an event told to many waiters, encoded once for all.
+    fn send_event(&self, tag: Option<i32>, told: &Told) {
+        self.metrics.request(self.verb, None, self.received.elapsed());
+        self.out.send_tagged(tag, told.encoded(event_fields));
     }
 }
 
@@ -99,6 +106,8 @@ pub struct Session {
     owner: Owner,
     /// Open STREAMs, by tag.
     streams: stream::Streams,
+    /// The last glob WAIT or STREAM named, and its compiled form.
+    last_glob: Option<(String, Arc<Glob>)>,
 }
 
 impl Drop for Session {
@@ -157,6 +166,11 @@ fn event_response(tag: Option<i32>, e: Event) -> Response {
     }
 }
 
+/// An event's answer without its tag, for [`Outbox::send_tagged`].
+fn event_fields(e: &Event) -> Bytes {
+    event_response(None, e.clone()).encode_to_vec().into()
+}
+
 fn clamp_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -178,6 +192,7 @@ impl Session {
             current: (None, Instant::now()),
             owner: node_owner,
             streams: Default::default(),
+            last_glob: None,
         }
     }
 
@@ -415,16 +430,16 @@ impl Session {
         }
     }
 
-    fn wait(&self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {
-        let glob = Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?;
+    fn wait(&mut self, tag: Option<i32>, pattern: String, rev: Rev) -> Handled {
+        let glob = self.compiled(tag, pattern)?;
         // A held WAIT is answered straight from the apply that satisfies it:
         // no task waits for it, and it goes when this connection closes.
         let reply = self.reply();
-        let notify = Box::new(move |wake: Wake<'_>| match wake {
-            Wake::Event(e) => reply.send(event_response(tag, e.clone())),
+        let notify = Notify::Once(Box::new(move |wake: Wake<'_>| match wake {
+            Wake::Event(told) => reply.send_event(tag, told),
             Wake::TooLate => reply.send(error(tag, ErrCode::TooLate)),
-        });
-        match self.node.hold_wait(Arc::new(glob), rev, self.owner, notify) {
+        }));
+        match self.node.hold_wait(glob, rev, self.owner, notify) {
             Hold::Ready(e) => Ok(Some(event_response(tag, e))),
             Hold::TooLate => Err(error(tag, ErrCode::TooLate)),
             Hold::Full => Err(Response::error(
@@ -436,8 +451,21 @@ impl Session {
         }
     }
 
-    fn stream(&self, tag: i32, pattern: String, rev: Rev) -> Handled {
-        let glob = Glob::parse(&pattern).map_err(|e| Response::error(Some(tag), ErrCode::Other, e.to_string()))?;
+    /// The glob a WAIT or STREAM names. A WAIT loop names the same one
+    /// each time: the last is kept compiled.
+    fn compiled(&mut self, tag: Option<i32>, pattern: String) -> Result<Arc<Glob>, Response> {
+        if let Some((last, glob)) = &self.last_glob {
+            if *last == pattern {
+                return Ok(glob.clone());
+            }
+        }
+        let glob = Arc::new(Glob::parse(&pattern).map_err(|e| Response::error(tag, ErrCode::Other, e.to_string()))?);
+        self.last_glob = Some((pattern, glob.clone()));
+        Ok(glob)
+    }
+
+    fn stream(&mut self, tag: i32, pattern: String, rev: Rev) -> Handled {
+        let glob = self.compiled(Some(tag), pattern)?;
         stream::start(&self.node, &self.streams, &self.out, self.owner, tag, glob, rev)?;
         // Counted when it starts: its answers go on for as long as it lasts.
         self.node.metrics().request(Some(Verb::Stream), None, self.current.1.elapsed());

@@ -1,4 +1,5 @@
-//! Held WAITs, indexed so that an event touches only the waiters that could match it.
+//! Held WAITs and open streams, indexed so that an event touches only the
+//! waiters that could match it.
 //!
 //! A waiter is filed under its glob's literal prefix cut back to the last `/`
 //! (`/a/b*` under `/a/`), or under the whole pattern if it has no wildcard. An
@@ -6,46 +7,89 @@
 //! `/a/b/c`: the cost per event is the path's depth plus the waiters in those
 //! buckets, not every waiter on the node.
 //!
-//! A waiter is a callback, run once with the event that satisfies it (or
-//! with [`Wake::TooLate`] when the events it waits for can no longer be
-//! known: the node caught up by a snapshot past them): a client connection's
-//! callback queues the answer directly, with no task per held WAIT. Waiters may belong to an owner (a connection), so that all of
-//! an owner's waiters go at once when it closes.
+//! A waiter is a callback, run after the node's locks are released with the
+//! event that satisfies it (or with [`Wake::TooLate`] when the events it
+//! waits for can no longer be known: the node caught up by a snapshot past
+//! them): a client connection's callback queues the answer directly, with no
+//! task per held WAIT. A held WAIT's callback runs once ([`Notify::Once`]); a
+//! stream's stays filed and runs for every matching event, in revision order
+//! ([`Notify::Every`]), so a stream that keeps up costs no registration and
+//! no history scan per event. Waiters may belong to an owner (a connection),
+//! so that all of an owner's waiters go at once when it closes.
+//!
+//! An event told to many waiters is one [`Told`]: the first callback that
+//! needs its answer's bytes encodes them, and the rest share them.
 
+use bytes::Bytes;
 use doozer_store::{Event, Glob, Rev};
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// What a held WAIT is told.
+/// What a waiter is told.
 pub enum Wake<'a> {
-    /// The first matching event at or after its revision.
-    Event(&'a Event),
+    /// The first matching event at or after its revision (for a stream: the
+    /// next one).
+    Event(&'a Told),
     /// The events from its revision on are not all known here any more (a
-    /// snapshot brought this node past them): the protocol's TOO_LATE.
+    /// snapshot brought this node past them): the protocol's TOO_LATE. A
+    /// stream's waiter is gone after this.
     TooLate,
 }
 
-/// What a waiter does with its answer: run once, after the node's locks are
-/// released (it may write to a socket), and it must not block.
-pub type Notify = Box<dyn FnOnce(Wake<'_>) + Send>;
+/// An event as its waiters are told it.
+pub struct Told {
+    pub event: Event,
+    encoded: OnceCell<Bytes>,
+}
 
-/// Waiters an event satisfied (or that became too late), taken out of the
-/// table, to be told after the locks are released: [`Fired::notify`].
+impl Told {
+    fn new(event: Event) -> Told {
+        Told { event, encoded: OnceCell::new() }
+    }
+
+    /// The event encoded by `encode`, once for all the waiters told it
+    /// (every caller must pass the same encoding).
+    pub fn encoded(&self, encode: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.encoded.get_or_init(|| encode(&self.event))
+    }
+}
+
+/// What a waiter does with its answers. Callbacks run after the node's
+/// locks are released (they may write to a socket) and must not block.
+pub enum Notify {
+    /// A held WAIT: told once, then forgotten.
+    Once(Box<dyn FnOnce(Wake<'_>) + Send>),
+    /// A stream: told every matching event until removed, or once TOO_LATE.
+    Every(Arc<dyn Fn(Wake<'_>) + Send + Sync>),
+}
+
+impl Notify {
+    fn call(self, wake: Wake<'_>) {
+        match self {
+            Notify::Once(f) => f(wake),
+            Notify::Every(f) => f(wake),
+        }
+    }
+}
+
+/// Waiters an event satisfied (or that became too late), to be told after
+/// the locks are released: [`Fired::notify`].
 #[derive(Default)]
 pub struct Fired {
-    events: Vec<(Event, Vec<Notify>)>,
+    events: Vec<(Told, Vec<Notify>)>,
     too_late: Vec<Notify>,
 }
 
 impl Fired {
-    /// Runs every fired waiter's callback.
+    /// Runs every fired waiter's callback, events in the order they were fired.
     pub fn notify(self) {
         for n in self.too_late {
-            n(Wake::TooLate);
+            n.call(Wake::TooLate);
         }
-        for (event, notifies) in self.events {
+        for (told, notifies) in self.events {
             for n in notifies {
-                n(Wake::Event(&event));
+                n.call(Wake::Event(&told));
             }
         }
     }
@@ -104,13 +148,17 @@ impl Waiters {
         self.count == 0
     }
 
-    /// Holds a waiter for the first event at or after `from` matching `glob`.
-    /// `None` if the table is full.
+    /// Files a waiter for the events at or after `from` matching `glob`: a
+    /// held WAIT for the first, a stream for each. `None` if the table is full.
     pub fn add(&mut self, glob: Arc<Glob>, from: Rev, owner: Owner, notify: Notify) -> Option<WaiterId> {
         if self.count >= self.max {
             return None;
         }
-        let key: Arc<str> = Arc::from(bucket_key(&glob));
+        // A WAIT loop files under the same key again and again: share it.
+        let key = match self.buckets.get_key_value(bucket_key(&glob)) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(bucket_key(&glob)),
+        };
         let id = self.next_id;
         self.next_id += 1;
         self.buckets.entry(key.clone()).or_default().insert(id, Waiter { glob, from, owner, notify });
@@ -172,39 +220,42 @@ impl Waiters {
         }
     }
 
-    /// Removes every waiter that `event` satisfies and adds it to `fired`.
+    /// Adds to `fired` every waiter that `event` satisfies: a held WAIT
+    /// leaves the table, a stream stays.
     pub fn dispatch(&mut self, event: &Event, fired: &mut Fired) {
         let path: &str = &event.path;
         let dirs = path.match_indices('/').map(|(i, _)| &path[..=i]);
-        let mut keys: Vec<&str> = dirs.collect();
-        if !path.ends_with('/') {
-            keys.push(path);
-        }
-        for key in keys {
+        let file = (!path.ends_with('/')).then_some(path);
+        let mut notifies = Vec::new();
+        for key in dirs.chain(file) {
             let Some(bucket) = self.buckets.get_mut(key) else {
                 continue;
             };
             let hits: Vec<u64> =
                 bucket.iter().filter(|(_, w)| event.rev >= w.from && w.glob.matches(path)).map(|(id, _)| *id).collect();
-            if hits.is_empty() {
-                continue;
-            }
-            let mut answered = Vec::with_capacity(hits.len());
-            let mut notifies = Vec::with_capacity(hits.len());
+            let mut answered = Vec::new();
             for id in hits {
-                if let Some(w) = bucket.remove(&id) {
-                    self.count -= 1;
-                    notifies.push(w.notify);
-                    answered.push((w.owner, id));
+                match bucket.get(&id).map(|w| &w.notify) {
+                    Some(Notify::Every(f)) => notifies.push(Notify::Every(f.clone())),
+                    Some(Notify::Once(_)) => {
+                        if let Some(w) = bucket.remove(&id) {
+                            notifies.push(w.notify);
+                            answered.push((w.owner, id));
+                        }
+                    }
+                    None => {}
                 }
             }
-            fired.events.push((event.clone(), notifies));
             if bucket.is_empty() {
                 self.buckets.remove(key);
             }
+            self.count -= answered.len();
             for (owner, id) in answered {
                 self.unlist(owner, id);
             }
+        }
+        if !notifies.is_empty() {
+            fired.events.push((Told::new(event.clone()), notifies));
         }
     }
 }
@@ -237,11 +288,11 @@ mod tests {
 
     fn channel(owner: Owner, w: &mut Waiters, glob: &str, from: Rev) -> (Option<WaiterId>, oneshot::Receiver<Event>) {
         let (tx, rx) = oneshot::channel();
-        let notify: Notify = Box::new(move |wake| {
-            if let Wake::Event(e) = wake {
-                let _ = tx.send(e.clone());
+        let notify = Notify::Once(Box::new(move |wake| {
+            if let Wake::Event(told) = wake {
+                let _ = tx.send(told.event.clone());
             }
-        });
+        }));
         (w.add(Arc::new(Glob::parse(glob).unwrap()), from, owner, notify), rx)
     }
 
@@ -301,13 +352,13 @@ mod tests {
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         for (owner, glob, from) in [(1, "/a", 3), (1, "/b/**", 9), (2, "/**", 10), (0, "/c", 12)] {
             let told = told.clone();
-            let notify: Notify = Box::new(move |wake| {
+            let notify = Notify::Once(Box::new(move |wake| {
                 let what = match wake {
                     Wake::TooLate => "too late".to_string(),
-                    Wake::Event(e) => format!("event {}", e.rev),
+                    Wake::Event(t) => format!("event {}", t.event.rev),
                 };
                 told.lock().unwrap().push((glob, what));
-            });
+            }));
             w.add(Arc::new(Glob::parse(glob).unwrap()), from, owner, notify).unwrap();
         }
         let mut fired = Fired::default();
@@ -320,5 +371,66 @@ mod tests {
         assert!(!w.by_owner.contains_key(&1), "an expired waiter is no longer listed");
         fire(&mut w, ev(12, "/c"));
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_stream_s_waiter_is_told_every_match_in_order_and_stays_until_removed() {
+        let mut w = Waiters::new(10);
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t = told.clone();
+        let notify = Notify::Every(Arc::new(move |wake: Wake<'_>| {
+            t.lock().unwrap().push(match wake {
+                Wake::Event(e) => e.event.rev,
+                Wake::TooLate => -1,
+            });
+        }));
+        let id = w.add(Arc::new(Glob::parse("/s/**").unwrap()), 3, 1, notify).unwrap();
+        let (_, mut once) = channel(1, &mut w, "/s/**", 1);
+        for (rev, path) in [(2, "/s/a"), (3, "/x"), (4, "/s/b"), (5, "/s/c/d")] {
+            fire(&mut w, ev(rev, path));
+        }
+        assert_eq!(*told.lock().unwrap(), vec![4, 5], "from 3 on, only the matches");
+        assert_eq!(once.try_recv().unwrap().rev, 2, "a held WAIT beside it is told once");
+        assert_eq!(w.len(), 1, "the stream's waiter stays filed");
+        w.remove(&id);
+        fire(&mut w, ev(6, "/s/a"));
+        assert_eq!(told.lock().unwrap().len(), 2, "removed: told nothing more");
+        assert!(w.is_empty() && w.by_owner.is_empty());
+    }
+
+    #[test]
+    fn a_stream_s_waiter_past_a_snapshot_is_told_too_late_once_and_forgotten() {
+        let mut w = Waiters::new(10);
+        let told = Arc::new(std::sync::Mutex::new(0));
+        let t = told.clone();
+        let notify = Notify::Every(Arc::new(move |_: Wake<'_>| *t.lock().unwrap() += 1));
+        w.add(Arc::new(Glob::parse("/**").unwrap()), 3, 1, notify).unwrap();
+        let mut fired = Fired::default();
+        w.expire_below(10, &mut fired);
+        fired.notify();
+        fire(&mut w, ev(11, "/a"));
+        assert_eq!(*told.lock().unwrap(), 1);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn waiters_told_one_event_share_one_encoding() {
+        let mut w = Waiters::new(10);
+        let encodings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for glob in ["/a/**", "/a/b", "/**"] {
+            let n = encodings.clone();
+            let notify = Notify::Once(Box::new(move |wake| {
+                if let Wake::Event(t) = wake {
+                    t.encoded(|_| {
+                        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Bytes::from_static(b"x")
+                    });
+                }
+            }));
+            w.add(Arc::new(Glob::parse(glob).unwrap()), 1, 0, notify).unwrap();
+        }
+        fire(&mut w, ev(1, "/a/b"));
+        assert_eq!(encodings.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(w.is_empty());
     }
 }

@@ -21,6 +21,19 @@ enum Tok {
 pub struct Glob {
     pattern: String,
     toks: Vec<Tok>,
+    shape: Shape,
+}
+
+/// The common shapes, matched without the DP: a watch on one file, or on
+/// everything under a prefix (`/svc/**`), is tested against every event
+/// by every watcher on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// No wildcard: the path must equal the pattern.
+    Literal,
+    /// A literal prefix and one `**` at the end: the path must start with the prefix.
+    Under,
+    Other,
 }
 
 /// A pattern that is not a legal glob; shown as `invalid glob pattern: <pat>`.
@@ -70,7 +83,12 @@ impl Glob {
             toks.push(tok);
             i += 1;
         }
-        Ok(Glob { pattern: pattern.to_string(), toks })
+        let shape = match toks.iter().position(|t| !matches!(t, Tok::Byte(_))) {
+            None => Shape::Literal,
+            Some(i) if i + 1 == toks.len() && toks[i] == Tok::StarStar => Shape::Under,
+            Some(_) => Shape::Other,
+        };
+        Ok(Glob { pattern: pattern.to_string(), toks, shape })
     }
 
     /// The pattern as written.
@@ -91,6 +109,14 @@ impl Glob {
 
     /// True if the whole of `path` matches.
     pub fn matches(&self, path: &str) -> bool {
+        match self.shape {
+            Shape::Literal => path == self.pattern,
+            Shape::Under => path.starts_with(self.literal_prefix()),
+            Shape::Other => path.starts_with(self.literal_prefix()) && self.matches_by_dp(path),
+        }
+    }
+
+    fn matches_by_dp(&self, path: &str) -> bool {
         let live = self.run(path.as_bytes());
         live[self.toks.len()]
     }
@@ -188,6 +214,21 @@ mod tests {
         assert!(!g.could_match_below("/b/"));
         assert!(Glob::parse("/x/y").unwrap().is_literal());
         assert!(Glob::parse("/**").unwrap().could_match_below("/q/r/"));
+    }
+
+    #[test]
+    fn the_shortcuts_agree_with_the_dp() {
+        let patterns = ["/", "/a", "/a/b", "/a**", "/a/**", "/**", "/a/b**", "/a*", "/a/*", "/a?", "/***", "/a/**/b"];
+        let paths = ["/", "/a", "/ab", "/a/", "/a/b", "/a/bc", "/a/b/c", "/b", "/ba/a", "/a/x/b", "/abc/d"];
+        let mut shortcuts = 0;
+        for p in patterns {
+            let g = Glob::parse(p).unwrap();
+            shortcuts += usize::from(g.shape != Shape::Other);
+            for path in paths {
+                assert_eq!(g.matches(path), g.matches_by_dp(path), "{p} against {path}");
+            }
+        }
+        assert_eq!(shortcuts, 7, "the literal and prefix-** shapes take the shortcut");
     }
 
     #[test]

@@ -10,16 +10,19 @@
 //! event silently. Either error carries
 //! `rev`, the first revision not delivered: a client starts again from it.
 //!
-//! A stream costs the node what one WAIT loop costs, without the network
-//! round trip: one held waiter while it is idle; when woken it reads every
-//! matching event since from the history, sends them, and waits again.
+//! A stream reads the history only to catch up (from its revision, or
+//! after a cut-off): once it has sent everything up to the node's revision
+//! it files one standing waiter, which the node tells every matching event
+//! as it applies it. Keeping up then costs, per event, the glob match and
+//! the write: no history scan, no registration, and the answer's bytes are
+//! shared with every other waiter told the same event.
 //!
 //! Old clients never send these verbs and see nothing of them.
 
-use super::{error, event_response};
+use super::{error, event_fields, event_response};
 use crate::conn::Outbox;
 use crate::node::{Hold, Node};
-use crate::waiters::{Owner, WaiterId, Wake};
+use crate::waiters::{Notify, Owner, Told, WaiterId, Wake};
 use doozer_proto::{ErrCode, Response};
 use doozer_store::{Glob, Rev};
 use parking_lot::Mutex;
@@ -50,7 +53,7 @@ pub(super) struct Follow {
 struct State {
     /// Every matching event before this revision has been sent.
     next: Rev,
-    /// The waiter held while nothing new matches.
+    /// The standing waiter, once the stream has caught up.
     held: Option<WaiterId>,
     ended: bool,
 }
@@ -63,12 +66,12 @@ pub(super) fn start(
     out: &Outbox,
     owner: Owner,
     tag: i32,
-    glob: Glob,
+    glob: Arc<Glob>,
     from: Rev,
 ) -> Result<(), Response> {
     let follow = Arc::new(Follow {
         node: node.clone(),
-        glob: Arc::new(glob),
+        glob,
         tag,
         out: out.clone(),
         owner,
@@ -94,8 +97,12 @@ pub(super) fn stop(streams: &Streams, other: i32) {
     }
 }
 
+/// Why a stream is cut off.
+const CUT_OFF: &str = "stream cut off: its connection has more answers unread than it may hold \
+                       (8 MiB, or --max-pending); start again from rev";
+
 impl Follow {
-    /// Sends what has happened since `next`, then waits for more.
+    /// Sends what has happened since `next`, then files the standing waiter.
     fn pump(self: &Arc<Self>) {
         let mut st = self.state.lock();
         while !st.ended {
@@ -105,11 +112,9 @@ impl Follow {
             };
             let full = events.len() == BATCH;
             for e in events {
-                if self.out.unwritten() > STREAM_BUFFER || self.out.pending() > self.node.limits().max_pending {
+                if self.clogged() {
                     st.next = e.rev;
-                    let why = "stream cut off: its connection has more answers unread than it may hold \
-                               (8 MiB, or --max-pending); start again from rev";
-                    return self.end(&mut st, ErrCode::Other, why);
+                    return self.end(&mut st, ErrCode::Other, CUT_OFF);
                 }
                 self.out.send_more(event_response(Some(self.tag), e));
             }
@@ -118,9 +123,9 @@ impl Follow {
                 continue;
             }
             let me = self.clone();
-            let notify = Box::new(move |wake: Wake<'_>| me.woken(matches!(wake, Wake::TooLate)));
+            let notify = Notify::Every(Arc::new(move |wake: Wake<'_>| me.told(wake)));
             match self.node.hold_wait(self.glob.clone(), st.next, self.owner, notify) {
-                // It came between the scan and the wait: scan again.
+                // It came between the scan and the filing: scan again.
                 Hold::Ready(_) => {}
                 Hold::Held(id) => {
                     st.held = Some(id);
@@ -132,14 +137,35 @@ impl Follow {
         }
     }
 
-    fn woken(self: &Arc<Self>, too_late: bool) {
+    /// Has its connection more unread than a stream may leave it?
+    fn clogged(&self) -> bool {
+        self.out.unwritten() > STREAM_BUFFER || self.out.pending() > self.node.limits().max_pending
+    }
+
+    /// The standing waiter's callback: the next matching event, in order.
+    fn told(&self, wake: Wake<'_>) {
         let mut st = self.state.lock();
-        st.held = None;
-        if too_late {
-            return self.end(&mut st, ErrCode::TooLate, "");
+        if st.ended {
+            return;
         }
-        drop(st);
-        self.pump();
+        let told: &Told = match wake {
+            Wake::Event(told) => told,
+            Wake::TooLate => {
+                // The waiter is gone with this answer.
+                st.held = None;
+                return self.end(&mut st, ErrCode::TooLate, "");
+            }
+        };
+        let rev = told.event.rev;
+        if rev < st.next {
+            return;
+        }
+        if self.clogged() {
+            st.next = rev;
+            return self.end(&mut st, ErrCode::Other, CUT_OFF);
+        }
+        self.out.send_more_tagged(Some(self.tag), told.encoded(event_fields));
+        st.next = rev + 1;
     }
 
     /// The stream's last answer: an error and the first revision not sent.
