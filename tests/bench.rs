@@ -41,3 +41,47 @@ fn every_workload_runs_and_reports() {
     let left = common::doozer(&d.uri(), &["find", "/bench"], b"");
     assert_eq!(left.out(), "", "doozer-bench cleans up after itself");
 }
+
+#[test]
+fn watch_fanout_runs_once_per_watcher_count_and_says_whose_cpu_it_took() {
+    let d = Doozerd::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench"))
+        .args(["-a", &d.addr, "--workload", "watch-fanout", "--watchers", "2,5", "--stream"])
+        .args(["--duration", "1", "--warmup", "0.2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(json.len(), 2, "{stdout}");
+    for (line, watchers) in json.iter().zip([2.0, 5.0]) {
+        assert_eq!(number(line, "watchers"), Some(watchers), "{line}");
+        assert!(line.contains("\"watch\":\"stream\""), "{line}");
+        assert_eq!(number(line, "missing_events"), Some(0.0), "{line}");
+        assert!(number(line, "bench_cpu_pct").is_some(), "{line}");
+        assert!(number(line, &format!("server_cpu_pct[{}]", d.addr)).is_some(), "{line}");
+    }
+}
+
+#[test]
+fn scale_reports_each_cost_at_each_size() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench"))
+        .args(["--workload", "scale", "--scale-keys", "300,600"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(json.len(), 2, "{stdout}");
+    for (line, keys) in json.iter().zip([300.0, 600.0]) {
+        assert_eq!(number(line, "ops"), Some(keys), "{line}");
+        // The whole tree: the keys and /ctl's files.
+        assert!(number(line, "walked").is_some_and(|n| n > keys), "{line}");
+        assert!(number(line, "past_get_p99_us").is_some_and(|n| n >= 1.0), "{line}");
+        let costs = ["load_s", "walk_s", "join_s", "backup_s", "restore_s"];
+        let memory = ["rss_bytes_per_key", "joined_rss_bytes_per_key", "restored_rss_bytes_per_key"];
+        for key in costs.iter().chain(&memory) {
+            assert!(number(line, key).is_some(), "{key} in {line}");
+        }
+    }
+}

@@ -4,15 +4,17 @@
 //! Workloads: `put-seq` (one client, sequential SETs of distinct keys),
 //! `put-conc` (C clients, each its own connection, distinct keys), `get-conc`
 //! (C readers over K preloaded keys), `watch-fanout` (W watchers in WAIT loops
-//! on one glob, one writer; latency from the write's send and from its
-//! acknowledgement to each watcher's receipt, and missing events), `mem`
+//! or streams on one glob, one writer; latency from the write's send and from
+//! its acknowledgement to each watcher's receipt, missing events, and whose
+//! CPU it took: `fanout`), `mem`
 //! (load N keys, report each local server's RSS growth), `lease-churn` (C
 //! clients each granting a lease, setting a file under it and revoking it,
 //! per op), `keep-alive` (C clients each keeping one lease alive, as fast
 //! as answered), `election-failover` (a holder that dies just after it is
 //! elected, TTL 2 s: the time from its last word to the next contender's
-//! acknowledged leadership). Runs are bounded in time; the warm-up is not
-//! measured.
+//! acknowledged leadership), `scale` (how RSS, WALK, past reads, a join,
+//! a backup and a restore grow with the tree, on nodes of its own: `scale`).
+//! Runs are bounded in time; the warm-up is not measured.
 //!
 //! It writes into the cluster it is pointed at, only under `/bench/<pid>`,
 //! and deletes that subtree when it is done (also after a failed workload).
@@ -20,6 +22,11 @@
 //! (`etcd`), for comparisons; nothing is deleted there.
 
 mod etcd;
+mod fanout;
+mod procfs;
+mod scale;
+
+use procfs::{rss_bytes, server_pid};
 
 use bytes::Bytes;
 use clap::Parser;
@@ -27,7 +34,7 @@ use doozer_client::{Client, ErrCode, Options, Tls, Uri};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,15 +45,15 @@ pub struct Args {
     #[arg(short = 'a', long)]
     pub uri: Option<String>,
     /// put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn,
-    /// keep-alive, election-failover, or all (comma-separated; all is the first five).
+    /// keep-alive, election-failover, scale, or all (comma-separated; all is the first five).
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// Concurrent clients for put-conc, get-conc and mem.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
-    /// Watchers for watch-fanout.
-    #[arg(long, default_value_t = 100)]
-    pub watchers: usize,
+    /// Watchers for watch-fanout; a list (100,1000,10000) runs it once per count.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub watchers: Vec<usize>,
     /// Writes per second in watch-fanout; 0: as fast as the writer can (each
     /// write waits for the last), which measures a saturated cluster's queues.
     #[arg(long, default_value_t = 200.0)]
@@ -67,6 +74,9 @@ pub struct Args {
     /// Keys preloaded for get-conc.
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
+    /// Tree sizes for scale (its own local nodes; see the module).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub scale_keys: Vec<usize>,
     /// Keys loaded by mem.
     #[arg(long, default_value_t = 100_000)]
     pub mem_keys: usize,
@@ -396,143 +406,9 @@ async fn get_conc(args: &Args, uri: &Target) -> Result<Report, String> {
     .await
 }
 
-/// Watchers in WAIT loops on one glob; one writer whose bodies carry their send time.
-async fn watch_fanout(args: &Args, uri: &Target) -> Result<Report, String> {
-    let clock = Clock::new(args);
-    let shown = progress("watch-fanout", &clock);
-    let writer = connect(uri, 0).await?;
-    let from = writer.rev().await.map_err(|e| e.to_string())? + 1;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut watchers = Vec::new();
-    for w in 0..args.watchers {
-        let c = connect(uri, w + 1).await?;
-        let (stop, start) = (stop.clone(), clock.start);
-        let mut sub = match args.stream {
-            true => Some(c.stream(&format!("{}/fan/**", root()), from).await.map_err(|e| e.to_string())?),
-            false => None,
-        };
-        watchers.push(tokio::spawn(async move {
-            let mut seen: Vec<(i64, u64, u64)> = Vec::new(); // (rev, sent ns, received ns)
-            let mut next = from;
-            let pattern = format!("{}/fan/**", root());
-            while !stop.load(Ordering::Relaxed) {
-                let got = match sub.as_mut() {
-                    Some(s) => tokio::time::timeout(Duration::from_millis(200), s.next()).await,
-                    None => tokio::time::timeout(Duration::from_millis(200), c.wait(&pattern, next)).await,
-                };
-                let e = match got {
-                    Ok(Ok(e)) => e,
-                    // A stream that ended (cut off, too late) is opened again from where it was.
-                    Ok(Err(_)) if sub.is_some() => {
-                        sub = c.stream(&pattern, next).await.ok();
-                        continue;
-                    }
-                    _ => continue,
-                };
-                let received = start.elapsed().as_nanos() as u64;
-                let sent = std::str::from_utf8(&e.body).ok().and_then(|s| s.parse().ok()).unwrap_or(received);
-                seen.push((e.rev, sent, received));
-                next = e.rev + 1;
-            }
-            seen
-        }));
-    }
-    let acks: Arc<Mutex<HashMap<i64, u64>>> = Arc::default();
-    let mut written = 0u64;
-    let mut n = 0u64;
-    let paced = args.fanout_rate > 0.0;
-    while clock.running() {
-        if paced {
-            // An open schedule: the next write is due at n / rate, whenever the last one ended.
-            let due = Duration::from_secs_f64(n as f64 / args.fanout_rate);
-            tokio::time::sleep_until(tokio::time::Instant::from_std(clock.start + due)).await;
-        }
-        let sent = clock.start.elapsed().as_nanos() as u64;
-        let rev = writer
-            .set(&format!("{}/fan/{}", root(), n % 100), -1, sent.to_string())
-            .await
-            .map_err(|e| e.to_string())?;
-        n += 1;
-        if clock.measuring() && clock.running() {
-            acks.lock().map_err(|e| e.to_string())?.insert(rev, clock.start.elapsed().as_nanos() as u64);
-            written += 1;
-            clock.ops.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    // Let the last events arrive before the watchers stop.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let acks = acks.lock().map_err(|e| e.to_string())?.clone();
-    let (mut from_send, mut from_ack) = (histogram(), histogram());
-    let mut missing = 0u64;
-    for w in watchers {
-        let seen = w.await.map_err(|e| e.to_string())?;
-        let revs: std::collections::HashSet<i64> = seen.iter().map(|s| s.0).collect();
-        missing += acks.keys().filter(|r| !revs.contains(r)).count() as u64;
-        for (rev, sent, received) in seen {
-            if let Some(ack) = acks.get(&rev) {
-                let _ = from_send.record((received.saturating_sub(sent) / 1000).max(1));
-                let _ = from_ack.record((received.saturating_sub(*ack) / 1000).max(1));
-            }
-        }
-    }
-    shown.abort();
-    Ok(Report {
-        workload: "watch-fanout".into(),
-        ops: written,
-        seconds: clock.seconds(),
-        latencies: vec![percentiles("from_send", &from_send), percentiles("from_ack", &from_ack)],
-        extra: vec![
-            ("watchers".into(), args.watchers.to_string()),
-            ("rate".into(), if paced { args.fanout_rate.to_string() } else { "max".into() }),
-            ("watch".into(), if args.stream { "stream" } else { "wait" }.into()),
-            ("missing_events".into(), missing.to_string()),
-        ],
-    })
-}
-
-/// The pid of the local process listening on `port`, from /proc (Linux).
-fn listener_pid(port: u16) -> Option<u32> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let listening = f.get(3) == Some(&"0A");
-            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            if listening && local_port == Some(port) {
-                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
-            }
-        }
-    }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| target.to_string_lossy() == *i) {
-                    return Some(pid);
-                }
-            }
-        }
-    }
-    None
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches(" kB").parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Loads `mem_keys` keys and reports each local server's RSS growth per key.
 async fn mem(args: &Args, uri: &Target) -> Result<Report, String> {
-    let pids: Vec<(String, Option<u32>)> = uri
-        .addrs
-        .iter()
-        .map(|a| (a.clone(), a.rsplit(':').next().and_then(|p| p.parse().ok()).and_then(listener_pid)))
-        .collect();
+    let pids: Vec<(String, Option<u32>)> = uri.addrs.iter().map(|a| (a.clone(), server_pid(a))).collect();
     let before: Vec<Option<u64>> = pids.iter().map(|(_, p)| p.and_then(rss_bytes)).collect();
     let started = Instant::now();
     let body = Bytes::from(vec![b'm'; args.size]);
@@ -573,6 +449,10 @@ async fn mem(args: &Args, uri: &Target) -> Result<Report, String> {
 pub async fn run(args: &Args) -> Result<Vec<Report>, String> {
     if !args.etcd.is_empty() {
         return etcd_workloads(args).await;
+    }
+    // It runs on nodes of its own: no cluster to write into or clean.
+    if args.workload == "scale" {
+        return scale::scale(args).await;
     }
     let uri_text = args
         .uri
@@ -632,22 +512,36 @@ async fn workloads(args: &Args, uri: &Target) -> Result<Vec<Report>, String> {
             "put-seq" => put("put-seq", args, uri, 1).await?,
             "put-conc" => put("put-conc", args, uri, args.clients).await?,
             "get-conc" => get_conc(args, uri).await?,
-            "watch-fanout" => watch_fanout(args, uri).await?,
+            "watch-fanout" => {
+                for &watchers in &args.watchers {
+                    show(&mut reports, fanout::watch_fanout(args, uri, watchers).await?);
+                }
+                continue;
+            }
+            "scale" => {
+                reports.extend(scale::scale(args).await?);
+                continue;
+            }
             "mem" => mem(args, uri).await?,
             "lease-churn" => lease_churn(args, uri).await?,
             "keep-alive" => keep_alive(args, uri).await?,
             "election-failover" => election_failover(args, uri).await?,
             other => {
                 return Err(format!(
-                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, keep-alive, election-failover or all"
+                    "unknown workload {other:?}: use put-seq, put-conc, get-conc, watch-fanout, mem, lease-churn, keep-alive, election-failover, scale or all"
                 ))
             }
         };
-        println!("{}", r.table_line());
-        println!("{}", r.json_line());
-        reports.push(r);
+        show(&mut reports, r);
     }
     Ok(reports)
+}
+
+/// Prints a report's table line and JSON line, and keeps it.
+fn show(reports: &mut Vec<Report>, r: Report) {
+    println!("{}", r.table_line());
+    println!("{}", r.json_line());
+    reports.push(r);
 }
 
 async fn etcd_workloads(args: &Args) -> Result<Vec<Report>, String> {
@@ -662,9 +556,7 @@ async fn etcd_workloads(args: &Args) -> Result<Vec<Report>, String> {
             "put-conc" => etcd::put("put-conc", args, &args.etcd, args.clients).await?,
             other => return Err(format!("against etcd only put-seq and put-conc run, not {other:?}")),
         };
-        println!("{}", r.table_line());
-        println!("{}", r.json_line());
-        reports.push(r);
+        show(&mut reports, r);
     }
     Ok(reports)
 }
