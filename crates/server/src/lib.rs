@@ -411,6 +411,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     rejoined: impl Fn(&Running),
 ) {
+    // The restored image (the whole tree, as read from the backup) is in
+    // the store now: kept here it would double the node's memory.
+    settings.restore = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let event = tokio::select! {
