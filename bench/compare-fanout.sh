@@ -11,6 +11,7 @@
 #     A=/tmp/old B=target/release ROUNDS=3 NODES=3 WATCHERS=100,1000 bench/compare-fanout.sh
 #
 # Without A, only B runs (this tree's build): the scaling runs themselves.
+# OUT=DIR keeps every run's JSON lines (each node's CPU is there).
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
@@ -29,6 +30,7 @@ tmp=$(mktemp -d)
 cleanup() {
     kill $(jobs -p) 2>/dev/null || true
     wait 2>/dev/null || true
+    if [ -n "${OUT:-}" ]; then mkdir -p "$OUT" && cp "$tmp"/*.json "$OUT"/ 2>/dev/null || true; fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT

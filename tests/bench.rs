@@ -66,7 +66,7 @@ fn watch_fanout_runs_once_per_watcher_count_and_says_whose_cpu_it_took() {
 #[test]
 fn scale_reports_each_cost_at_each_size() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench"))
-        .args(["--workload", "scale", "--scale-keys", "300,600"])
+        .args(["--workload", "scale", "--scale-keys", "300,600", "--scale-settle", "0"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -79,7 +79,12 @@ fn scale_reports_each_cost_at_each_size() {
         assert!(number(line, "walked").is_some_and(|n| n > keys), "{line}");
         assert!(number(line, "past_get_p99_us").is_some_and(|n| n >= 1.0), "{line}");
         let costs = ["load_s", "walk_s", "join_s", "backup_s", "restore_s"];
-        let memory = ["rss_bytes_per_key", "joined_rss_bytes_per_key", "restored_rss_bytes_per_key"];
+        let memory = [
+            "rss_bytes_per_key",
+            "joined_rss_bytes_per_key",
+            "restored_rss_bytes_per_key",
+            "restored_settled_rss_bytes_per_key",
+        ];
         for key in costs.iter().chain(&memory) {
             assert!(number(line, key).is_some(), "{key} in {line}");
         }

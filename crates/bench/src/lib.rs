@@ -77,6 +77,9 @@ pub struct Args {
     /// Tree sizes for scale (its own local nodes; see the module).
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     pub scale_keys: Vec<usize>,
+    /// Seconds scale waits after a restore serves before reading its RSS again.
+    #[arg(long, default_value_t = 15.0)]
+    pub scale_settle: f64,
     /// Keys loaded by mem.
     #[arg(long, default_value_t = 100_000)]
     pub mem_keys: usize,

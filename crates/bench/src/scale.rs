@@ -7,8 +7,9 @@
 //! the default history window (2,000 revisions); the time for a new member
 //! to join and catch up, and its RSS per key; `doozer backup` of the tree;
 //! and a new cluster `--restore`d from that backup: the time until it
-//! serves, and its RSS per key beside the loaded node's. (RSS per key is
-//! each node's growth over the seed's RSS before the load.)
+//! serves, and its RSS per key beside the loaded node's, when it starts
+//! serving and `--scale-settle` (15) seconds later. (RSS per key is each node's growth over the
+//! seed's RSS before the load.)
 //!
 //! It runs its own nodes because joins and restores start processes:
 //! `doozerd` and `doozer` are taken from the directory `doozer-bench` is
@@ -91,6 +92,10 @@ async fn measure(args: &Args, keys: usize, dir: &Path) -> Result<Report, String>
     r.get("/ctl/name", None).await.map_err(|e| e.to_string())?;
     extra.push(("restore_s".into(), format!("{:.2}", t.elapsed().as_secs_f64())));
     extra.push(("restored_rss_bytes_per_key".into(), per_key(restored.rss()?, base)));
+    // Once the restored tree's log entry is purged and the allocator has
+    // given the pages back (jemalloc's decay is 10 s): --scale-settle.
+    tokio::time::sleep(Duration::from_secs_f64(args.scale_settle.max(0.0))).await;
+    extra.push(("restored_settled_rss_bytes_per_key".into(), per_key(restored.rss()?, base)));
     Ok(Report { workload: "scale".into(), ops: keys as u64, seconds: load_s, latencies: vec![past], extra })
 }
 
