@@ -12,6 +12,15 @@ fn number(line: &str, key: &str) -> Option<f64> {
     rest.split([',', '}']).next()?.parse().ok()
 }
 
+/// Runs doozer-bench with `args`; its stdout and JSON lines, after checking it succeeded.
+fn bench(args: &[&str]) -> (String, Vec<String>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench")).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let json = stdout.lines().filter(|l| l.starts_with('{')).map(str::to_string).collect();
+    (stdout, json)
+}
+
 #[test]
 fn every_workload_runs_and_reports() {
     let d = Doozerd::start(&[]);
@@ -45,14 +54,8 @@ fn every_workload_runs_and_reports() {
 #[test]
 fn watch_fanout_runs_once_per_watcher_count_and_says_whose_cpu_it_took() {
     let d = Doozerd::start(&[]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench"))
-        .args(["-a", &d.addr, "--workload", "watch-fanout", "--watchers", "2,5", "--stream"])
-        .args(["--duration", "1", "--warmup", "0.2"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let json: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    let fanout = ["--workload", "watch-fanout", "--watchers", "2,5", "--stream", "--duration", "1", "--warmup", "0.2"];
+    let (stdout, json) = bench(&[&["-a", &d.addr][..], &fanout].concat());
     assert_eq!(json.len(), 2, "{stdout}");
     for (line, watchers) in json.iter().zip([2.0, 5.0]) {
         assert_eq!(number(line, "watchers"), Some(watchers), "{line}");
@@ -65,13 +68,7 @@ fn watch_fanout_runs_once_per_watcher_count_and_says_whose_cpu_it_took() {
 
 #[test]
 fn scale_reports_each_cost_at_each_size() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doozer-bench"))
-        .args(["--workload", "scale", "--scale-keys", "300,600", "--scale-settle", "0"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let json: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    let (stdout, json) = bench(&["--workload", "scale", "--scale-keys", "300,600", "--scale-settle", "0"]);
     assert_eq!(json.len(), 2, "{stdout}");
     for (line, keys) in json.iter().zip([300.0, 600.0]) {
         assert_eq!(number(line, "ops"), Some(keys), "{line}");
