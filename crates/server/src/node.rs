@@ -424,4 +424,46 @@ mod tests {
         node.install(node.prepare(&image).unwrap());
         assert_eq!(watcher.try_recv().unwrap().map(|e| e.rev), Some(5), "the first write to /w/3 is revision 5");
     }
+
+    /// A stream's standing waiter on `glob` from the next revision: what it is told.
+    fn standing(node: &Node, glob: &str) -> Arc<Mutex<Vec<Option<Rev>>>> {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let t = told.clone();
+        let notify = Notify::Every(Arc::new(move |wake: Wake<'_>| {
+            t.lock().push(match wake {
+                Wake::Event(e) => Some(e.event.rev),
+                Wake::TooLate => None,
+            });
+        }));
+        let glob = Arc::new(Glob::parse(glob).unwrap());
+        assert!(matches!(node.hold_wait(glob, node.rev() + 1, 1, notify), Hold::Held(_)));
+        told
+    }
+
+    #[test]
+    fn a_stream_caught_up_by_a_snapshot_hears_every_event_it_missed_in_order_then_goes_on() {
+        let node = Node::new("N".into(), Limits::default());
+        node.apply(&set("/other/a"));
+        let told = standing(&node, "/w/**");
+        node.apply(&set("/w/0"));
+        // 40 more writes, every 7th to /w/0..6 cycling; the image's history covers them all.
+        let image = image_ahead(&node, 40, 100);
+        node.install(node.prepare(&image).unwrap());
+        node.apply(&set("/w/9"));
+        let expected: Vec<Option<Rev>> = (2..=node.rev()).map(Some).collect();
+        assert_eq!(*told.lock(), expected, "every /w event, in order, across the install");
+        assert_eq!(node.waiters(), 1, "the stream's waiter stays");
+    }
+
+    #[test]
+    fn a_stream_past_whose_events_a_snapshot_jumped_is_told_too_late_once() {
+        let node = Node::new("N".into(), Limits::default());
+        node.apply(&set("/other/a"));
+        let told = standing(&node, "/w/**");
+        let image = image_ahead(&node, 100, 50);
+        node.install(node.prepare(&image).unwrap());
+        node.apply(&set("/w/9"));
+        assert_eq!(*told.lock(), vec![None], "revisions 2..51 are unknown here: too late, and nothing after");
+        assert_eq!(node.waiters(), 0);
+    }
 }
