@@ -80,14 +80,7 @@ impl Outbox {
     /// Sends an answer made of `tag` and `rest`, the rest of its fields
     /// already encoded: one event told to many waiters is encoded once.
     pub fn send_tagged(&self, tag: Option<i32>, rest: &[u8]) {
-        let head = Response { tag, ..Response::default() };
-        let len = head.encoded_len() + rest.len();
-        let mut frame = BytesMut::with_capacity(4 + len);
-        frame.put_u32(len as u32);
-        // Cannot fail: the buffer was made for exactly this length.
-        let _ = head.encode(&mut frame);
-        frame.extend_from_slice(rest);
-        self.send_frame(frame);
+        self.send_frame(tagged_frame(tag, rest));
     }
 
     fn send_frame(&self, mut frame: BytesMut) {
@@ -153,6 +146,20 @@ impl Sink {
         self.unwritten.fetch_add(frame.len(), Ordering::Relaxed);
         let _ = self.queue.send(frame);
     }
+}
+
+/// The frame of an answer made of `tag` and `rest`, its other fields
+/// encoded: the tag is field 1, so this is byte for byte what encoding the
+/// whole answer gives (prost writes fields in number order).
+pub(crate) fn tagged_frame(tag: Option<i32>, rest: &[u8]) -> BytesMut {
+    let head = Response { tag, ..Response::default() };
+    let len = head.encoded_len() + rest.len();
+    let mut frame = BytesMut::with_capacity(4 + len);
+    frame.put_u32(len as u32);
+    // Cannot fail: the buffer was made for exactly this length.
+    let _ = head.encode(&mut frame);
+    frame.extend_from_slice(rest);
+    frame
 }
 
 /// A client connection being served.

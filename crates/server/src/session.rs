@@ -553,3 +553,19 @@ fn set_answer(tag: Option<i32>, o: Committed) -> Result<Response, StoreError> {
 fn removed(tag: Option<i32>) -> Response {
     Response::error(tag, ErrCode::Readonly, "this node was removed from its cluster; nothing was written".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_told_to_many_is_byte_for_byte_the_answer_encoded_whole() {
+        let e = Event { rev: 42, path: "/svc/a".into(), body: Body::from("10.0.0.1:80"), kind: EventKind::Set };
+        let rest = event_fields(&e);
+        for tag in [Some(0), Some(7), Some(-3), Some(i32::MAX), None] {
+            let mut whole = bytes::BytesMut::new();
+            doozer_proto::encode_frame(&event_response(tag, e.clone()), &mut whole);
+            assert_eq!(crate::conn::tagged_frame(tag, &rest), whole, "tag {tag:?}");
+        }
+    }
+}
