@@ -15,7 +15,7 @@ use crate::{connect, histogram, percentiles, progress, root, Args, Clock, Report
 use doozer_client::{Client, Event, Rev, Subscription};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Connections opened at once while the watchers connect.
@@ -102,7 +102,7 @@ async fn write(
     clock: &Clock,
     procs: Vec<(String, Option<u32>)>,
 ) -> Result<(HashMap<Rev, u64>, Vec<(String, String)>), String> {
-    let acks: Arc<Mutex<HashMap<Rev, u64>>> = Arc::default();
+    let mut acks = HashMap::new();
     let mut meter = None;
     let mut n = 0u64;
     while clock.running() {
@@ -121,12 +121,11 @@ async fn write(
             .map_err(|e| e.to_string())?;
         n += 1;
         if clock.measuring() && clock.running() {
-            acks.lock().map_err(|e| e.to_string())?.insert(rev, clock.start.elapsed().as_nanos() as u64);
+            acks.insert(rev, clock.start.elapsed().as_nanos() as u64);
             clock.ops.fetch_add(1, Ordering::Relaxed);
         }
     }
     let cpu = meter.map(|m| m.percents()).unwrap_or_default();
-    let acks = acks.lock().map_err(|e| e.to_string())?.clone();
     Ok((acks, cpu))
 }
 

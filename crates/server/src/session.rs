@@ -22,6 +22,7 @@ use doozer_store::{
     is_valid_path, Body, Command, Event, EventKind, File, Glob, LeaseError, ReadError, Rev, Snapshot, Stat, StoreError,
 };
 use parking_lot::Mutex;
+use prost::Message;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 mod leases;
 mod stream;
 pub use leases::random_lease_id;
-use prost::Message;
 pub use stream::STREAM_BUFFER;
 
 /// Sends one request's answer and counts it in the node's metrics.

@@ -22,6 +22,8 @@ pub struct Glob {
     pattern: String,
     toks: Vec<Tok>,
     shape: Shape,
+    /// Bytes before the first wildcard: every match is tested against them.
+    prefix: usize,
 }
 
 /// The common shapes, matched without the DP: a watch on one file, or on
@@ -83,12 +85,15 @@ impl Glob {
             toks.push(tok);
             i += 1;
         }
-        let shape = match toks.iter().position(|t| !matches!(t, Tok::Byte(_))) {
+        // Before the first wildcard a token is one byte of the pattern.
+        let first_wild = toks.iter().position(|t| !matches!(t, Tok::Byte(_)));
+        let shape = match first_wild {
             None => Shape::Literal,
             Some(i) if i + 1 == toks.len() && toks[i] == Tok::StarStar => Shape::Under,
             Some(_) => Shape::Other,
         };
-        Ok(Glob { pattern: pattern.to_string(), toks, shape })
+        let prefix = first_wild.unwrap_or(pattern.len());
+        Ok(Glob { pattern: pattern.to_string(), toks, shape, prefix })
     }
 
     /// The pattern as written.
@@ -98,8 +103,7 @@ impl Glob {
 
     /// The literal text before the first wildcard (the whole pattern if it has none).
     pub fn literal_prefix(&self) -> &str {
-        let end = self.pattern.find(['*', '?']).unwrap_or(self.pattern.len());
-        &self.pattern[..end]
+        &self.pattern[..self.prefix]
     }
 
     /// True if the pattern has no wildcard and so matches exactly one path.
@@ -229,6 +233,9 @@ mod tests {
             }
         }
         assert_eq!(shortcuts, 7, "the literal and prefix-** shapes take the shortcut");
+        for (p, prefix) in [("/", "/"), ("/a/b", "/a/b"), ("/a/b**", "/a/b"), ("/a?", "/a"), ("/***", "/")] {
+            assert_eq!(Glob::parse(p).unwrap().literal_prefix(), prefix, "{p}");
+        }
     }
 
     #[test]

@@ -157,6 +157,8 @@ impl Follow {
             }
         };
         let rev = told.event.rev;
+        // The node tells each event once, from the revision the waiter was
+        // filed at: an older one would be a duplicate, and is never sent.
         if rev < st.next {
             return;
         }
