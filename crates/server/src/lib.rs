@@ -5,7 +5,7 @@
 //! verb does), [`consensus`] (Raft: writes, membership, peers), [`node`] (the
 //! store and held WAITs), [`waiters`] (the WAIT index), [`access`] (secrets),
 //! [`ctl`] (the `/ctl` files), [`dzns`] (booting by name through another
-//! cluster), [`tls`]. The data model lives in
+//! cluster), [`tls`], [`memory`] (freed pages back to the system). The data model lives in
 //! `doozer-store`, the wire format in `doozer-proto`.
 
 pub mod access;
@@ -15,6 +15,7 @@ pub mod consensus;
 pub mod ctl;
 pub mod dzns;
 pub mod listen;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod rt;

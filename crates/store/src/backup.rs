@@ -116,15 +116,16 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
     let mut root = Dir::new();
     let mut count = 0u64;
     let mut leases = Leases::new();
+    let (mut path, mut body) = (Vec::new(), Vec::new());
     loop {
         let at = input.at;
         match input.u8()? {
             0 => break,
             1 => {
-                let path = input.path()?;
+                let path = input.path_into(&mut path)?;
                 let file_rev = input.i64()?;
-                let body = input.chunk()?;
-                add_file(&mut root, &path, file_rev, body, rev, at)?;
+                input.chunk_into(&mut body)?;
+                add_file(&mut root, path, file_rev, &body, rev, at)?;
                 count += 1;
             }
             2 => read_lease(&mut input, &mut leases, &root, at)?,
@@ -148,7 +149,7 @@ pub fn read_backup<R: Read>(r: R) -> Result<Backup, ImageError> {
 fn read_lease<R: Read>(input: &mut Input<R>, leases: &mut Leases, root: &Dir, at: usize) -> Result<(), ImageError> {
     let bad = |what: String| ImageError { offset: at, what };
     let id = input.u64()?;
-    let ttl = u32::from_be_bytes(input.take(4)?.try_into().unwrap_or_default());
+    let ttl = input.u32()?;
     leases.grant(id, ttl).map_err(|e| bad(format!("a lease record: {e}")))?;
     for _ in 0..input.u64()? {
         let path = input.path()?;
@@ -276,7 +277,7 @@ pub fn read_journal(bytes: &[u8]) -> Result<Journal, ImageError> {
 }
 
 fn read_record(input: &mut Input<&[u8]>) -> Result<Record, ImageError> {
-    let len = u32::from_be_bytes(input.take(4)?.try_into().unwrap_or_default()) as usize;
+    let len = input.u32()? as usize;
     if len == 0 || len > MAX_RECORD {
         return Err(input.err(format!("a record of {len} bytes is not plausible")));
     }

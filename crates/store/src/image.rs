@@ -67,13 +67,17 @@ impl Image {
         let start = out.len();
         out.extend_from_slice(if self.leases.is_empty() { MAGIC } else { MAGIC_LEASES });
         out.extend_from_slice(&self.base.rev().to_be_bytes());
-        let files = self.base.files();
-        out.extend_from_slice(&(files.len() as u64).to_be_bytes());
-        for (path, f) in &files {
+        // The count goes before the files: written once they are counted.
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_be_bytes());
+        let mut count = 0u64;
+        self.base.each_file(|path, body| {
             put_bytes(out, path.as_bytes());
-            out.extend_from_slice(&f.rev.to_be_bytes());
-            put_bytes(out, &f.body);
-        }
+            out.extend_from_slice(&body.rev().to_be_bytes());
+            put_bytes(out, body);
+            count += 1;
+        });
+        out[count_at..count_at + 8].copy_from_slice(&count.to_be_bytes());
         out.extend_from_slice(&(self.events.len() as u64).to_be_bytes());
         for e in &self.events {
             out.push(kind_byte(e.kind));
@@ -131,7 +135,7 @@ fn read_leases(input: &mut Input<&[u8]>) -> Result<Leases, ImageError> {
     for _ in 0..input.u64()? {
         let at = input.at;
         let id = input.u64()?;
-        let ttl = u32::from_be_bytes(input.take(4)?.try_into().unwrap_or_default());
+        let ttl = input.u32()?;
         leases.grant(id, ttl).map_err(|e| ImageError { offset: at, what: format!("lease {id:x}: {e}") })?;
         for _ in 0..input.u64()? {
             let at = input.at;

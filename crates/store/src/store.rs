@@ -686,9 +686,15 @@ impl Snapshot {
     /// Every file, depth first in byte order, with its path.
     pub fn files(&self) -> Vec<(String, File)> {
         let mut out = Vec::new();
-        let mut prefix = String::from("/");
-        collect_files(&self.root, &mut prefix, &mut out);
+        self.each_file(|path, body| out.push((path.to_string(), File::of(body))));
         out
+    }
+
+    /// Calls `f` with every file and its path, depth first in byte order,
+    /// without collecting them (an image of a million files).
+    pub fn each_file(&self, mut f: impl FnMut(&str, &Body)) {
+        let mut prefix = String::from("/");
+        visit_files(&self.root, &mut prefix, &mut f);
     }
 
     /// The revision this snapshot shows.
@@ -769,15 +775,15 @@ impl Snapshot {
     }
 }
 
-fn collect_files(dir: &Dir, prefix: &mut String, out: &mut Vec<(String, File)>) {
+fn visit_files(dir: &Dir, prefix: &mut String, f: &mut impl FnMut(&str, &Body)) {
     for (name, node) in dir.entries() {
         let len = prefix.len();
         prefix.push_str(name);
         match node {
-            Node::File(b) => out.push((prefix.clone(), File::of(b))),
+            Node::File(b) => f(prefix, b),
             Node::Dir(d) => {
                 prefix.push('/');
-                collect_files(d, prefix, out);
+                visit_files(d, prefix, f);
             }
         }
         prefix.truncate(len);

@@ -643,6 +643,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = self.call_large(req) => r,
         };
+        // The encoded tree (and its frame) is freed.
+        crate::memory::release();
         match resp {
             Ok(PeerResponse::Snapshot(r)) => {
                 rpc::snapshot_answer(r).map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))

@@ -131,6 +131,8 @@ impl Consensus {
                         let data = types::SnapshotData { image, applied };
                         let snapshot = types::Snapshot { meta: meta.into(), snapshot: Box::new(data) };
                         let answer = self.raft.install_full_snapshot(vote.into(), snapshot).await;
+                        // The bytes, the image and the tree it replaced are freed.
+                        crate::memory::release();
                         PeerResponse::Snapshot(answer.map(|r| r.vote.into()).map_err(Into::into))
                     }
                     Ok(Err(e)) => {

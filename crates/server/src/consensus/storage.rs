@@ -30,6 +30,10 @@ struct Log {
     bytes: usize,
 }
 
+/// An entry this large leaving the log gives its pages back at once
+/// (written batches are kilobytes; a `Load` is the whole restored tree).
+const RELEASE_AFTER: usize = 8 << 20;
+
 /// About how many bytes an entry holds.
 pub(crate) fn entry_bytes(e: &Entry) -> usize {
     const OVERHEAD: usize = 64;
@@ -48,7 +52,14 @@ impl Log {
     }
 
     fn forget(&mut self, gone: BTreeMap<u64, Entry>) {
-        self.bytes -= gone.values().map(entry_bytes).sum::<usize>();
+        let sizes = gone.values().map(entry_bytes);
+        let (sum, largest) = sizes.fold((0, 0), |(sum, largest), b| (sum + b, largest.max(b)));
+        self.bytes -= sum;
+        drop(gone);
+        // A restored image (one entry of the whole tree) has left the log.
+        if largest >= RELEASE_AFTER {
+            crate::memory::release();
+        }
     }
 }
 
@@ -406,6 +417,8 @@ impl StateMachine {
         }
         let (node, cmd) = (self.node.clone(), p.cmd.clone());
         let out: Committed = crate::rt::blocking(move || node.apply(&cmd)).await.map_err(storage_error)?.into();
+        // Decoding freed its buffers; the image itself goes with the log entry.
+        crate::memory::release();
         self.remember(&p, &out);
         Ok(out)
     }
@@ -605,6 +618,35 @@ mod tests {
         assert_eq!(log.read_committed().await.unwrap(), Some(id(3, 2)));
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(id(1, 1)));
+    }
+
+    thread_local! {
+        static PURGES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn a_restored_tree_leaving_the_log_gives_its_pages_back_and_written_batches_do_not() {
+        // Without a runtime the purge runs on this thread, so this thread's
+        // count is this test's alone.
+        crate::memory::on_release(|| PURGES.with(|p| p.set(p.get() + 1)));
+        let entry = |index: u64, cmd: Command| Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 7), index),
+            payload: EntryPayload::Normal(Proposal { id: None, cmd, term: None }),
+        };
+        let set = |i: u64| Command::Set { path: format!("/f{i}"), rev: 0, body: Body::from(vec![0u8; 4096]) };
+        let mut log = Log::default();
+        for i in 1..=3000 {
+            log.insert(entry(i, set(i)));
+        }
+        log.insert(entry(3001, Command::Load { image: vec![0u8; RELEASE_AFTER].into() }));
+        let gone = log.entries.split_off(&2001);
+        let kept = std::mem::replace(&mut log.entries, gone);
+        log.forget(kept);
+        assert_eq!(PURGES.with(|p| p.get()), 0, "2000 small entries (8 MB in all) are not worth a purge");
+        let rest = std::mem::take(&mut log.entries);
+        log.forget(rest);
+        assert_eq!(PURGES.with(|p| p.get()), 1, "the Load's image left the log");
+        assert_eq!(log.bytes, 0);
     }
 
     /// A state machine whose membership is `ids`, all voters.
