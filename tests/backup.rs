@@ -63,6 +63,31 @@ async fn backup_then_restore_keeps_files_and_revisions() {
     assert_eq!(data(&joiner.addr, now).await, data(&restored.addr, now).await);
 }
 
+#[tokio::test]
+async fn a_restored_tree_does_not_stay_in_the_raft_log() {
+    // 2 MB of files: far below the log's bound (64 MB), so only the restore's
+    // own compaction takes the Load entry (the whole tree) out of the log.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup");
+    let d = Doozerd::start(&[]);
+    let c = client(&d.addr).await;
+    for i in 0..400 {
+        c.set(&format!("/big/{i}"), 0, vec![b'x'; 5000]).await.unwrap();
+    }
+    assert_eq!(run_doozer(&d.uri(), &["backup", file.to_str().unwrap()]).code, 0);
+    let restored = Doozerd::start(&["-w", "127.0.0.1:0", "--restore", file.to_str().unwrap()]);
+    let web = restored.web.clone().expect("a web address");
+    let http = reqwest::Client::new();
+    let log_bytes = || async {
+        let text = http.get(format!("http://{web}/metrics")).send().await.unwrap().text().await.unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix("doozer_raft_log_bytes ")).map(str::to_string);
+        line.and_then(|n| n.parse::<usize>().ok()).expect("doozer_raft_log_bytes in /metrics")
+    };
+    common::eventually("the Load entry to leave the log", || async { log_bytes().await < 100_000 }).await;
+    let c = client(&restored.addr).await;
+    assert_eq!(c.get("/big/399", None).await.unwrap().0, vec![b'x'; 5000]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_and_restarted_journal_restores_exactly_the_last_revision() {
     let dir = tempfile::tempdir().unwrap();

@@ -92,6 +92,8 @@ pub struct Status {
     pub changing: bool,
     /// Group commits (one fsync each) of a durable node's log.
     pub log_syncs: Option<u64>,
+    /// What the Raft log's entries hold, about (bounded by [`MAX_LOG_BYTES`]).
+    pub log_bytes: usize,
 }
 
 /// A node's consensus handle. Cheap to share (`Arc`).
@@ -325,8 +327,27 @@ impl Consensus {
                 other => return Err(format!("cannot load the restored store: {other:?}")),
             }
             self.forget_restored_members().await?;
+            self.compact_after_load().await;
         }
         self.register_seed().await
+    }
+
+    /// The Load entry holds the whole restored tree, which the store now
+    /// holds as well: take a snapshot past it and purge it from the log,
+    /// rather than carry it until the log fills ([`MAX_LOG_BYTES`]; at
+    /// 100,000 keys it never would: 120 bytes per key, kept for good).
+    async fn compact_after_load(&self) {
+        let _ = self.raft.trigger().snapshot().await;
+        let applied = self.metrics().last_applied;
+        let wait = self.raft.wait(Some(Duration::from_secs(60)));
+        match wait.metrics(|m| m.snapshot >= applied, "a snapshot").await {
+            Ok(m) => {
+                if let Some(upto) = m.snapshot {
+                    let _ = self.raft.trigger().purge_log(upto.index).await;
+                }
+            }
+            Err(e) => debug!(error = %e, "no snapshot after the restore; its entry stays in the log"),
+        }
     }
 
     /// Joins the cluster at one of `addrs` as a learner, waits until this node
@@ -481,6 +502,7 @@ impl Consensus {
             learners: membership.learner_ids().map(|id| name(&id)).collect(),
             changing: membership.get_joint_config().len() > 1,
             log_syncs: self.log.syncs(),
+            log_bytes: self.log.bytes(),
         }
     }
 

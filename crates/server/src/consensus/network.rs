@@ -629,20 +629,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, openraft::error::Fatal<NodeId>>> {
         // Encoding the whole tree and its history is slow: not on a runtime worker.
         let data = *snapshot.snapshot;
+        let started = Instant::now();
         let encode = crate::rt::blocking(move || {
             let mut image = Vec::new();
             data.image.encode(&mut image);
-            (image, data.applied)
+            (bytes::Bytes::from(image), data.applied)
         });
         let (image, applied) = match encode.await {
             Ok(done) => done,
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         };
+        let (bytes, encoded) = (image.len(), started.elapsed());
         let req = PeerRequest::Snapshot { vote: vote.into(), meta: snapshot.meta.into(), image, applied };
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = self.call_large(req) => r,
         };
+        let (to, took) = (self.target, started.elapsed());
+        tracing::debug!(to, bytes, ?encoded, ?took, "sent a snapshot (encoded, then sent and installed)");
         // The encoded tree (and its frame) is freed.
         crate::memory::release();
         match resp {

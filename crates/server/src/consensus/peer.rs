@@ -124,7 +124,9 @@ impl Consensus {
             }
             PeerRequest::Snapshot { vote, meta, image, applied } => {
                 // Decoding the whole tree is slow: not on a runtime worker.
+                let (started, bytes) = (Instant::now(), image.len());
                 let decoded = crate::rt::blocking(move || Image::decode(&image)).await;
+                debug!(bytes, took = ?started.elapsed(), "decoded a snapshot");
                 let refused = |why: String| PeerResponse::Snapshot(Err(Refused::Failed(why)));
                 match decoded {
                     Ok(Ok(image)) => {

@@ -48,6 +48,7 @@ pub async fn metrics(State(web): State<Web>) -> Response {
         "The last committed Raft log index applied on this node.",
         s.applied_index.unwrap_or(0),
     );
+    gauge(&mut out, "doozer_raft_log_bytes", "Bytes the Raft log's entries hold, about.", s.log_bytes);
     gauge(&mut out, "doozer_raft_voters", "Voters in the membership this node knows.", s.voters.len());
     gauge(&mut out, "doozer_raft_learners", "Non-voting members in the membership this node knows.", s.learners.len());
     if let Some(syncs) = s.log_syncs {
